@@ -1,0 +1,37 @@
+"""Adaptive Gradient Clipping (Brock et al. 2021, "High-Performance Large-Scale Image Recognition Without
+Normalization", arXiv:2102.06171, section 4).
+
+For every unit i (a row of a weight: one output channel of a conv or linear layer; a whole vector for biases
+and gains), with W_i its weights and G_i its gradient:
+
+    G_i <- G_i * (lambda * max(||W_i||, eps) / ||G_i||)   if ||G_i|| > lambda * max(||W_i||, eps)
+
+Same result as timm.utils.adaptive_clip_grad, in three passes over memory per tensor (two norms, one in-place
+scale) instead of timm's eight with two temporary gradient-sized tensors; the per-unit scale factors for all
+tensors are computed in one batch of small ops.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1) if t.ndim > 1 else t.reshape(1, -1)
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, eps: float = 1e-3) -> None:
+    """Clip gradients in place, unit-wise. Call after gradients are final (unscaled, accumulated)."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params or clip_factor <= 0:
+        return
+    weight_norms = [torch.linalg.vector_norm(_rows(p), dim=1) for p in params]
+    grad_norms = [torch.linalg.vector_norm(_rows(p.grad), dim=1) for p in params]
+    sizes = [n.numel() for n in weight_norms]
+    max_norm = torch.cat(weight_norms).clamp_(min=eps).mul_(clip_factor)
+    grad_norm = torch.cat(grad_norms)
+    scale = torch.where(grad_norm < max_norm, torch.ones_like(grad_norm), max_norm / grad_norm.clamp(min=1e-6))
+    for p, s in zip(params, scale.split(sizes)):
+        p.grad.mul_(s.reshape(-1, *([1] * (p.grad.ndim - 1))) if p.grad.ndim > 1 else s.squeeze(0))

@@ -1,0 +1,23 @@
+"""albumentations pipelines. Images arrive already decoded and resized by kit.images.load_rgb."""
+from __future__ import annotations
+
+import albumentations as A
+
+
+def train_transform(cfg, mean, std) -> A.Compose:
+    size = cfg.img_size
+    steps = [
+        A.HorizontalFlip(p=cfg.aug_hflip),
+        A.VerticalFlip(p=cfg.aug_vflip),
+        A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
+                 p=cfg.aug_shift_scale_rotate),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=cfg.aug_brightness_contrast),
+        A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(max(1, size // 16), max(1, size // 6)),
+                        hole_width_range=(max(1, size // 16), max(1, size // 6)), p=cfg.aug_coarse_dropout),
+        A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
+    ]
+    return A.Compose([s for s in steps if s.p > 0], p=1.0)
+
+
+def eval_transform(mean, std) -> A.Compose:
+    return A.Compose([A.Normalize(mean=mean, std=std, max_pixel_value=255.0)], p=1.0)

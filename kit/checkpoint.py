@@ -1,0 +1,41 @@
+"""Checkpoint files: written atomically, read with torch.load(weights_only=True) only.
+
+best.pt: {"model": state_dict, "config", "classes", "fold", "epoch", "metric", "score", "mean", "std",
+          "kit_version"}                      the weights that scored best on the fold's validation images
+last.pt: best.pt's keys plus the full training state ("optimizer", "scaler", "ema", "updates",
+          "step_in_epoch", "history", "best_score", "best_epoch", "rng"): what --resume continues from
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .errors import KitError
+
+
+def save(obj: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load(path: str | Path) -> dict:
+    """Load a checkpoint without executing anything: weights_only=True refuses pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KitError(f"refusing to load {path}: it contains pickled objects other than tensors and plain data "
+                       f"({first}). Loading it could run arbitrary code; only use checkpoints from sources you "
+                       f"trust, re-saved as plain state dicts") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise KitError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); the file is damaged or not a "
+                       f"PyTorch checkpoint. Retrain this fold, or restore the file") from None
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise KitError(f"{path} is not a kit checkpoint (no 'model' entry)")
+    return obj

@@ -1,0 +1,303 @@
+"""Train one fold: data -> NFNet + AGC -> SGD/AdamW, warmup-cosine, EMA, AMP -> validation, checkpoints, OOF.
+
+Determinism: the data order of an epoch and the augmentation of every sample are pure functions of
+(seed, epoch, position), and the rest of the randomness (init, dropout) comes from torch's global RNG, whose
+state goes into every resumable checkpoint. So a resumed run replays exactly what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from . import __version__, checkpoint
+from .agc import adaptive_clip_grad_
+from .atomic import write_csv
+from .augment import eval_transform, train_transform
+from .config import Config
+from .data import Table
+from .errors import KitError
+from .images import load_rgb
+from .lock import FoldLock
+from .metrics import is_better, score
+from .model import create_model, normalization, split_head_params
+
+METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "metric", "score", "is_best", "seconds"]
+
+
+class ImageDataset(Dataset):
+    """Items are keyed by (row index, augmentation seed); seed < 0 means no augmentation (validation)."""
+
+    def __init__(self, paths: list[Path], targets: np.ndarray, size: int, transform):
+        self.paths, self.targets, self.size, self.transform = paths, targets, size, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key):
+        i, seed = key
+        image = load_rgb(self.paths[i], self.size)
+        if seed >= 0:
+            self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        image = self.transform(image=image)["image"]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), int(self.targets[i])
+
+
+class EpochSampler(Sampler):
+    """Shuffled keys whose order and augmentation seeds depend only on (seed, epoch): resumable mid-epoch."""
+
+    def __init__(self, indices: np.ndarray, seed: int, shuffle: bool):
+        self.indices, self.seed, self.shuffle = indices, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return len(self.indices) - self.start
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from ((int(i), -1) for i in self.indices[self.start:])
+            return
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = self.indices[torch.randperm(len(self.indices), generator=g).numpy()]
+        for pos in range(self.start, len(order)):
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, pos]).generate_state(1)[0])
+            yield int(order[pos]), seed
+
+
+def _worker_init(_):
+    import cv2
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KitError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> tuple[np.ndarray, float]:
+    """(probabilities [N, C] in loader order, mean cross-entropy)."""
+    model.eval()
+    probs, loss_sum, n = [], 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=amp):
+            logits = model(x).float()
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        n += len(y)
+        probs.append(logits.softmax(1).cpu().numpy())
+    return np.concatenate(probs).astype(np.float64), loss_sum / max(n, 1)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    best_epoch: int
+    best_score: float
+    val_index: np.ndarray          # rows of train.csv in this fold's validation set
+    oof: np.ndarray                # probabilities of the best checkpoint for those rows
+    seconds: float
+
+
+def write_oof(path: Path, table: Table, rows: np.ndarray, fold_of_row: np.ndarray, probs: np.ndarray,
+              classes: list) -> None:
+    """OOF schema: image_id,label,fold,prob_<class>... (one row per validation image, train.csv order)."""
+    header = ["image_id", "label", "fold"] + [f"prob_{c}" for c in classes]
+    write_csv(path, header, ([table.ids[r], table.labels[r], int(fold_of_row[r]), *(f"{p:.6g}" for p in prob)]
+                             for r, prob in zip(rows, probs)))
+
+
+def _same_setup(saved: dict, cfg: Config, classes: list, fold: int) -> None:
+    changed = [k for k in ("model", "img_size", "epochs", "seed", "folds_csv", "batch_size", "accum_steps",
+                           "optimizer", "lr")
+               if saved["config"].get(k) != getattr(cfg, k)]
+    if saved["classes"] != classes or saved["fold"] != fold:
+        changed.append("classes/fold")
+    if changed:
+        diffs = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {getattr(cfg, k, None)!r}" for k in changed)
+        raise KitError(f"cannot resume: the checkpoint was trained with a different setup ({diffs}). Run with "
+                       f"the original settings, or drop --resume to start the fold over")
+
+
+def train_fold(cfg: Config, table: Table, fold_of_row: np.ndarray, fold: int, classes: list, run_dir: Path,
+               targets: np.ndarray, resume: bool = False) -> FoldResult:
+    fold_dir = run_dir / f"fold{fold}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with FoldLock(fold_dir / ".lock"):
+        return _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume)
+
+
+def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume) -> FoldResult:
+    t0 = time.time()
+    device = resolve_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(cfg.seed + fold)
+    random.seed(cfg.seed + fold)
+    np.random.seed(cfg.seed + fold)
+
+    model = create_model(cfg.model, len(classes), cfg.pretrained, cfg.pretrained_file, cfg.drop_rate,
+                         cfg.drop_path_rate).to(device)
+    mean, std = normalization(model, cfg.mean, cfg.std)
+    body_params, _ = split_head_params(model)
+
+    train_rows = np.flatnonzero(fold_of_row != fold)
+    val_rows = np.flatnonzero(fold_of_row == fold)
+    batch_size = min(cfg.batch_size, len(train_rows))
+    train_set = ImageDataset(table.paths, targets, cfg.img_size, train_transform(cfg, mean, std))
+    val_set = ImageDataset(table.paths, targets, cfg.img_size, eval_transform(mean, std))
+    train_sampler = EpochSampler(train_rows, cfg.seed + fold, shuffle=True)
+    loader_args = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                       worker_init_fn=_worker_init, persistent_workers=cfg.num_workers > 0,
+                       generator=torch.Generator().manual_seed(cfg.seed))   # keeps the global RNG untouched
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler, drop_last=True,
+                              **loader_args)
+    val_loader = DataLoader(val_set, batch_size=batch_size * 2, sampler=EpochSampler(val_rows, 0, shuffle=False),
+                            **loader_args)
+
+    batches_per_epoch = len(train_rows) // batch_size
+    updates_per_epoch = math.ceil(batches_per_epoch / cfg.accum_steps)
+    total_updates = updates_per_epoch * cfg.epochs
+    optimizer = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    momentum=cfg.momentum)
+    scheduler = CosineLRScheduler(optimizer, t_initial=total_updates, lr_min=cfg.min_lr,
+                                  warmup_t=int(cfg.warmup_epochs * updates_per_epoch),
+                                  warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    epoch, step_in_epoch, updates = 0, 0, 0
+    best_score, best_epoch, history = None, -1, []
+    base = {"config": cfg.to_dict(), "classes": classes, "fold": fold, "metric": cfg.metric, "mean": mean,
+            "std": std, "kit_version": __version__}
+    last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
+    if resume and last_path.exists():
+        state = checkpoint.load(last_path)
+        _same_setup(state, cfg, classes, fold)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+        epoch, step_in_epoch, updates = state["epoch"], state["step_in_epoch"], state["updates"]
+        best_score, best_epoch, history = state["best_score"], state["best_epoch"], state["history"]
+        _set_rng_state(state["rng"])
+        print(f"fold {fold}: resuming at epoch {epoch + 1}, batch {step_in_epoch} ({updates} optimizer steps done)")
+    elif resume:
+        print(f"fold {fold}: no checkpoint to resume from in {fold_dir}; starting the fold")
+    scheduler.step_update(updates)
+
+    def save_last():
+        checkpoint.save({**base, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema else None,
+                         "epoch": epoch, "step_in_epoch": step_in_epoch, "updates": updates,
+                         "best_score": best_score, "best_epoch": best_epoch, "history": history,
+                         "rng": _rng_state()}, last_path)
+
+    print(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, {cfg.model} @ {cfg.img_size}px, "
+          f"device {device}{' (AMP)' if use_amp else ''}, batch {batch_size}x{cfg.accum_steps}, "
+          f"AGC {'off' if cfg.agc_clip == 0 else cfg.agc_clip}")
+    while epoch < cfg.epochs:
+        e0 = time.time()
+        model.train()
+        train_sampler.set_epoch(epoch, start=step_in_epoch * batch_size)
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        bar = tqdm(train_loader, total=batches_per_epoch - step_in_epoch, disable=None, leave=False,
+                   desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}")
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise KitError(f"fold {fold}: the loss became {loss.item()} at epoch {epoch + 1}, batch "
+                               f"{step_in_epoch + 1}; training stopped, {last_path} keeps the last good state. "
+                               f"Lower --lr or --agc-clip, or check the images")
+            scaler.scale(loss / cfg.accum_steps).backward()
+            step_in_epoch += 1
+            loss_sum += loss.detach()
+            seen += 1
+            if step_in_epoch % cfg.accum_steps == 0 or step_in_epoch == batches_per_epoch:
+                scaler.unscale_(optimizer)            # AGC compares true gradients with weights, never scaled ones
+                adaptive_clip_grad_(body_params, cfg.agc_clip, cfg.agc_eps)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                updates += 1
+                scheduler.step_update(updates)
+                if ema is not None:
+                    ema.update(model, step=updates)
+                if cfg.save_every_steps and updates % cfg.save_every_steps == 0 and step_in_epoch < batches_per_epoch:
+                    save_last()
+            if bar.total and seen % 10 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+        bar.close()
+        train_loss = loss_sum.item() / max(seen, 1)
+
+        eval_model = ema.module if ema is not None else model
+        probs, val_loss = predict(eval_model, val_loader, device, use_amp)
+        val_score = score(cfg.metric, targets[val_rows], probs)
+        improved = is_better(cfg.metric, val_score, best_score)
+        epoch += 1
+        step_in_epoch = 0
+        if improved:
+            best_score, best_epoch = val_score, epoch
+            checkpoint.save({**base, "model": eval_model.state_dict(), "epoch": epoch, "score": val_score},
+                            best_path)
+            write_oof(fold_dir / "oof.csv", table, val_rows, fold_of_row, probs, classes)
+        history.append([epoch, f"{optimizer.param_groups[0]['lr']:.6g}", f"{train_loss:.6f}", f"{val_loss:.6f}",
+                        cfg.metric, f"{val_score:.6f}", int(improved), f"{time.time() - e0:.1f}"])
+        write_csv(fold_dir / "metrics.csv", METRICS_HEADER, history)
+        save_last()
+        print(f"fold {fold} epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+              f"{cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)", flush=True)
+
+    best = checkpoint.load(best_path)
+    oof = _read_oof_probs(fold_dir / "oof.csv", len(classes))
+    print(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {best_path}")
+    return FoldResult(fold, best["epoch"], best["score"], val_rows, oof, time.time() - t0)
+
+
+def _read_oof_probs(path: Path, num_classes: int) -> np.ndarray:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return np.array([[float(v) for v in row[3:3 + num_classes]] for row in rows], dtype=np.float64)
