@@ -157,7 +157,7 @@ def train_table(cfg) -> Table:
                       fix=f"Put the competition's train.csv in {root}, or set train_csv in the config")
 
 
-def test_table(data_dir: str, sample_submission: str = "sample_submission.csv", test_images: str = "test_images",
+def submission_table(data_dir: str, sample_submission: str = "sample_submission.csv", test_images: str = "test_images",
                id_col: str = "image_id") -> Table:
     root = data_root(data_dir)
     return read_table(root / sample_submission, root / test_images, id_col,

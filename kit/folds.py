@@ -22,8 +22,8 @@ def make_folds(labels: list, num_folds: int, seed: int, groups: Optional[list] =
     small = sorted((n, str(c)) for c, n in counts.items() if n < num_folds)
     if small:
         listed = ", ".join(f"{c!r} ({n} image{'s' if n > 1 else ''})" for n, c in small[:5])
-        raise KitError(f"class {listed} has fewer images than the {num_folds} folds, so some folds would not "
-                       f"contain it; lower --num-folds to at most {min(counts.values())}, or merge/remove the class")
+        raise KitError(f"too few images for {num_folds} folds in class {listed}: every fold needs each class "
+                       f"at least once. Lower --num-folds to at most {min(counts.values())}, or merge/remove the class")
     y = np.array([str(v) for v in labels])
     fold = np.full(len(labels), -1, dtype=np.int64)
     if groups is None:

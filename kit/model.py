@@ -14,33 +14,57 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, pretrained_file: str | None = None,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> torch.nn.Module:
-    """A timm model with a fresh `num_classes` head.
+    """A timm model with a `num_classes` head.
 
-    Weights come from timm's normal mechanism: its hub (pretrained=True) or a local file (pretrained_file,
-    passed as timm's `pretrained_cfg_overlay=dict(file=...)`, loaded with weights_only=True). A mismatched
-    classifier is dropped and re-initialized by timm. Missing weights are an error, never random init.
+    Weights: timm's hub (pretrained=True, timm's own download and cache) or a local file (pretrained_file).
+    Weights that cannot be had are an error, never a silent random init.
     """
-    if not timm.list_models(name) and name not in timm.list_models(pretrained=True):
-        base = name.split(".")[0]
-        close = timm.list_models(f"*{base.split('_')[-1]}*")[:8] or timm.list_models("*nfnet*")[:8]
-        raise KitError(f"unknown timm model {name!r}; similar names: {', '.join(close)}")
+    check_model_name(name)
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
     if pretrained_file:
-        path = Path(pretrained_file)
-        if not path.is_file():
-            raise KitError(f"--pretrained-file {path} does not exist")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-    elif not pretrained:
+        model = timm.create_model(name, **kwargs)
+        load_weights_file(model, name, Path(pretrained_file))
+        return model
+    if not pretrained:
         return timm.create_model(name, **kwargs)
-    else:
-        kwargs.update(pretrained=True)
     try:
-        return timm.create_model(name, **kwargs)
-    except Exception as e:  # noqa: BLE001 - download, unpickling and key-mismatch failures all end here
-        source = f"file {pretrained_file}" if pretrained_file else "timm's hub"
-        raise KitError(f"cannot load pretrained weights for {name!r} from {source}: {type(e).__name__}: {e}. "
-                       f"Pass --pretrained-file PATH to a local weights file for this architecture, "
-                       f"or --no-pretrained to train from scratch") from None
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as e:  # noqa: BLE001 - network, cache and key-mismatch failures all end here
+        raise KitError(f"cannot load timm's pretrained weights for {name!r}: {type(e).__name__}: {e}. Pass "
+                       f"--pretrained-file PATH to a local weights file for this architecture, or --no-pretrained "
+                       f"to train from scratch") from None
+
+
+def check_model_name(name: str) -> None:
+    if not timm.is_model(name.split(".")[0]):
+        close = timm.list_models(f"*{name.split('.')[0].split('_')[-1]}*")[:8] or timm.list_models("*nfnet*")[:8]
+        raise KitError(f"unknown timm model {name!r}; similar names: {', '.join(close)}")
+
+
+def load_weights_file(model: torch.nn.Module, name: str, path: Path) -> None:
+    """Load a local weights file (a state dict, or a checkpoint holding one under 'state_dict'/'model'),
+    with weights_only=True. The classifier is re-initialized when its shape differs (a new class count);
+    any other missing, unexpected or mis-shaped key is an error: a silently half-loaded body trains like
+    random init while looking pretrained."""
+    if not path.is_file():
+        raise KitError(f"--pretrained-file {path} does not exist")
+    try:
+        state = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt files
+        raise KitError(f"cannot read --pretrained-file {path}: {type(e).__name__}: {str(e).splitlines()[0]}. "
+                       f"It must be a plain PyTorch state dict (files that need code to unpickle are refused)") from None
+    head = classifier_prefix(model) + "."
+    own = model.state_dict()
+    state = {k: v for k, v in state.items()
+             if not (k.startswith(head) and (k not in own or own[k].shape != v.shape))}
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    problems = [f"{len(lst)} {what} (e.g. {lst[0]})" for what, lst in
+                (("missing", missing), ("unexpected", result.unexpected_keys), ("mis-shaped", mismatched)) if lst]
+    if problems:
+        raise KitError(f"--pretrained-file {path} does not fit model {name!r}: {', '.join(problems)} weights. "
+                       f"Use a weights file saved from {name}, or set --model to the file's architecture")
 
 
 def classifier_prefix(model: torch.nn.Module) -> str:

@@ -21,9 +21,10 @@ from . import folds as folds_mod
 from .atomic import write_text
 from .config import RESULT_KEYS, Config, save_config
 from .data import check_images_readable, class_list, targets, train_table
-from .engine import train_fold, write_oof
+from .engine import resolve_device, train_fold, write_oof
 from .errors import KitError
 from .metrics import score
+from .model import check_model_name
 
 
 def parse_fold_arg(fold: str, num_folds: int, folds_csv: str) -> list[int]:
@@ -53,6 +54,8 @@ def _check_run_dir(run_dir: Path, cfg: Config, classes: list) -> None:
 
 
 def run(cfg: Config, fold: str = "0", resume: bool = False) -> dict:
+    resolve_device(cfg.device)          # fail fast on settings, before reading thousands of images
+    check_model_name(cfg.model)
     table = train_table(cfg)
     check_images_readable(table.paths)
     classes = class_list(table.labels)

@@ -1,0 +1,63 @@
+"""Small competition folders built from real digit scans, shaped to exercise one feature each."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_rows(path: Path, header, rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def make_competition(root: Path, per_class: int = 12, classes=("cat", "dog", "fox"), n_test: int = 9,
+                     with_ext: bool = False, size: int = 16, seed: int = 0) -> Path:
+    """A Kaggle-layout folder: each class is one digit's real scans, labelled with `classes`."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "train_images").mkdir()
+    (root / "test_images").mkdir()
+
+    def save(folder, name, image):
+        img = Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).resize((size, size), Image.NEAREST)
+        img.save(root / folder / f"{name}.png")
+
+    train_rows = []
+    for k, label in enumerate(classes):
+        idx = rng.choice(np.flatnonzero(digits.target == k), per_class + n_test, replace=False)
+        for j, i in enumerate(idx[:per_class]):
+            name = f"tr_{k}_{j}"
+            save("train_images", name, digits.images[i])
+            train_rows.append((name + (".png" if with_ext else ""), label))
+    test_ids = []
+    for j in range(n_test):
+        k = j % len(classes)
+        i = rng.choice(np.flatnonzero(digits.target == k))
+        save("test_images", f"te_{j}", digits.images[i])
+        test_ids.append(f"te_{j}" + (".png" if with_ext else ""))
+    order = rng.permutation(len(train_rows))
+    write_rows(root / "train.csv", ["image_id", "label"], [train_rows[i] for i in order])
+    write_rows(root / "sample_submission.csv", ["image_id", "label"], [(t, classes[0]) for t in test_ids])
+    return root
+
+
+@pytest.fixture
+def competition(tmp_path) -> Path:
+    return make_competition(tmp_path / "comp")
+
+
+def run_cli(*args, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

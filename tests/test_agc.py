@@ -1,0 +1,86 @@
+import copy
+
+import pytest
+import torch
+from timm.utils.agc import adaptive_clip_grad as timm_agc
+
+from kit.agc import adaptive_clip_grad_
+from kit.model import classifier_prefix, create_model, split_head_params
+
+
+def reference_agc(weight, grad, clip, eps=1e-3):
+    """The paper's formula, written out unit by unit (rows; a vector counts as one unit)."""
+    w = weight.reshape(weight.shape[0], -1) if weight.ndim > 1 else weight.reshape(1, -1)
+    g = grad.reshape(grad.shape[0], -1).clone() if grad.ndim > 1 else grad.reshape(1, -1).clone()
+    for i in range(w.shape[0]):
+        max_norm = clip * max(w[i].norm().item(), eps)
+        gn = g[i].norm().item()
+        if gn > max_norm:
+            g[i] *= max_norm / gn
+    return g.reshape(grad.shape)
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 3, 3), (10, 6), (7,), (), (5, 1, 1, 1)])
+def test_matches_formula_unit_by_unit(shape):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64))
+    p.grad = torch.randn(shape, dtype=torch.float64) * torch.rand(shape, dtype=torch.float64) * 0.5
+    if len(shape) >= 2:
+        p.data[1] = 0.0                        # a zero unit: the eps floor applies
+    expected = reference_agc(p.detach(), p.grad, clip=0.1)
+    adaptive_clip_grad_([p], 0.1)
+    assert torch.allclose(p.grad, expected, atol=1e-12, rtol=1e-9)
+    assert not torch.equal(expected, p.grad + 1) and p.grad.shape == torch.Size(shape)
+
+
+def test_some_units_clipped_some_not():
+    p = torch.nn.Parameter(torch.ones(2, 4))
+    p.grad = torch.tensor([[1.0, 0, 0, 0], [0.01, 0, 0, 0]])
+    adaptive_clip_grad_([p], 0.1)             # max norm per row: 0.1 * ||(1,1,1,1)|| = 0.2
+    assert torch.allclose(p.grad[0], torch.tensor([0.2, 0, 0, 0]))
+    assert torch.equal(p.grad[1], torch.tensor([0.01, 0, 0, 0]))
+
+
+def test_matches_timm_on_a_real_nfnet():
+    torch.manual_seed(0)
+    model = create_model("test_nfnet", 5)
+    model(torch.randn(4, 3, 32, 32)).logsumexp(1).sum().backward()
+    body, _ = split_head_params(model)
+    grads = [p.grad.clone() for p in body]
+    timm_agc(body, 0.01)
+    expected = [p.grad.clone() for p in body]
+    for p, g in zip(body, grads):
+        p.grad.copy_(g)
+    adaptive_clip_grad_(body, 0.01)
+    assert sum(not torch.equal(g, e) for g, e in zip(grads, expected)) > 10   # clipping did bite
+    for p, e in zip(body, expected):
+        torch.testing.assert_close(p.grad, e, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["test_nfnet", "nf_resnet26", "eca_nfnet_l0"])
+def test_head_found_by_name_and_left_unclipped(name):
+    torch.manual_seed(0)
+    model = create_model(name, 3)
+    prefix = classifier_prefix(model)
+    assert model.get_submodule(prefix) is model.get_classifier()
+    body, head = split_head_params(model)
+    assert {id(p) for p in head} == {id(p) for p in model.get_classifier().parameters()}
+    assert len(body) + len(head) == len(list(model.parameters()))
+    model(torch.randn(2, 3, 32, 32)).pow(2).sum().mul(1e3).backward()
+    head_before = [p.grad.clone() for p in head]
+    adaptive_clip_grad_(body, 1e-4)
+    assert all(torch.equal(p.grad, g) for p, g in zip(head, head_before))
+    # the same call over all parameters would have changed the head: the exclusion is what protects it
+    everything = copy.deepcopy(head_before)
+    tmp = [torch.nn.Parameter(torch.ones_like(g) * 1e-3) for g in everything]
+    for t, g in zip(tmp, everything):
+        t.grad = g.clone()
+    adaptive_clip_grad_(tmp, 1e-4)
+    assert any(not torch.equal(t.grad, g) for t, g in zip(tmp, everything))
+
+
+def test_zero_clip_is_a_no_op():
+    p = torch.nn.Parameter(torch.ones(3, 3))
+    p.grad = torch.full((3, 3), 100.0)
+    adaptive_clip_grad_([p], 0.0)
+    assert torch.equal(p.grad, torch.full((3, 3), 100.0))
