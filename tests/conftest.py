@@ -61,3 +61,19 @@ def competition(tmp_path) -> Path:
 def run_cli(*args, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+TINY = ["--model", "test_nfnet", "--no-pretrained", "--img-size", "32", "--epochs", "2", "--batch-size", "8",
+        "--num-workers", "0", "--lr", "0.05"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A 3-fold test_nfnet run trained with `--fold all` on a small competition (string labels)."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    comp = make_competition(tmp / "comp", per_class=10)
+    run_dir, folds_csv = tmp / "run", tmp / "folds.csv"
+    result = run_cli("train.py", "--data-dir", comp, "--fold", "all", "--num-folds", "3", "--run-dir", run_dir,
+                     "--folds-csv", folds_csv, *TINY[:-4], "--num-workers", "1", "--lr", "0.05")
+    assert result.returncode == 0, result.stderr
+    return comp, run_dir, folds_csv, result

@@ -7,27 +7,14 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_competition, run_cli
+from conftest import TINY, make_competition, run_cli
 from kit import checkpoint
 
-TINY = ["--model", "test_nfnet", "--no-pretrained", "--img-size", "32", "--epochs", "2", "--batch-size", "8",
-        "--num-workers", "0", "--lr", "0.05"]
 
 
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    comp = make_competition(tmp / "comp", per_class=10)
-    run_dir, folds_csv = tmp / "run", tmp / "folds.csv"
-    result = run_cli("train.py", "--data-dir", comp, "--fold", "all", "--num-folds", "3", "--run-dir", run_dir,
-                     "--folds-csv", folds_csv, "--num-workers", "1", *TINY[:-4], "--lr", "0.05")
-    assert result.returncode == 0, result.stderr
-    return comp, run_dir, folds_csv, result
 
 
 def test_folds_and_run_files(trained):

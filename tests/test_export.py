@@ -1,0 +1,150 @@
+"""Weight-standardization folding, the ensemble graph, the parity gate and the ONNX metadata."""
+import copy
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+
+from kit import checkpoint
+from kit.errors import KitError
+from kit.export import Ensemble, export, fold_weight_standardization, load_fold_models, parity_check
+from kit.model import create_model
+from kit.predict import create_session, read_metadata
+
+
+@pytest.mark.parametrize("conv", [
+    lambda: ScaledStdConv2d(6, 8, 3, stride=2, gamma=1.7),
+    lambda: ScaledStdConv2dSame(6, 8, 3, stride=2, padding="same"),
+    lambda: StdConv2d(6, 8, 3, padding=1),
+    lambda: StdConv2dSame(6, 8, 4, stride=2),
+])
+def test_folded_conv_is_exact(conv):
+    torch.manual_seed(0)
+    holder = torch.nn.Sequential(conv())
+    with torch.no_grad():
+        if hasattr(holder[0], "gain"):
+            holder[0].gain.uniform_(0.5, 2.0)
+    x = torch.randn(3, 6, 11, 13)
+    want = holder(x)
+    assert fold_weight_standardization(holder) == 1
+    assert type(holder[0]).__name__ in ("Conv2d", "Conv2dSame")
+    got = holder(x)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_folded_nfnet_equals_the_original():
+    torch.manual_seed(0)
+    model = create_model("test_nfnet", 4).eval()
+    folded = copy.deepcopy(model)
+    n = fold_weight_standardization(folded)
+    assert n > 10 and not any(isinstance(m, (ScaledStdConv2d, ScaledStdConv2dSame)) for m in folded.modules())
+    x = torch.randn(5, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_ensemble_is_the_mean_of_fold_softmaxes(tta):
+    torch.manual_seed(0)
+    models = [create_model("test_nfnet", 3).eval() for _ in range(3)]
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    images = torch.randint(0, 256, (4, 24, 24, 3), dtype=torch.uint8)
+    x = (images.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    views = [x, x.flip(3)] if tta else [x]
+    with torch.no_grad():
+        want = torch.stack([m(v).softmax(1) for m in models for v in views]).mean(0)
+        got = Ensemble(models, mean, std, tta)(images)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert torch.allclose(got.sum(1), torch.ones(4))
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    comp, run_dir, _, _ = trained
+    out = tmp_path_factory.mktemp("export") / "ensemble.onnx"
+    summary = export(run_dir, out=out, int8=True)
+    return run_dir, out, summary
+
+
+def test_export_metadata_round_trips(exported, trained):
+    run_dir, out, summary = exported
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    meta = read_metadata(create_session(out, "cpu"))
+    ckpts = [checkpoint.load(run_dir / f"fold{k}" / "best.pt") for k in range(3)]
+    assert meta["classes"] == ["cat", "dog", "fox"] and meta["img_size"] == 32
+    assert meta["folds"] == [0, 1, 2] and meta["model"] == "test_nfnet"
+    assert meta["fold_scores"] == [c["score"] for c in ckpts]
+    assert meta["mean"] == ckpts[0]["mean"] and meta["tta"] is True and meta["int8"] is False
+    cv_line = [ln for ln in trained[3].stdout.splitlines() if ln.startswith("CV accuracy:")][0]
+    assert f"{meta['cv_score']:.4f}" in cv_line
+    assert summary["folded_convs"] > 0 and summary["parity_max_abs_diff"] <= 1e-4
+    graph_ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "BatchNormalization" not in graph_ops
+
+
+def test_int8_graph_and_its_accuracy_report(exported):
+    _, out, summary = exported
+    int8 = summary["int8"]
+    meta = read_metadata(create_session(int8["path"], "cpu"))
+    assert meta["int8"] is True and meta["classes"] == ["cat", "dog", "fox"]
+    assert 0 <= int8["int8_accuracy"] <= 1 and 0 <= int8["agreement"] <= 1 and int8["images"] == 30
+    ops = {n.op_type for n in onnx.load(int8["path"]).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_parity_gate_refuses_a_tampered_graph(exported, tmp_path):
+    run_dir, out, _ = exported
+    models, ckpts = load_fold_models(run_dir, None)
+    reference = Ensemble(models, ckpts[0]["mean"], ckpts[0]["std"], tta=True).eval()
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    assert parity_check(out, reference, images) <= 1e-4
+    graph = onnx.load(str(out))
+    conv_weights = [i for i in graph.graph.initializer if len(i.dims) == 4]
+    array = onnx.numpy_helper.to_array(conv_weights[0]) * 1.5
+    conv_weights[0].CopyFrom(onnx.numpy_helper.from_array(array, conv_weights[0].name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(graph, str(tampered))
+    with pytest.raises(KitError, match=r"parity check failed: max \|Δprob\| = .* missed by"):
+        parity_check(tampered, reference, images)
+
+
+def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
+    _, run_dir, _, _ = trained
+    import kit.export as ex
+    real = ex.fold_weight_standardization
+
+    def broken(model):
+        n = real(model)
+        with torch.no_grad():
+            next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight.mul_(3.0)
+        return n
+
+    monkeypatch.setattr(ex, "fold_weight_standardization", broken)
+    out = tmp_path / "e.onnx"
+    with pytest.raises(KitError, match="parity check failed"):
+        export(run_dir, out=out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_missing_folds(trained, tmp_path):
+    _, run_dir, _, _ = trained
+    with pytest.raises(KitError, match=r"fold\(s\) \[5\] have no best.pt"):
+        export(run_dir, out=tmp_path / "e.onnx", folds=[0, 5])
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(KitError, match="no trained folds"):
+        export(empty, out=tmp_path / "e.onnx")
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
+    _, run_dir, _, _ = trained
+    copy_dir = tmp_path / "run"
+    shutil.copytree(run_dir, copy_dir)
+    ckpt = checkpoint.load(copy_dir / "fold0" / "best.pt")
+    ckpt["config"]["model"] = "test_resnet"
+    checkpoint.save(ckpt, copy_dir / "fold0" / "best.pt")
+    with pytest.raises(KitError, match="does not match model 'test_resnet'"):
+        load_fold_models(copy_dir, [0])

@@ -1,0 +1,145 @@
+"""The torch-free predictor, the submission contract and the infer.py CLI."""
+import csv
+import textwrap
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import ROOT, TINY, run_cli, write_rows
+from kit.errors import KitError
+from kit.predict import check_graph, create_session, read_metadata, validate_submission
+
+
+def rows_of(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def onnx_file(trained, tmp_path_factory):
+    _, run_dir, _, _ = trained
+    out = tmp_path_factory.mktemp("onnx") / "ensemble.onnx"
+    r = run_cli("infer.py", "--run-dir", run_dir, "--export-only")
+    assert r.returncode == 0, r.stderr
+    (run_dir / "ensemble.onnx").rename(out)
+    return out
+
+
+def test_infer_cli_writes_a_valid_submission(trained, tmp_path):
+    comp, run_dir, _, _ = trained
+    out, probs = tmp_path / "sub.csv", tmp_path / "probs.csv"
+    r = run_cli("infer.py", "--run-dir", run_dir, "--out", out, "--probs", probs, "--provider", "cpu",
+                "--batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    sample, sub = rows_of(comp / "sample_submission.csv"), rows_of(out)
+    assert [s["image_id"] for s in sub] == [s["image_id"] for s in sample]
+    assert list(sub[0]) == ["image_id", "label"] and {s["label"] for s in sub} <= {"cat", "dog", "fox"}
+    p = rows_of(probs)
+    assert list(p[0]) == ["image_id", "prob_cat", "prob_dog", "prob_fox"]
+    matrix = np.array([[float(row[f"prob_{c}"]) for c in ("cat", "dog", "fox")] for row in p])
+    assert np.allclose(matrix.sum(1), 1, atol=1e-4)
+    assert [["cat", "dog", "fox"][i] for i in matrix.argmax(1)] == [s["label"] for s in sub]
+    assert "predict: 9 images" in r.stdout and "CPUExecutionProvider" in r.stdout and "images/s" in r.stdout
+
+
+def test_predictor_runs_with_torch_unimportable(onnx_file, trained, tmp_path):
+    comp = trained[0]
+    out = tmp_path / "sub.csv"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None          # any `import torch` now raises ImportError
+        from kit import predict
+        result = predict.run({str(onnx_file)!r}, {str(comp)!r}, {str(out)!r}, provider="cpu")
+        assert "timm" not in sys.modules and "albumentations" not in sys.modules
+        print("rows", result["images"])
+    """)
+    r = run_cli("-c", script)
+    assert r.returncode == 0, r.stderr
+    assert "rows 9" in r.stdout and len(rows_of(out)) == 9
+    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", tmp_path / "b.csv",
+                env=None)
+    assert r.returncode == 0, r.stderr
+    assert rows_of(tmp_path / "b.csv") == rows_of(out)
+
+
+def test_cuda_provider_missing_is_a_clear_error(onnx_file):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA provider present here")
+    with pytest.raises(KitError, match="--provider cuda: onnxruntime here has no CUDAExecutionProvider"):
+        create_session(onnx_file, "cuda")
+    assert create_session(onnx_file, "auto").get_providers() == ["CPUExecutionProvider"]
+
+
+def test_foreign_or_mismatched_graph_is_refused(onnx_file, tmp_path):
+    plain = onnx.load(str(onnx_file))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    with pytest.raises(KitError, match="not an ensemble exported by this kit"):
+        read_metadata(create_session(tmp_path / "plain.onnx", "cpu"), tmp_path / "plain.onnx")
+    session = create_session(onnx_file, "cpu")
+    meta = read_metadata(session)
+    with pytest.raises(KitError, match="takes images of shape .* but its metadata says 64px"):
+        check_graph(session, {**meta, "img_size": 64})
+    with pytest.raises(KitError, match="outputs 3 classes but its metadata lists 4"):
+        check_graph(session, {**meta, "classes": ["a", "b", "c", "d"]})
+    with pytest.raises(KitError, match="does not exist"):
+        create_session(tmp_path / "none.onnx")
+
+
+def test_sample_submission_ids_must_match_test_images(onnx_file, trained, tmp_path):
+    import shutil
+    comp = tmp_path / "comp"
+    shutil.copytree(trained[0], comp)
+    rows = [[r["image_id"], r["label"]] for r in rows_of(comp / "sample_submission.csv")]
+    write_rows(comp / "sample_submission.csv", ["image_id", "label"], rows + [["ghost", "cat"]])
+    out = tmp_path / "sub.csv"
+    out.write_text("previous good submission\n")
+    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "sample_submission.csv line 11: image 'ghost' not found" in r.stderr
+    assert out.read_text() == "previous good submission\n"
+
+
+def test_a_failure_mid_prediction_keeps_the_previous_submission(onnx_file, trained, tmp_path):
+    import shutil
+    comp = tmp_path / "comp"
+    shutil.copytree(trained[0], comp)
+    victim = sorted((comp / "test_images").iterdir())[-1]
+    victim.write_bytes(victim.read_bytes()[:40])
+    out = tmp_path / "sub.csv"
+    out.write_text("previous good submission\n")
+    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", out)
+    assert r.returncode == 2 and f"cannot read image {victim}" in r.stderr
+    assert out.read_text() == "previous good submission\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sub")] == []
+
+
+@pytest.mark.parametrize("header,rows,needle", [
+    (["image_id", "label"], [["a", "x"], ["c", "y"]], r"1 id\(s\) missing \(e.g. 'b'\)"),
+    (["image_id", "label"], [["b", "x"], ["a", "y"]], "ids out of order"),
+    (["image_id", "label"], [["a", "x"], ["a", "y"]], "duplicate ids"),
+    (["image_id", "target"], [["a", "x"], ["b", "y"]], "columns .* differ"),
+    (["image_id", "label"], [["a", "x"], ["b", "nan"]], "line 3: empty or NaN"),
+])
+def test_submission_validation(header, rows, needle):
+    with pytest.raises(KitError, match=needle):
+        validate_submission(header, rows, ["a", "b"], ["image_id", "label"], "image_id")
+    validate_submission(["image_id", "label"], [["a", "x"], ["b", "y"]], ["a", "b"], ["image_id", "label"],
+                        "image_id")
+
+
+def test_demo_end_to_end_on_cpu(tmp_path):
+    """The embedded demo competition, from nothing: materialize, train 2 folds briefly, export, predict."""
+    r = run_cli(ROOT / "train.py", "--fold", "all", "--num-folds", "2", "--model", "test_nfnet", "--epochs", "1",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data/digits/train.csv").is_file() and (tmp_path / "folds/folds.csv").is_file()
+    r = run_cli(ROOT / "infer.py", "--provider", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    sub = rows_of(tmp_path / "submissions/submission.csv")
+    sample = rows_of(tmp_path / "data/digits/sample_submission.csv")
+    assert [s["image_id"] for s in sub] == [s["image_id"] for s in sample] and len(sub) == 360
+    assert {s["label"] for s in sub} <= {str(d) for d in range(10)}
+    assert "demo test accuracy" in r.stdout and "TTA off" in r.stdout
