@@ -73,7 +73,8 @@ def main():
     if not data_dir:
         raise KitError(f"no competition folder: pass --data-dir (no training config in {run_dir} to take it from)")
     predict.run(onnx_path, data_dir, args.out, args.provider, args.batch_size, args.probs,
-                settings.get("sample_submission", "sample_submission.csv"), settings.get("test_images", "test_images"))
+                settings.get("sample_submission", "sample_submission.csv"), settings.get("test_images", "test_images"),
+                train_csv=settings.get("train_csv", "train.csv"))
     score_demo(Path(data_dir), Path(args.out))
 
 

@@ -31,6 +31,7 @@ def parse_args():
     p.add_argument("--num-workers", type=int)
     p.add_argument("--save-every-steps", type=int)
     p.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
+    p.add_argument("--force-resume", action="store_true", help="resume even where settings changed")
     return p.parse_args()
 
 
@@ -39,12 +40,12 @@ def main():
     from kit import demo, training
     from kit.config import load_config
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "fold", "resume")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "fold", "resume", "force_resume")}
     cfg = load_config(args.config, overrides)
     if cfg.data_dir is None:
         root = demo.materialize()
         cfg = load_config(args.config, {**overrides, "data_dir": str(root)}, base=demo.DEMO_CONFIG)
-    training.run(cfg, args.fold, args.resume)
+    training.run(cfg, args.fold, args.resume, args.force_resume)
 
 
 if __name__ == "__main__":

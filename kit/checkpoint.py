@@ -21,8 +21,8 @@ def save(obj: dict, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def load(path: str | Path) -> dict:
-    """Load a checkpoint without executing anything: weights_only=True refuses pickled code."""
+def read(path: str | Path):
+    """torch.load(weights_only=True): tensors and plain data only, so a crafted file cannot run code."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"checkpoint {path} does not exist")
@@ -36,6 +36,12 @@ def load(path: str | Path) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise KitError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); the file is damaged or not a "
                        f"PyTorch checkpoint. Retrain this fold, or restore the file") from None
+    return obj
+
+
+def load(path: str | Path) -> dict:
+    """A kit checkpoint (best.pt / last.pt), read safely."""
+    obj = read(path)
     if not isinstance(obj, dict) or "model" not in obj:
         raise KitError(f"{path} is not a kit checkpoint (no 'model' entry)")
     return obj

@@ -14,7 +14,7 @@ DEMO_DIR = "data/digits"
 
 # Settings for the demo: a small image and an NFNet that trains one fold in about 2 minutes on 2 CPU cores.
 DEMO_CONFIG = dict(
-    model="eca_nfnet_l0", pretrained=False, img_size=32, epochs=12, batch_size=64, lr=0.1,
+    model="eca_nfnet_l0", pretrained=False, img_size=32, epochs=8, batch_size=64, lr=0.05,
     warmup_epochs=1.0, drop_path_rate=0.0, drop_rate=0.1,
     aug_hflip=0.0,                       # a mirrored digit is another glyph
     aug_coarse_dropout=0.0,              # at 8x8 source resolution a hole erases the digit

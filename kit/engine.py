@@ -7,6 +7,7 @@ state goes into every resumable checkpoint. So a resumed run replays exactly wha
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import random
 import time
@@ -143,27 +144,41 @@ def write_oof(path: Path, table: Table, rows: np.ndarray, fold_of_row: np.ndarra
                              for r, prob in zip(rows, probs)))
 
 
-def _same_setup(saved: dict, cfg: Config, classes: list, fold: int) -> None:
-    changed = [k for k in ("model", "img_size", "epochs", "seed", "folds_csv", "batch_size", "accum_steps",
-                           "optimizer", "lr")
-               if saved["config"].get(k) != getattr(cfg, k)]
-    if saved["classes"] != classes or saved["fold"] != fold:
-        changed.append("classes/fold")
-    if changed:
-        diffs = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {getattr(cfg, k, None)!r}" for k in changed)
-        raise KitError(f"cannot resume: the checkpoint was trained with a different setup ({diffs}). Run with "
-                       f"the original settings, or drop --resume to start the fold over")
+# Settings that only decide where or how fast a run happens; anything else changes the trained weights.
+RUNTIME_KEYS = {"device", "num_workers", "save_every_steps", "run_dir", "data_dir", "pretrained", "pretrained_file"}
+
+
+def split_fingerprint(ids: list[str], val_rows: np.ndarray) -> str:
+    return hashlib.sha1("\n".join(ids[r] for r in val_rows).encode()).hexdigest()
+
+
+def _check_resume_setup(saved: dict, base: dict, force: bool) -> None:
+    """Resuming under other settings would silently produce a model that no single config describes."""
+    old, new = saved["config"], base["config"]
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new
+               if k not in RUNTIME_KEYS and old.get(k) != new.get(k)]
+    if saved.get("split") != base["split"]:
+        changed.append("the fold's validation images (folds file)")
+    if saved["classes"] != base["classes"]:
+        changed.append("the class list")
+    if not changed:
+        return
+    if force:
+        print(f"warning: resuming with changed settings ({'; '.join(changed)}) because --force-resume was given")
+        return
+    raise KitError(f"cannot resume fold {base['fold']}: {'; '.join(changed)}. Resume with the original "
+                   f"settings, pass --force-resume to continue anyway, or drop --resume to retrain the fold")
 
 
 def train_fold(cfg: Config, table: Table, fold_of_row: np.ndarray, fold: int, classes: list, run_dir: Path,
-               targets: np.ndarray, resume: bool = False) -> FoldResult:
+               targets: np.ndarray, resume: bool = False, force_resume: bool = False) -> FoldResult:
     fold_dir = run_dir / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     with FoldLock(fold_dir / ".lock"):
-        return _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume)
+        return _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume)
 
 
-def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume) -> FoldResult:
+def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume) -> FoldResult:
     t0 = time.time()
     device = resolve_device(cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
@@ -208,11 +223,11 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
     epoch, step_in_epoch, updates = 0, 0, 0
     best_score, best_epoch, history = None, -1, []
     base = {"config": cfg.to_dict(), "classes": classes, "fold": fold, "metric": cfg.metric, "mean": mean,
-            "std": std, "kit_version": __version__}
+            "std": std, "kit_version": __version__, "split": split_fingerprint(table.ids, val_rows)}
     last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
     if resume and last_path.exists():
         state = checkpoint.load(last_path)
-        _same_setup(state, cfg, classes, fold)
+        _check_resume_setup(state, base, force_resume)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -221,7 +236,10 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
         epoch, step_in_epoch, updates = state["epoch"], state["step_in_epoch"], state["updates"]
         best_score, best_epoch, history = state["best_score"], state["best_epoch"], state["history"]
         _set_rng_state(state["rng"])
-        print(f"fold {fold}: resuming at epoch {epoch + 1}, batch {step_in_epoch} ({updates} optimizer steps done)")
+        if epoch < cfg.epochs:
+            print(f"fold {fold}: resuming at epoch {epoch + 1}, batch {step_in_epoch} ({updates} optimizer steps done)")
+        else:
+            print(f"fold {fold}: already trained ({epoch}/{cfg.epochs} epochs); nothing to resume")
     elif resume:
         print(f"fold {fold}: no checkpoint to resume from in {fold_dir}; starting the fold")
     scheduler.step_update(updates)

@@ -6,6 +6,7 @@ from pathlib import Path
 import timm
 import torch
 
+from . import checkpoint
 from .errors import KitError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,11 +49,13 @@ def load_weights_file(model: torch.nn.Module, name: str, path: Path) -> None:
     random init while looking pretrained."""
     if not path.is_file():
         raise KitError(f"--pretrained-file {path} does not exist")
-    try:
-        state = timm.models.load_state_dict(str(path), weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt files
-        raise KitError(f"cannot read --pretrained-file {path}: {type(e).__name__}: {str(e).splitlines()[0]}. "
-                       f"It must be a plain PyTorch state dict (files that need code to unpickle are refused)") from None
+    state = checkpoint.read(path)
+    for key in ("state_dict", "model"):          # training checkpoints wrap the state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise KitError(f"--pretrained-file {path} holds no state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     head = classifier_prefix(model) + "."
     own = model.state_dict()
     state = {k: v for k, v in state.items()

@@ -21,7 +21,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from .atomic import write_csv
-from .data import Table, read_csv, submission_table
+from .data import Table, class_list, parse_labels, read_csv, submission_table
 from .errors import KitError
 from .images import load_rgb
 
@@ -79,6 +79,18 @@ def check_graph(session: ort.InferenceSession, meta: dict, path: str | Path = ""
                        f"{meta['img_size']}px; re-export it")
     if isinstance(classes, int) and classes != len(meta["classes"]):
         raise KitError(f"{path}: the graph outputs {classes} classes but its metadata lists {len(meta['classes'])}")
+
+
+def check_classes(meta: dict, train_csv: Path, onnx_path: str | Path = "") -> None:
+    """A graph exported from another competition's run must not label this one's test set."""
+    if not train_csv.is_file():
+        return
+    _, rows = read_csv(train_csv, [meta["label_col"]], "")
+    labels = class_list(parse_labels([r[meta["label_col"]].strip() for r in rows]))
+    if labels != meta["classes"]:
+        raise KitError(f"{onnx_path} was exported for {len(meta['classes'])} classes {meta['classes'][:10]} but "
+                       f"{train_csv} has {len(labels)} classes {labels[:10]}: it comes from another run. Export "
+                       f"the ensemble of this competition's run (python infer.py --run-dir RUN --export-only)")
 
 
 def image_batches(paths: list[Path], size: int, batch_size: int, workers: int) -> Iterator[np.ndarray]:
@@ -152,11 +164,12 @@ def write_probabilities(path: Path, ids: list[str], probs: np.ndarray, meta: dic
 
 def run(onnx_path: str | Path, data_dir: str, out: str | Path, provider: str = "auto", batch_size: int = 32,
         probs_out: str | Path | None = None, sample_submission: str = "sample_submission.csv",
-        test_images: str = "test_images", workers: int = 4) -> dict:
+        test_images: str = "test_images", workers: int = 4, train_csv: str = "train.csv") -> dict:
     """Predict the sample submission's images and write the submission atomically."""
     session = create_session(onnx_path, provider)
     meta = read_metadata(session, onnx_path)
     check_graph(session, meta, onnx_path)
+    check_classes(meta, Path(data_dir) / train_csv, onnx_path)
     table = submission_table(data_dir, sample_submission, test_images, meta["id_col"])
     t0 = time.perf_counter()
     probs = predict(session, table.paths, meta["img_size"], batch_size, workers)

@@ -53,7 +53,7 @@ def _check_run_dir(run_dir: Path, cfg: Config, classes: list) -> None:
                            f"would be invalid. Use a new --run-dir, or the original settings")
 
 
-def run(cfg: Config, fold: str = "0", resume: bool = False) -> dict:
+def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False) -> dict:
     resolve_device(cfg.device)          # fail fast on settings, before reading thousands of images
     check_model_name(cfg.model)
     table = train_table(cfg)
@@ -69,7 +69,8 @@ def run(cfg: Config, fold: str = "0", resume: bool = False) -> dict:
     write_text(run_dir / "classes.json", json.dumps(classes) + "\n")
 
     y = targets(table.labels, classes)
-    results = [train_fold(cfg, table, fold_of_row, k, classes, run_dir, y, resume) for k in todo]
+    results = [train_fold(cfg, table, fold_of_row, k, classes, run_dir, y, resume or force_resume, force_resume)
+               for k in todo]
     summary = {"folds": {r.fold: {"score": r.best_score, "epoch": r.best_epoch, "seconds": r.seconds}
                          for r in results}}
     if fold == "all":

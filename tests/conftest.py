@@ -77,3 +77,14 @@ def trained(tmp_path_factory):
                      "--folds-csv", folds_csv, *TINY[:-4], "--num-workers", "1", "--lr", "0.05")
     assert result.returncode == 0, result.stderr
     return comp, run_dir, folds_csv, result
+
+
+@pytest.fixture(scope="session")
+def onnx_file(trained, tmp_path_factory):
+    """The trained run's ensemble, exported through the CLI and moved out of the run dir."""
+    _, run_dir, _, _ = trained
+    out = tmp_path_factory.mktemp("onnx") / "ensemble.onnx"
+    r = run_cli("infer.py", "--run-dir", run_dir, "--export-only")
+    assert r.returncode == 0, r.stderr
+    (run_dir / "ensemble.onnx").rename(out)
+    return out

@@ -39,3 +39,11 @@ def test_bad_config_names_the_problem(tmp_path, text, needle):
 def test_missing_config_file():
     with pytest.raises(KitError, match="does not exist"):
         load_config("nope.yaml")
+
+
+def test_example_config_sets_every_key():
+    import yaml
+    from conftest import ROOT
+    path = ROOT / "configs" / "example.yaml"
+    assert set(yaml.safe_load(path.read_text())) == set(Config().to_dict()) - {"mean", "std", "deterministic"}
+    assert load_config(str(path)).img_size == 384

@@ -17,16 +17,6 @@ def rows_of(path):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def onnx_file(trained, tmp_path_factory):
-    _, run_dir, _, _ = trained
-    out = tmp_path_factory.mktemp("onnx") / "ensemble.onnx"
-    r = run_cli("infer.py", "--run-dir", run_dir, "--export-only")
-    assert r.returncode == 0, r.stderr
-    (run_dir / "ensemble.onnx").rename(out)
-    return out
-
-
 def test_infer_cli_writes_a_valid_submission(trained, tmp_path):
     comp, run_dir, _, _ = trained
     out, probs = tmp_path / "sub.csv", tmp_path / "probs.csv"

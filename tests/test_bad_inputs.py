@@ -1,0 +1,208 @@
+"""The bad-input matrix: every user mistake ends with exit code 2, one `error:` line that names the file, row
+or flag and says what to do, no traceback, and nothing half-written."""
+import csv
+import re
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY, make_competition, run_cli, write_rows
+
+
+def rows_of(path):
+    with open(path, newline="") as f:
+        return [list(r) for r in csv.reader(f)][1:]
+
+
+def train_cmd(comp, tmp, *extra):
+    return ["train.py", "--data-dir", comp, "--run-dir", tmp / "run", "--folds-csv", tmp / "folds.csv",
+            "--num-folds", "2", *TINY, "--epochs", "1", *extra]
+
+
+def set_train_rows(comp, rows, header=("image_id", "label")):
+    write_rows(comp / "train.csv", list(header), rows)
+
+
+def case_missing_data_dir(comp, tmp):
+    return train_cmd(tmp / "nowhere", tmp), r"data dir .*nowhere does not exist; pass --data-dir"
+
+
+def case_missing_train_csv(comp, tmp):
+    (comp / "train.csv").unlink()
+    return train_cmd(comp, tmp), r"train.csv does not exist\. Put the competition's train.csv in"
+
+
+def case_empty_train_csv(comp, tmp):
+    (comp / "train.csv").write_text("")
+    return train_cmd(comp, tmp), r"train.csv is empty; it needs a header row"
+
+
+def case_missing_label_column(comp, tmp):
+    set_train_rows(comp, [r[:1] for r in rows_of(comp / "train.csv")], header=("image_id",))
+    return train_cmd(comp, tmp), r"train.csv has no column 'label' \(its columns: image_id\).*label_col"
+
+
+def case_missing_id_column(comp, tmp):
+    set_train_rows(comp, rows_of(comp / "train.csv"), header=("id", "label"))
+    return train_cmd(comp, tmp), r"train.csv has no column 'image_id'"
+
+
+def case_duplicate_ids(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    set_train_rows(comp, rows + [rows[3]])
+    return train_cmd(comp, tmp), rf"train.csv line {len(rows) + 2}: duplicate image id '{rows[3][0]}' \(first seen on line 5\)"
+
+
+def case_listed_image_missing(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    next((comp / "train_images").glob(f"{rows[6][0]}*")).unlink()
+    return train_cmd(comp, tmp), rf"train.csv line 8: image '{rows[6][0]}' not found in .*train_images"
+
+
+def case_corrupt_image(comp, tmp):
+    victim = sorted((comp / "train_images").iterdir())[2]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    return train_cmd(comp, tmp), rf"1 image\(s\) cannot be decoded: {re.escape(str(victim))}.*Replace these files"
+
+
+def case_truncated_image(comp, tmp):
+    victim = sorted((comp / "train_images").iterdir())[4]
+    Image.open(victim).convert("RGB").resize((64, 64)).save(victim.with_suffix(".jpg"), quality=90)
+    victim.unlink()
+    data = victim.with_suffix(".jpg").read_bytes()
+    victim.with_suffix(".jpg").write_bytes(data[: len(data) // 2])
+    return train_cmd(comp, tmp), rf"cannot be decoded: {re.escape(str(victim.with_suffix('.jpg')))}: OSError"
+
+
+def case_folds_label_not_in_train(comp, tmp):
+    run_cli(*train_cmd(comp, tmp, "--fold", "0"))      # writes the folds file
+    rows = rows_of(tmp / "folds.csv")
+    rows[0][1] = "unicorn"
+    write_rows(tmp / "folds.csv", ["image_id", "label", "fold"], rows)
+    return train_cmd(comp, tmp), rf"folds.csv: image '{rows[0][0]}' has label 'unicorn' but .*train.csv line 2 says"
+
+
+def case_folds_out_of_date(comp, tmp):
+    run_cli(*train_cmd(comp, tmp, "--fold", "0"))
+    rows = rows_of(comp / "train.csv")
+    set_train_rows(comp, rows[:-2])
+    return train_cmd(comp, tmp), r"folds.csv is out of date: 2 id\(s\) in it are no longer in .*To re-split, delete"
+
+
+def case_fold_out_of_range(comp, tmp):
+    return train_cmd(comp, tmp, "--fold", "2"), r"--fold 2 is out of range: .*folds.csv has 2 folds \(0\.\.1\)"
+
+
+def case_class_too_small(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    rows[0][1] = "rare"
+    set_train_rows(comp, rows)
+    return train_cmd(comp, tmp), r"too few images for 2 folds in class 'rare' \(1 image\).*Lower --num-folds to at most 1"
+
+
+def case_id_escapes_images_dir(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    set_train_rows(comp, rows + [["../../etc/passwd", "cat"]])
+    return train_cmd(comp, tmp), r"image id '\.\./\.\./etc/passwd' points outside the images folder"
+
+
+def case_unknown_config_key(comp, tmp):
+    (tmp / "c.yaml").write_text("learning_rate: 0.1\n")
+    return train_cmd(comp, tmp, "--config", tmp / "c.yaml"), r"c.yaml: unknown setting 'learning_rate'"
+
+
+def case_crafted_pretrained_file(comp, tmp):
+    marker = tmp / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    torch.save({"stem.conv1.weight": Exploit()}, tmp / "evil.pth")
+    return train_cmd(comp, tmp, "--pretrained-file", tmp / "evil.pth"), \
+        r"refusing to load .*evil.pth: it contains pickled objects.*could run arbitrary code"
+
+
+CASES = [case_missing_data_dir, case_missing_train_csv, case_empty_train_csv, case_missing_label_column,
+         case_missing_id_column, case_duplicate_ids, case_listed_image_missing, case_corrupt_image,
+         case_truncated_image, case_folds_label_not_in_train, case_folds_out_of_date, case_fold_out_of_range,
+         case_class_too_small, case_id_escapes_images_dir, case_unknown_config_key, case_crafted_pretrained_file]
+
+
+def assert_user_error(result, pattern):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
+def test_training_input_errors(case, tmp_path):
+    comp = make_competition(tmp_path / "comp", per_class=5)
+    args, pattern = case(comp, tmp_path)
+    folds_before = (tmp_path / "folds.csv").read_bytes() if (tmp_path / "folds.csv").exists() else None
+    assert_user_error(run_cli(*args), pattern)
+    assert not (tmp_path / "run" / "fold1").exists()
+    if folds_before is not None:                            # an error never rewrites an existing split
+        assert (tmp_path / "folds.csv").read_bytes() == folds_before
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_grayscale_and_rgba_images_just_work(tmp_path):
+    comp = make_competition(tmp_path / "comp", per_class=5)
+    images = sorted((comp / "train_images").iterdir())
+    for path, mode in zip(images, ["L", "RGBA", "P", "LA"] * 5):
+        Image.open(path).convert(mode).save(path)
+    r = run_cli(*train_cmd(comp, tmp_path, "--fold", "0"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_sample_submission_ids_not_in_test_images(onnx_file, trained, tmp_path):
+    comp = tmp_path / "comp"
+    shutil.copytree(trained[0], comp)
+    rows = rows_of(comp / "sample_submission.csv")
+    write_rows(comp / "sample_submission.csv", ["image_id", "label"], rows[:3] + [["te_404", "cat"]] + rows[3:])
+    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", tmp_path / "s.csv")
+    assert_user_error(r, r"sample_submission.csv line 5: image 'te_404' not found in .*test_images")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_onnx_from_another_run(onnx_file, tmp_path):
+    other = make_competition(tmp_path / "other", classes=("ant", "bee"), per_class=4)
+    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", other, "--out", tmp_path / "s.csv")
+    assert_user_error(r, r"was exported for 3 classes \['cat', 'dog', 'fox'\] but .*train.csv has 2 classes "
+                         r"\['ant', 'bee'\]: it comes from another run")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_checkpoint_of_another_architecture(trained, tmp_path):
+    from kit import checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)
+    ckpt = checkpoint.load(run / "fold1" / "best.pt")
+    ckpt["config"]["model"] = "nf_resnet26"
+    checkpoint.save(ckpt, run / "fold1" / "best.pt")
+    r = run_cli("infer.py", "--run-dir", run, "--folds", "1", "--export-only")
+    assert_user_error(r, r"fold1/best.pt does not match model 'nf_resnet26' with 3 classes")
+    assert not (run / "ensemble.onnx").exists()
+    r = run_cli("train.py", "--data-dir", trained[0], "--run-dir", run, "--folds-csv", trained[2], "--fold", "1",
+                "--model", "nf_resnet26", "--resume")
+    assert_user_error(r, r"holds fold models trained with another setup \(model: 'test_nfnet' -> 'nf_resnet26'")
+
+
+def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    torch.save({"model": Exploit()}, run / "fold0" / "best.pt")
+    r = run_cli("infer.py", "--run-dir", run, "--export-only")
+    assert_user_error(r, r"refusing to load .*fold0/best.pt: it contains pickled objects")
+    assert not marker.exists() and not (run / "ensemble.onnx").exists()
