@@ -30,6 +30,7 @@ def parse_args():
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--num-workers", type=int)
     p.add_argument("--save-every-steps", type=int)
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also log to <run dir>/fold<k>/tb")
     p.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
     p.add_argument("--force-resume", action="store_true", help="resume even where settings changed")
     return p.parse_args()

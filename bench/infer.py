@@ -1,10 +1,12 @@
-"""Inference throughput: onnxruntime (CPU) vs PyTorch eager on the same fold ensemble, measured side by side.
+"""Inference throughput on one fold ensemble, every engine measured side by side in one run:
+PyTorch eager, onnxruntime fp32 with weight standardization folded (what the kit exports), onnxruntime fp32
+of the unfolded graph (timm's plain export), and onnxruntime int8 (static QDQ).
 
-    python bench/infer.py                          # the trained run in runs/default (the demo)
+    python bench/infer.py                          # the trained run in runs/default (the demo); int8 accuracy on OOF
     python bench/infer.py --synthetic nfnet_l0     # 5 random-weight nfnet_l0 folds at 224 px
 
-Prints images/s per batch size and the ORT/PyTorch ratio; both use every core. Timings alternate between
-the two engines round by round, and the median round counts, so a noisy machine hits both alike.
+Prints images/s per batch size, the ratios, and ORT's achieved GFLOP/s against bench/peak.py's GEMM peak.
+Rounds alternate between engines and the median round counts, so a noisy machine hits all of them alike.
 """
 from __future__ import annotations
 
@@ -19,11 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.peak import gemm_peak  # noqa: E402
 from kit.export import Ensemble, export_onnx, fold_weight_standardization, load_fold_models  # noqa: E402
 from kit.model import create_model, normalization  # noqa: E402
 from kit.predict import create_session  # noqa: E402
+from kit.quantize import _Batches  # noqa: E402
 
 
 def build(args):
@@ -31,10 +36,10 @@ def build(args):
         torch.manual_seed(0)
         models = [create_model(args.synthetic, 10).eval() for _ in range(args.folds)]
         mean, std = normalization(models[0])
-        return models, mean, std, args.img_size, f"{args.folds}x {args.synthetic} @ {args.img_size}px (random weights)"
+        return models, mean, std, args.img_size, None, f"{args.folds}x {args.synthetic} @ {args.img_size}px (random weights)"
     models, ckpts = load_fold_models(Path(args.run_dir), None)
     cfg = ckpts[0]["config"]
-    return models, ckpts[0]["mean"], ckpts[0]["std"], cfg["img_size"], \
+    return models, ckpts[0]["mean"], ckpts[0]["std"], cfg["img_size"], ckpts, \
         f"{len(models)}x {cfg['model']} @ {cfg['img_size']}px ({args.run_dir})"
 
 
@@ -48,6 +53,28 @@ def time_rounds(fns: dict, rounds: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def quantized(fp32: Path, ckpts, args, size: int) -> tuple[Path, str]:
+    """int8 graph: for a run, kit.quantize itself (calibrated on training images, accuracy on OOF images)."""
+    if ckpts is None:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        pre, out = fp32.with_name("pre.onnx"), fp32.with_name("int8.onnx")
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        calib = np.random.default_rng(1).integers(0, 256, (32, size, size, 3), dtype=np.uint8)
+        quantize_static(str(pre), str(out), _Batches(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        return out, "accuracy: n/a (random weights)"
+    from kit.export import set_metadata
+    from kit.quantize import quantize
+    cfg = ckpts[0]["config"]
+    meta = {"classes": ckpts[0]["classes"]}
+    set_metadata(fp32, meta)
+    result = quantize(fp32, Path(args.run_dir), [c["fold"] for c in ckpts], cfg["data_dir"], cfg, meta)
+    return Path(result["path"]), (f"accuracy on {result['images']} OOF images: fp32 {result['fp32_accuracy']:.4f}, "
+                                  f"int8 {result['int8_accuracy']:.4f} "
+                                  f"({100 * (result['int8_accuracy'] - result['fp32_accuracy']):+.2f} points)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", default="runs/default")
@@ -58,20 +85,29 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
 
-    models, mean, std, size, what = build(args)
+    models, mean, std, size, ckpts, what = build(args)
     torch.set_num_threads(os.cpu_count())
     eager = Ensemble(models, mean, std, tta=False).eval()
     copies = [copy.deepcopy(m) for m in models]
     for m in copies:
         fold_weight_standardization(m)
     folded = Ensemble(copies, mean, std, tta=False).eval()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        folded(torch.zeros(1, size, size, 3, dtype=torch.uint8))
+    flops_per_image = counter.get_total_flops()
+    peak = gemm_peak(seconds=2.0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "e.onnx"
-        export_onnx(folded, size, path)
-        session = create_session(path, "cpu")
-        print(f"ensemble: {what}; torch {torch.__version__} threads {torch.get_num_threads()}, onnxruntime "
-              f"intra-op threads = physical cores; CPU cores {os.cpu_count()}")
-        print(f"{'batch':>5} {'pytorch img/s':>14} {'ort img/s':>10} {'ort/pytorch':>12}")
+        paths = {"folded": Path(tmp) / "folded.onnx", "plain": Path(tmp) / "plain.onnx"}
+        export_onnx(folded, size, paths["folded"])
+        export_onnx(eager, size, paths["plain"])
+        int8_path, int8_note = quantized(paths["folded"], ckpts, args, size)
+        sessions = {"folded": create_session(paths["folded"], "cpu"), "plain": create_session(paths["plain"], "cpu"),
+                    "int8": create_session(int8_path, "cpu")}
+        print(f"ensemble: {what}; {flops_per_image / 1e9:.2f} GFLOP/image; {os.cpu_count()} cores, torch "
+              f"{torch.__version__} ({torch.get_num_threads()} threads), fp32 GEMM peak {peak:.0f} GFLOP/s")
+        print(f"int8 {int8_note}")
+        print(f"{'batch':>5} | images/s: {'pytorch':>8} {'ort fp32':>9} {'ort plain':>9} {'ort int8':>9} | "
+              f"{'ort/pytorch':>11} {'folded/plain':>12} {'int8/fp32':>9} | ort fp32 GFLOP/s (% of peak)")
         rng = np.random.default_rng(0)
         for b in [int(x) for x in args.batches.split(",")]:
             images = rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8)
@@ -81,12 +117,16 @@ def main():
                 with torch.inference_mode():
                     eager(tensor)
 
-            def run_ort():
-                session.run(None, {"images": images})
-
-            time_rounds({"torch": run_torch, "ort": run_ort}, 1)          # warm-up
-            t = time_rounds({"torch": run_torch, "ort": run_ort}, args.rounds)
-            print(f"{b:>5} {b / t['torch']:>14.1f} {b / t['ort']:>10.1f} {t['torch'] / t['ort']:>11.2f}x", flush=True)
+            fns = {"pytorch": run_torch}
+            fns.update({name: (lambda s=s: s.run(None, {"images": images})) for name, s in sessions.items()})
+            time_rounds(fns, 1)                                                  # warm-up
+            t = time_rounds(fns, args.rounds)
+            rate = {k: b / v for k, v in t.items()}
+            gflops = flops_per_image * rate["folded"] / 1e9
+            print(f"{b:>5} | {'':>9} {rate['pytorch']:>8.1f} {rate['folded']:>9.1f} {rate['plain']:>9.1f} "
+                  f"{rate['int8']:>9.1f} | {rate['folded'] / rate['pytorch']:>10.2f}x "
+                  f"{rate['folded'] / rate['plain']:>11.2f}x {rate['int8'] / rate['folded']:>8.2f}x | "
+                  f"{gflops:.0f} ({100 * gflops / peak:.0f}%)", flush=True)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class Config:
     num_workers: int = 2
     save_every_steps: int = 0               # also save a resumable checkpoint every N optimizer steps
     deterministic: bool = True
+    tensorboard: bool = False               # also log epoch scalars to <run dir>/fold<k>/tb (needs tensorboard)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

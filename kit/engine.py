@@ -6,6 +6,7 @@ state goes into every resumable checkpoint. So a resumed run replays exactly wha
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -19,10 +20,11 @@ import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, distributed
 from .agc import adaptive_clip_grad_
 from .atomic import write_csv
 from .augment import eval_transform, train_transform
@@ -34,7 +36,8 @@ from .lock import FoldLock
 from .metrics import is_better, score
 from .model import create_model, normalization, split_head_params
 
-METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "metric", "score", "is_best", "seconds"]
+METRICS_HEADER = ["epoch", "lr", "train_loss", "val_loss", "metric", "score", "is_best", "seconds",
+                  "train_images_per_s"]
 
 
 class ImageDataset(Dataset):
@@ -56,33 +59,57 @@ class ImageDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Shuffled keys whose order and augmentation seeds depend only on (seed, epoch): resumable mid-epoch."""
+    """Keys (row, augmentation seed) of this process's share of each global batch.
 
-    def __init__(self, indices: np.ndarray, seed: int, shuffle: bool):
+    The epoch's order and every sample's augmentation seed depend only on (seed, epoch, position), so training
+    resumes mid-epoch exactly, and N processes at batch B see the same global batches as one process at
+    batch N*B. Validation (shuffle=False) takes every world-th row, no augmentation.
+    """
+
+    def __init__(self, indices: np.ndarray, seed: int, shuffle: bool, batch_size: int = 1, rank: int = 0,
+                 world: int = 1):
         self.indices, self.seed, self.shuffle = indices, seed, shuffle
-        self.epoch, self.start = 0, 0
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.epoch, self.start_batch = 0, 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    @property
+    def global_batches(self) -> int:
+        return len(self.indices) // (self.batch_size * self.world)
 
     def __len__(self) -> int:
-        return len(self.indices) - self.start
+        if not self.shuffle:
+            return len(self.indices[self.rank::self.world])
+        return (self.global_batches - self.start_batch) * self.batch_size
 
     def __iter__(self):
         if not self.shuffle:
-            yield from ((int(i), -1) for i in self.indices[self.start:])
+            yield from ((int(i), -1) for i in self.indices[self.rank::self.world])
             return
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = self.indices[torch.randperm(len(self.indices), generator=g).numpy()]
-        for pos in range(self.start, len(order)):
-            seed = int(np.random.SeedSequence([self.seed, self.epoch, pos]).generate_state(1)[0])
-            yield int(order[pos]), seed
+        step = self.batch_size * self.world
+        for k in range(self.start_batch, self.global_batches):
+            first = k * step + self.rank * self.batch_size
+            for pos in range(first, first + self.batch_size):
+                seed = int(np.random.SeedSequence([self.seed, self.epoch, pos]).generate_state(1)[0])
+                yield int(order[pos]), seed
 
 
 def _worker_init(_):
     import cv2
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+
+
+def _tensorboard(fold_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise KitError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(fold_dir / "tb"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,7 +140,7 @@ def _set_rng_state(state: dict) -> None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> tuple[np.ndarray, float]:
-    """(probabilities [N, C] in loader order, mean cross-entropy)."""
+    """(probabilities [N, C] in loader order, summed cross-entropy)."""
     model.eval()
     probs, loss_sum, n = [], 0.0, 0
     for x, y in loader:
@@ -123,7 +150,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         n += len(y)
         probs.append(logits.softmax(1).cpu().numpy())
-    return np.concatenate(probs).astype(np.float64), loss_sum / max(n, 1)
+    return np.concatenate(probs).astype(np.float64), loss_sum
 
 
 @dataclass
@@ -157,6 +184,8 @@ def _check_resume_setup(saved: dict, base: dict, force: bool) -> None:
     old, new = saved["config"], base["config"]
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new
                if k not in RUNTIME_KEYS and old.get(k) != new.get(k)]
+    if saved.get("world_size", 1) != base["world_size"]:
+        changed.append(f"processes: {saved.get('world_size', 1)} -> {base['world_size']} (the global batch)")
     if saved.get("split") != base["split"]:
         changed.append("the fold's validation images (folds file)")
     if saved["classes"] != base["classes"]:
@@ -172,43 +201,69 @@ def _check_resume_setup(saved: dict, base: dict, force: bool) -> None:
 
 def train_fold(cfg: Config, table: Table, fold_of_row: np.ndarray, fold: int, classes: list, run_dir: Path,
                targets: np.ndarray, resume: bool = False, force_resume: bool = False) -> FoldResult:
+    d = distributed.current()
     fold_dir = run_dir / f"fold{fold}"
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    with FoldLock(fold_dir / ".lock"):
-        return _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume)
+    with contextlib.ExitStack() as stack:
+        error = None
+        if d.main:                                  # one lock per fold, held by the process that writes
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                stack.enter_context(FoldLock(fold_dir / ".lock"))
+            except KitError as e:
+                error = str(e)
+        distributed.agree(error)
+        return _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume, d)
 
 
-def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume) -> FoldResult:
+def _validate(model, loader, device, amp, d: distributed.Dist, n: int) -> tuple[np.ndarray, float]:
+    """Probabilities for all n validation rows (every rank holds them all) and the mean loss."""
+    probs, loss_sum = predict(model, loader, device, amp)
+    shares = distributed.gather((probs, loss_sum))
+    full = np.empty((n, probs.shape[1]), dtype=np.float64)
+    for rank, (p, _) in enumerate(shares):
+        full[rank::d.world] = p
+    return full, sum(loss for _, loss in shares) / n
+
+
+def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume,
+                d: distributed.Dist) -> FoldResult:
     t0 = time.time()
+    log = print if d.main else (lambda *a, **k: None)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and d.active:
+        device = torch.device("cuda", d.local_rank)
     use_amp = cfg.amp and device.type == "cuda"
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    torch.manual_seed(cfg.seed + fold)
+    torch.manual_seed(cfg.seed + fold)              # the same initial weights on every rank
     random.seed(cfg.seed + fold)
     np.random.seed(cfg.seed + fold)
 
     model = create_model(cfg.model, len(classes), cfg.pretrained, cfg.pretrained_file, cfg.drop_rate,
                          cfg.drop_path_rate).to(device)
+    if d.active:
+        torch.manual_seed(cfg.seed + fold + 7919 * d.rank)      # independent dropout per rank
     mean, std = normalization(model, cfg.mean, cfg.std)
     body_params, _ = split_head_params(model)
+    # under torchrun, DDP averages gradients during backward, so AGC below sees the same gradients on every rank
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if d.active else model
 
     train_rows = np.flatnonzero(fold_of_row != fold)
     val_rows = np.flatnonzero(fold_of_row == fold)
-    batch_size = min(cfg.batch_size, len(train_rows))
+    batch_size = max(1, min(cfg.batch_size, len(train_rows) // d.world))    # per process
     train_set = ImageDataset(table.paths, targets, cfg.img_size, train_transform(cfg, mean, std))
     val_set = ImageDataset(table.paths, targets, cfg.img_size, eval_transform(mean, std))
-    train_sampler = EpochSampler(train_rows, cfg.seed + fold, shuffle=True)
+    train_sampler = EpochSampler(train_rows, cfg.seed + fold, True, batch_size, d.rank, d.world)
     loader_args = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                        worker_init_fn=_worker_init, persistent_workers=cfg.num_workers > 0,
                        generator=torch.Generator().manual_seed(cfg.seed))   # keeps the global RNG untouched
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler, drop_last=True,
-                              **loader_args)
-    val_loader = DataLoader(val_set, batch_size=batch_size * 2, sampler=EpochSampler(val_rows, 0, shuffle=False),
-                            **loader_args)
+    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler, **loader_args)
+    val_loader = DataLoader(val_set, batch_size=batch_size * 2,
+                            sampler=EpochSampler(val_rows, 0, False, rank=d.rank, world=d.world), **loader_args)
 
-    batches_per_epoch = len(train_rows) // batch_size
+    batches_per_epoch = train_sampler.global_batches
     updates_per_epoch = math.ceil(batches_per_epoch / cfg.accum_steps)
     total_updates = updates_per_epoch * cfg.epochs
     optimizer = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -223,7 +278,8 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
     epoch, step_in_epoch, updates = 0, 0, 0
     best_score, best_epoch, history = None, -1, []
     base = {"config": cfg.to_dict(), "classes": classes, "fold": fold, "metric": cfg.metric, "mean": mean,
-            "std": std, "kit_version": __version__, "split": split_fingerprint(table.ids, val_rows)}
+            "std": std, "kit_version": __version__, "split": split_fingerprint(table.ids, val_rows),
+            "world_size": d.world}
     last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
     if resume and last_path.exists():
         state = checkpoint.load(last_path)
@@ -235,46 +291,54 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
             ema.module.load_state_dict(state["ema"])
         epoch, step_in_epoch, updates = state["epoch"], state["step_in_epoch"], state["updates"]
         best_score, best_epoch, history = state["best_score"], state["best_epoch"], state["history"]
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"][d.rank % len(state["rng"])])
         if epoch < cfg.epochs:
-            print(f"fold {fold}: resuming at epoch {epoch + 1}, batch {step_in_epoch} ({updates} optimizer steps done)")
+            log(f"fold {fold}: resuming at epoch {epoch + 1}, batch {step_in_epoch} ({updates} optimizer steps done)")
         else:
-            print(f"fold {fold}: already trained ({epoch}/{cfg.epochs} epochs); nothing to resume")
+            log(f"fold {fold}: already trained ({epoch}/{cfg.epochs} epochs); nothing to resume")
     elif resume:
-        print(f"fold {fold}: no checkpoint to resume from in {fold_dir}; starting the fold")
+        log(f"fold {fold}: no checkpoint to resume from in {fold_dir}; starting the fold")
     scheduler.step_update(updates)
 
     def save_last():
-        checkpoint.save({**base, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema else None,
-                         "epoch": epoch, "step_in_epoch": step_in_epoch, "updates": updates,
-                         "best_score": best_score, "best_epoch": best_epoch, "history": history,
-                         "rng": _rng_state()}, last_path)
+        rng = distributed.gather(_rng_state())       # every rank's dropout stream, for an exact resume
+        if d.main:
+            checkpoint.save({**base, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema else None,
+                             "epoch": epoch, "step_in_epoch": step_in_epoch, "updates": updates,
+                             "best_score": best_score, "best_epoch": best_epoch, "history": history,
+                             "rng": rng}, last_path)
 
-    print(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, {cfg.model} @ {cfg.img_size}px, "
-          f"device {device}{' (AMP)' if use_amp else ''}, batch {batch_size}x{cfg.accum_steps}, "
-          f"AGC {'off' if cfg.agc_clip == 0 else cfg.agc_clip}")
+    tb = _tensorboard(fold_dir) if cfg.tensorboard and d.main else None
+    log(f"fold {fold}: {len(train_rows)} train / {len(val_rows)} val images, {cfg.model} @ {cfg.img_size}px, "
+        f"device {device}{' (AMP)' if use_amp else ''}, batch {batch_size}x{cfg.accum_steps}"
+        f"{f' on each of {d.world} processes' if d.active else ''}, AGC {'off' if cfg.agc_clip == 0 else cfg.agc_clip}")
     while epoch < cfg.epochs:
         e0 = time.time()
-        model.train()
-        train_sampler.set_epoch(epoch, start=step_in_epoch * batch_size)
+        net.train()
+        train_sampler.set_epoch(epoch, start_batch=step_in_epoch)
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        bar = tqdm(train_loader, total=batches_per_epoch - step_in_epoch, disable=None, leave=False,
-                   desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}")
+        bar = tqdm(train_loader, total=batches_per_epoch - step_in_epoch, disable=None if d.main else True,
+                   leave=False, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}")
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(model(x), y)
-            if not torch.isfinite(loss):
-                raise KitError(f"fold {fold}: the loss became {loss.item()} at epoch {epoch + 1}, batch "
-                               f"{step_in_epoch + 1}; training stopped, {last_path} keeps the last good state. "
-                               f"Lower --lr or --agc-clip, or check the images")
-            scaler.scale(loss / cfg.accum_steps).backward()
             step_in_epoch += 1
+            optimizer_step = step_in_epoch % cfg.accum_steps == 0 or step_in_epoch == batches_per_epoch
+            with net.no_sync() if d.active and not optimizer_step else contextlib.nullcontext():
+                with torch.autocast(device.type, enabled=use_amp):
+                    loss = loss_fn(net(x), y)
+                finite = loss.detach().clone()
+                if d.active:
+                    torch.distributed.all_reduce(finite)    # a NaN on any rank stops every rank
+                if not torch.isfinite(finite):
+                    raise KitError(f"fold {fold}: the loss became {finite.item()} at epoch {epoch + 1}, batch "
+                                   f"{step_in_epoch}; training stopped, {last_path} keeps the last good state. "
+                                   f"Lower --lr or --agc-clip, or check the images")
+                scaler.scale(loss / cfg.accum_steps).backward()
             loss_sum += loss.detach()
             seen += 1
-            if step_in_epoch % cfg.accum_steps == 0 or step_in_epoch == batches_per_epoch:
+            if optimizer_step:
                 scaler.unscale_(optimizer)            # AGC compares true gradients with weights, never scaled ones
                 adaptive_clip_grad_(body_params, cfg.agc_clip, cfg.agc_eps)
                 scaler.step(optimizer)
@@ -289,29 +353,39 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
             if bar.total and seen % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
         bar.close()
-        train_loss = loss_sum.item() / max(seen, 1)
+        losses = distributed.gather((loss_sum.item(), seen))
+        train_loss = sum(l for l, _ in losses) / max(sum(n for _, n in losses), 1)
+        train_rate = sum(n for _, n in losses) * batch_size / (time.time() - e0)
 
         eval_model = ema.module if ema is not None else model
-        probs, val_loss = predict(eval_model, val_loader, device, use_amp)
+        probs, val_loss = _validate(eval_model, val_loader, device, use_amp, d, len(val_rows))
         val_score = score(cfg.metric, targets[val_rows], probs)
         improved = is_better(cfg.metric, val_score, best_score)
         epoch += 1
         step_in_epoch = 0
         if improved:
             best_score, best_epoch = val_score, epoch
-            checkpoint.save({**base, "model": eval_model.state_dict(), "epoch": epoch, "score": val_score},
-                            best_path)
-            write_oof(fold_dir / "oof.csv", table, val_rows, fold_of_row, probs, classes)
+            if d.main:
+                checkpoint.save({**base, "model": eval_model.state_dict(), "epoch": epoch, "score": val_score},
+                                best_path)
+                write_oof(fold_dir / "oof.csv", table, val_rows, fold_of_row, probs, classes)
         history.append([epoch, f"{optimizer.param_groups[0]['lr']:.6g}", f"{train_loss:.6f}", f"{val_loss:.6f}",
-                        cfg.metric, f"{val_score:.6f}", int(improved), f"{time.time() - e0:.1f}"])
-        write_csv(fold_dir / "metrics.csv", METRICS_HEADER, history)
+                        cfg.metric, f"{val_score:.6f}", int(improved), f"{time.time() - e0:.1f}", f"{train_rate:.1f}"])
+        if d.main:
+            write_csv(fold_dir / "metrics.csv", METRICS_HEADER, history)
+        if tb is not None:
+            for name, value in (("loss/train", train_loss), ("loss/val", val_loss), (f"val/{cfg.metric}", val_score),
+                                ("lr", optimizer.param_groups[0]["lr"]), ("train_images_per_s", train_rate)):
+                tb.add_scalar(name, value, epoch)
+            tb.flush()
         save_last()
-        print(f"fold {fold} epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-              f"{cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)", flush=True)
+        log(f"fold {fold} epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+            f"{cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)", flush=True)
 
+    distributed.barrier()                           # rank 0's files are complete before anyone reads them
     best = checkpoint.load(best_path)
     oof = _read_oof_probs(fold_dir / "oof.csv", len(classes))
-    print(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {best_path}")
+    log(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {best_path}")
     return FoldResult(fold, best["epoch"], best["score"], val_rows, oof, time.time() - t0)
 
 

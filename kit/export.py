@@ -79,12 +79,26 @@ class Ensemble(torch.nn.Module):
         return probs.view(views, images.shape[0], -1).mean(0)
 
 
+def _epochs_done(fold_dir: Path) -> int:
+    path = fold_dir / "metrics.csv"
+    return len(path.read_text().strip().splitlines()) - 1 if path.is_file() else 0
+
+
 def load_fold_models(run_dir: Path, folds: list[int] | None) -> tuple[list[torch.nn.Module], list[dict]]:
-    """Best checkpoint of each requested fold (default: every fold that has one), in eval mode."""
+    """Best checkpoint of each requested fold, in eval mode. By default every fold that finished training, so
+    folds trained as separate jobs can be ensembled as they complete; a fold still training is left out."""
     available = sorted(int(p.parent.name[4:]) for p in run_dir.glob("fold*/best.pt") if p.parent.name[4:].isdigit())
     if not available:
         raise KitError(f"no trained folds in {run_dir} (no fold<k>/best.pt); train first: python train.py --fold 0")
-    folds = available if folds is None else folds
+    if folds is None:
+        epochs = checkpoint.load(run_dir / f"fold{available[0]}" / "best.pt")["config"]["epochs"]
+        folds = [k for k in available if _epochs_done(run_dir / f"fold{k}") >= epochs]
+        unfinished = sorted(set(available) - set(folds))
+        if not folds:
+            raise KitError(f"no fold in {run_dir} has finished its {epochs} epochs yet (in progress: {unfinished}); "
+                           f"wait, or pass --folds to export a fold's best checkpoint so far")
+        if unfinished:
+            print(f"export: leaving out fold(s) {unfinished}, still training")
     missing = [k for k in folds if k not in available]
     if missing:
         raise KitError(f"fold(s) {missing} have no best.pt in {run_dir}; trained folds: {available}")

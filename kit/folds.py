@@ -54,11 +54,13 @@ def _read(path: Path) -> tuple[list[str], list, np.ndarray]:
 DEFAULT_NUM_FOLDS = 5
 
 
-def load_or_create(path: str | Path, table: Table, num_folds: Optional[int], seed: int) -> np.ndarray:
+def load_or_create(path: str | Path, table: Table, num_folds: Optional[int], seed: int,
+                   write: bool = True) -> np.ndarray:
     """The fold of every row of `table`: read from `path`, or split and write it there on first use.
 
     A stale file (train.csv changed since the split) is an error, never a silent re-split: re-splitting would
-    move validation images of earlier fold models into training and inflate the CV score.
+    move validation images of earlier fold models into training and inflate the CV score. The split is a
+    pure function of (labels, groups, K, seed), so processes that do not `write` compute the same one.
     """
     path = Path(path)
     regen = (f"To re-split, delete {path} (models trained on the old split then no longer form a valid "
@@ -66,8 +68,9 @@ def load_or_create(path: str | Path, table: Table, num_folds: Optional[int], see
     if not path.exists():
         num_folds = num_folds or DEFAULT_NUM_FOLDS
         fold = make_folds(table.labels, num_folds, seed, table.groups)
-        write_csv(path, ["image_id", "label", "fold"], zip(table.ids, table.labels, fold.tolist()))
-        print(f"folds: wrote {path} ({num_folds} folds, {len(fold)} images, seed {seed})")
+        if write:
+            write_csv(path, ["image_id", "label", "fold"], zip(table.ids, table.labels, fold.tolist()))
+            print(f"folds: wrote {path} ({num_folds} folds, {len(fold)} images, seed {seed})")
         return fold
     ids, labels, fold = _read(path)
     by_id = {i: (lab, k) for i, lab, k in zip(ids, labels, fold)}

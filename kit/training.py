@@ -6,8 +6,9 @@ Run dir layout (default runs/default):
   fold<k>/best.pt       best weights of fold k (see kit.checkpoint)
   fold<k>/last.pt       resumable state of fold k
   fold<k>/oof.csv       image_id,label,fold,prob_<class>... for fold k's validation images (best epoch)
-  fold<k>/metrics.csv   epoch,lr,train_loss,val_loss,metric,score,is_best,seconds
+  fold<k>/metrics.csv   epoch,lr,train_loss,val_loss,metric,score,is_best,seconds,train_images_per_s
   oof.csv               all folds' OOF rows (after --fold all), same schema
+  curves.png, confusion_matrix.png, report.csv, cv.md, worst.png   see kit.report (rebuilt after every fold)
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from . import distributed
 from . import folds as folds_mod
 from .atomic import write_text
 from .config import RESULT_KEYS, Config, save_config
@@ -25,6 +27,7 @@ from .engine import resolve_device, train_fold, write_oof
 from .errors import KitError
 from .metrics import score
 from .model import check_model_name
+from .report import write_reports
 
 
 def parse_fold_arg(fold: str, num_folds: int, folds_csv: str) -> list[int]:
@@ -54,26 +57,43 @@ def _check_run_dir(run_dir: Path, cfg: Config, classes: list) -> None:
 
 
 def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False) -> dict:
+    """Train the asked folds. Under torchrun every process runs this; the checks below are deterministic, so
+    every rank stops on the same error, and only rank 0 writes."""
     resolve_device(cfg.device)          # fail fast on settings, before reading thousands of images
     check_model_name(cfg.model)
+    d = distributed.init(cfg.device)
+    try:
+        return _run(cfg, fold, resume, force_resume, d)
+    finally:
+        distributed.shutdown()
+
+
+def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist) -> dict:
     table = train_table(cfg)
     check_images_readable(table.paths)
     classes = class_list(table.labels)
-    fold_of_row = folds_mod.load_or_create(cfg.folds_csv, table, cfg.num_folds, cfg.seed)
+    fold_of_row = folds_mod.load_or_create(cfg.folds_csv, table, cfg.num_folds, cfg.seed, write=d.main)
     cfg.num_folds = int(fold_of_row.max()) + 1
     todo = parse_fold_arg(fold, cfg.num_folds, cfg.folds_csv)
     run_dir = Path(cfg.run_dir)
     _check_run_dir(run_dir, cfg, classes)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    write_text(run_dir / "classes.json", json.dumps(classes) + "\n")
+    distributed.barrier()               # every rank has compared the run dir before rank 0 rewrites it
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        write_text(run_dir / "classes.json", json.dumps(classes) + "\n")
 
     y = targets(table.labels, classes)
-    results = [train_fold(cfg, table, fold_of_row, k, classes, run_dir, y, resume or force_resume, force_resume)
-               for k in todo]
+    results = []
+    for k in todo:
+        results.append(train_fold(cfg, table, fold_of_row, k, classes, run_dir, y, resume or force_resume,
+                                  force_resume))
+        if d.main:
+            write_reports(run_dir, quiet=True)
+
     summary = {"folds": {r.fold: {"score": r.best_score, "epoch": r.best_epoch, "seconds": r.seconds}
                          for r in results}}
-    if fold == "all":
+    if fold == "all" and d.main:
         rows = np.concatenate([r.val_index for r in results])
         probs = np.concatenate([r.oof for r in results])
         order = np.argsort(rows)
@@ -84,4 +104,5 @@ def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool =
         print(f"CV {cfg.metric}: {summary['cv']:.4f} over {len(rows)} OOF images "
               f"(folds: {', '.join(f'{s:.4f}' for s in fold_scores)}; mean {np.mean(fold_scores):.4f} "
               f"± {np.std(fold_scores):.4f}) -> {run_dir / 'oof.csv'}")
+        write_reports(run_dir)
     return summary

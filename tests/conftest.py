@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))           # train.py and infer.py, for in-process runs of the entry points
 
 
 def write_rows(path: Path, header, rows) -> None:
@@ -61,6 +62,25 @@ def competition(tmp_path) -> Path:
 def run_cli(*args, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def run_entry(capsys, script: str, *args) -> subprocess.CompletedProcess:
+    """Run train.py / infer.py in this process, exactly as its __main__ does (same error handling and exit
+    code), without paying a fresh interpreter's torch import. Anything but a KitError propagates (a traceback)."""
+    import importlib
+    from kit.cli import main_guard
+    module = importlib.import_module(script.removesuffix(".py"))
+    argv, sys.argv = sys.argv, [script, *map(str, args)]
+    capsys.readouterr()
+    try:
+        main_guard(module.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 TINY = ["--model", "test_nfnet", "--no-pretrained", "--img-size", "32", "--epochs", "2", "--batch-size", "8",

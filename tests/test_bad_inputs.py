@@ -8,7 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, make_competition, run_cli, write_rows
+from conftest import TINY, make_competition, run_entry, write_rows
+from kit.config import load_config
+from kit.data import train_table
+from kit.folds import load_or_create
 
 
 def rows_of(path):
@@ -76,8 +79,12 @@ def case_truncated_image(comp, tmp):
     return train_cmd(comp, tmp), rf"cannot be decoded: {re.escape(str(victim.with_suffix('.jpg')))}: OSError"
 
 
+def write_folds(comp, tmp):
+    load_or_create(tmp / "folds.csv", train_table(load_config(None, {"data_dir": str(comp)})), 2, seed=42)
+
+
 def case_folds_label_not_in_train(comp, tmp):
-    run_cli(*train_cmd(comp, tmp, "--fold", "0"))      # writes the folds file
+    write_folds(comp, tmp)
     rows = rows_of(tmp / "folds.csv")
     rows[0][1] = "unicorn"
     write_rows(tmp / "folds.csv", ["image_id", "label", "fold"], rows)
@@ -85,7 +92,7 @@ def case_folds_label_not_in_train(comp, tmp):
 
 
 def case_folds_out_of_date(comp, tmp):
-    run_cli(*train_cmd(comp, tmp, "--fold", "0"))
+    write_folds(comp, tmp)
     rows = rows_of(comp / "train.csv")
     set_train_rows(comp, rows[:-2])
     return train_cmd(comp, tmp), r"folds.csv is out of date: 2 id\(s\) in it are no longer in .*To re-split, delete"
@@ -140,60 +147,60 @@ def assert_user_error(result, pattern):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
-def test_training_input_errors(case, tmp_path):
+def test_training_input_errors(case, tmp_path, capsys):
     comp = make_competition(tmp_path / "comp", per_class=5)
     args, pattern = case(comp, tmp_path)
     folds_before = (tmp_path / "folds.csv").read_bytes() if (tmp_path / "folds.csv").exists() else None
-    assert_user_error(run_cli(*args), pattern)
+    assert_user_error(run_entry(capsys, *args), pattern)
     assert not (tmp_path / "run" / "fold1").exists()
     if folds_before is not None:                            # an error never rewrites an existing split
         assert (tmp_path / "folds.csv").read_bytes() == folds_before
     assert not (tmp_path / "pwned").exists()
 
 
-def test_grayscale_and_rgba_images_just_work(tmp_path):
+def test_grayscale_and_rgba_images_just_work(tmp_path, capsys):
     comp = make_competition(tmp_path / "comp", per_class=5)
     images = sorted((comp / "train_images").iterdir())
     for path, mode in zip(images, ["L", "RGBA", "P", "LA"] * 5):
         Image.open(path).convert(mode).save(path)
-    r = run_cli(*train_cmd(comp, tmp_path, "--fold", "0"))
+    r = run_entry(capsys, *train_cmd(comp, tmp_path, "--fold", "0"))
     assert r.returncode == 0, r.stderr
 
 
-def test_sample_submission_ids_not_in_test_images(onnx_file, trained, tmp_path):
+def test_sample_submission_ids_not_in_test_images(onnx_file, trained, tmp_path, capsys):
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
     rows = rows_of(comp / "sample_submission.csv")
     write_rows(comp / "sample_submission.csv", ["image_id", "label"], rows[:3] + [["te_404", "cat"]] + rows[3:])
-    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", tmp_path / "s.csv")
+    r = run_entry(capsys, "infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", tmp_path / "s.csv")
     assert_user_error(r, r"sample_submission.csv line 5: image 'te_404' not found in .*test_images")
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_onnx_from_another_run(onnx_file, tmp_path):
+def test_onnx_from_another_run(onnx_file, tmp_path, capsys):
     other = make_competition(tmp_path / "other", classes=("ant", "bee"), per_class=4)
-    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", other, "--out", tmp_path / "s.csv")
+    r = run_entry(capsys, "infer.py", "--onnx", onnx_file, "--data-dir", other, "--out", tmp_path / "s.csv")
     assert_user_error(r, r"was exported for 3 classes \['cat', 'dog', 'fox'\] but .*train.csv has 2 classes "
                          r"\['ant', 'bee'\]: it comes from another run")
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_checkpoint_of_another_architecture(trained, tmp_path):
+def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
     from kit import checkpoint
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     ckpt = checkpoint.load(run / "fold1" / "best.pt")
     ckpt["config"]["model"] = "nf_resnet26"
     checkpoint.save(ckpt, run / "fold1" / "best.pt")
-    r = run_cli("infer.py", "--run-dir", run, "--folds", "1", "--export-only")
+    r = run_entry(capsys, "infer.py", "--run-dir", run, "--folds", "1", "--export-only")
     assert_user_error(r, r"fold1/best.pt does not match model 'nf_resnet26' with 3 classes")
     assert not (run / "ensemble.onnx").exists()
-    r = run_cli("train.py", "--data-dir", trained[0], "--run-dir", run, "--folds-csv", trained[2], "--fold", "1",
+    r = run_entry(capsys, "train.py", "--data-dir", trained[0], "--run-dir", run, "--folds-csv", trained[2], "--fold", "1",
                 "--model", "nf_resnet26", "--resume")
     assert_user_error(r, r"holds fold models trained with another setup \(model: 'test_nfnet' -> 'nf_resnet26'")
 
 
-def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path):
+def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     marker = tmp_path / "pwned"
@@ -203,6 +210,6 @@ def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path):
             return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
 
     torch.save({"model": Exploit()}, run / "fold0" / "best.pt")
-    r = run_cli("infer.py", "--run-dir", run, "--export-only")
+    r = run_entry(capsys, "infer.py", "--run-dir", run, "--export-only")
     assert_user_error(r, r"refusing to load .*fold0/best.pt: it contains pickled objects")
     assert not marker.exists() and not (run / "ensemble.onnx").exists()

@@ -148,3 +148,15 @@ def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
     checkpoint.save(ckpt, copy_dir / "fold0" / "best.pt")
     with pytest.raises(KitError, match="does not match model 'test_resnet'"):
         load_fold_models(copy_dir, [0])
+
+
+def test_unfinished_folds_are_left_out(trained, tmp_path, capsys):
+    _, run_dir, _, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    metrics = (run / "fold2" / "metrics.csv").read_text().splitlines()
+    (run / "fold2" / "metrics.csv").write_text("\n".join(metrics[:2]) + "\n")      # 1 of 2 epochs done
+    models, ckpts = load_fold_models(run, None)
+    assert [c["fold"] for c in ckpts] == [0, 1]
+    assert "leaving out fold(s) [2], still training" in capsys.readouterr().out
+    assert [c["fold"] for c in load_fold_models(run, [2])[1]] == [2]        # asked for explicitly: allowed

@@ -25,7 +25,7 @@ def digest(state: dict) -> str:
 def train_args(comp, tmp_path, run, *extra):
     return ["train.py", "--data-dir", comp, "--fold", "0", "--num-folds", "2", "--folds-csv", tmp_path / "folds.csv",
             "--run-dir", tmp_path / run, "--model", "test_nfnet", "--no-pretrained", "--img-size", "48",
-            "--epochs", "3", "--batch-size", "4", "--num-workers", "0", "--save-every-steps", "1", *extra]
+            "--epochs", "4", "--batch-size", "4", "--num-workers", "0", "--save-every-steps", "1", *extra]
 
 
 def start_training(args):
@@ -41,23 +41,27 @@ def start_training(args):
 
 
 def test_kill_and_resume_is_bit_identical(tmp_path):
-    comp = make_competition(tmp_path / "comp", per_class=14)
-    proc, _ = start_training(train_args(comp, tmp_path, "clean"))
-    t0 = time.time()
-    assert proc.wait() == 0, proc.stdout.read()
-    train_seconds = time.time() - t0
+    comp = make_competition(tmp_path / "comp", per_class=20)
+    clean = run_cli(*train_args(comp, tmp_path, "clean"))
+    assert clean.returncode == 0, clean.stderr
+    with open(tmp_path / "clean" / "fold0" / "metrics.csv") as f:
+        train_seconds = sum(float(r.split(",")[7]) for r in f.read().splitlines()[1:])
 
     rng = random.Random(1234)
     kills, outputs = 0, []
+    last = tmp_path / "killed" / "fold0" / "last.pt"
     for _ in range(15):
+        before = last.stat().st_mtime_ns if last.exists() else 0
         proc, lines = start_training(train_args(comp, tmp_path, "killed", "--resume"))
-        time.sleep(rng.uniform(0.05, 0.35) * train_seconds)   # a random moment of the training loop
+        while proc.poll() is None and (last.stat().st_mtime_ns if last.exists() else 0) == before:
+            time.sleep(0.005)                                   # wait for this run's first saved step
+        time.sleep(rng.uniform(0.0, 0.3) * train_seconds)     # then a random moment of the training loop
         if proc.poll() is None:
             proc.kill()
             kills += 1
         outputs.append("".join(lines) + proc.communicate()[0])
         assert proc.returncode in (0, -9), outputs[-1]
-        if proc.returncode == 0 or kills == 5:
+        if proc.returncode == 0 or kills == 4:
             break
     final = run_cli(*train_args(comp, tmp_path, "killed", "--resume"))
     assert final.returncode == 0, final.stderr

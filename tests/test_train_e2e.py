@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, make_competition, run_cli
+from conftest import TINY, make_competition, run_cli, run_entry
 from kit import checkpoint
 
 
@@ -36,7 +36,9 @@ def test_fold_outputs(trained):
         d = run_dir / f"fold{k}"
         metrics = read_csv(d / "metrics.csv")
         assert [m["epoch"] for m in metrics] == ["1", "2"]
-        assert list(metrics[0]) == ["epoch", "lr", "train_loss", "val_loss", "metric", "score", "is_best", "seconds"]
+        assert list(metrics[0]) == ["epoch", "lr", "train_loss", "val_loss", "metric", "score", "is_best", "seconds",
+                                    "train_images_per_s"]
+        assert all(float(m["train_images_per_s"]) > 0 for m in metrics)
         assert all(np.isfinite(float(m["train_loss"])) for m in metrics)
         oof = read_csv(d / "oof.csv")
         assert list(oof[0]) == ["image_id", "label", "fold", "prob_cat", "prob_dog", "prob_fox"]
@@ -98,11 +100,11 @@ def test_pretrained_file_is_used(tmp_path):
     (["--model", "nfnet_q0"], "unknown timm model 'nfnet_q0'"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--epochs", "0"], "cuda|epochs must be"),
 ])
-def test_cli_user_errors_are_one_line(tmp_path, args, needle):
+def test_cli_user_errors_are_one_line(tmp_path, args, needle, capsys):
     comp = make_competition(tmp_path / "comp", per_class=4)
     base = ["--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "folds.csv",
             "--num-folds", "2", *TINY]
-    r = run_cli("train.py", *base, *args)
+    r = run_entry(capsys, "train.py", *base, *args)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]

@@ -1,0 +1,89 @@
+"""Is the model fed? Decode + augment images/s of the kit's data pipeline for 0 (main process), 1, 2 and the
+default number of workers, against the images/s the training step consumes, measured in one run.
+
+    python bench/data.py [--img-size 224] [--source-size 512] [--model eca_nfnet_l0]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import make_jpeg_competition  # noqa: E402
+from kit.augment import train_transform  # noqa: E402
+from kit.config import Config, load_config  # noqa: E402
+from kit.data import class_list, targets, train_table  # noqa: E402
+from kit.engine import EpochSampler, ImageDataset, _worker_init  # noqa: E402
+from kit.model import create_model, normalization  # noqa: E402
+
+
+def pipeline_rate(dataset, rows, batch_size, workers, batches) -> float:
+    sampler = EpochSampler(rows, 0, shuffle=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                         worker_init_fn=_worker_init, persistent_workers=workers > 0,
+                                         generator=torch.Generator().manual_seed(0))
+    it = iter(loader)
+    next(it)                                             # worker start-up is not throughput
+    t, n = time.perf_counter(), 0
+    for _ in range(batches):
+        n += len(next(it)[0])
+    return n / (time.perf_counter() - t)
+
+
+def step_rate(model_name, img_size, batch_size, channels_last: bool) -> float:
+    model = create_model(model_name, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch_size, 3, img_size, img_size), torch.randint(0, 2, (batch_size,))
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return batch_size / float(np.median(times[1:]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--source-size", type=int, default=512, help="side of the JPEG files on disk")
+    p.add_argument("--model", default="eca_nfnet_l0")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batches", type=int, default=8)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        make_jpeg_competition(root, args.batch_size * (args.batches + 2), args.source_size)
+        cfg = load_config(None, {"data_dir": str(root), "img_size": args.img_size})
+        table = train_table(cfg)
+        mean, std = normalization(create_model(args.model, 2))
+        dataset = ImageDataset(table.paths, targets(table.labels, class_list(table.labels)), args.img_size,
+                               train_transform(cfg, mean, std))
+        rows = np.arange(len(table.paths))
+        print(f"{len(rows)} JPEGs of {args.source_size}px -> {args.img_size}px, batch {args.batch_size}, "
+              f"{torch.get_num_threads()} torch threads")
+        rates = {}
+        for workers in sorted({0, 1, 2, Config().num_workers}):
+            rates[workers] = pipeline_rate(dataset, rows, args.batch_size, workers, args.batches)
+            print(f"data pipeline, {workers} worker(s){' (default)' if workers == Config().num_workers else ''}: "
+                  f"{rates[workers]:7.1f} images/s", flush=True)
+        plain = step_rate(args.model, args.img_size, args.batch_size, channels_last=False)
+        last = step_rate(args.model, args.img_size, args.batch_size, channels_last=True)
+        print(f"training step {args.model} @ {args.img_size}px: {plain:.1f} images/s (contiguous), "
+              f"{last:.1f} images/s (channels_last, {last / plain:.2f}x)")
+        default = rates[Config().num_workers]
+        print(f"default pipeline / step consumption: {default / max(plain, last):.1f}x "
+              f"({'fed' if default >= max(plain, last) else 'STARVED'})")
+
+
+if __name__ == "__main__":
+    main()
