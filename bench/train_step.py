@@ -71,13 +71,18 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--kit", action="append", default=[], metavar="KEY=VALUE",
+                   help="a kit setting for the kit side only (repeatable), e.g. --kit ema=false to price a feature")
     args = p.parse_args()
+    import yaml
+    kit_overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.kit)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_jpeg_competition(tmp / "data", args.images, max(args.img_size * 2, 64))
         cfg = load_config(None, dict(data_dir=str(tmp / "data"), model=args.model, pretrained=False,
                                      img_size=args.img_size, batch_size=args.batch_size, epochs=args.epochs,
-                                     num_workers=args.num_workers, device=args.device, run_dir=str(tmp / "run")))
+                                     num_workers=args.num_workers, device=args.device, run_dir=str(tmp / "run"),
+                                     **kit_overrides))
         device = resolve_device(cfg.device)
         table = train_table(cfg)
         classes = class_list(table.labels)
@@ -92,8 +97,8 @@ def main():
     print(f"{args.model} @ {args.img_size}px, batch {args.batch_size}, {len(train_rows)} train images, "
           f"{args.num_workers} workers, device {device}")
     print(f"hand loop: {', '.join(f'{r:.1f}' for r in hand)} images/s per epoch")
-    print(f"kit loop:  {', '.join(f'{r:.1f}' for r in kit)} images/s per epoch (AGC {cfg.agc_clip}, EMA, "
-          f"augmentation on)")
+    print(f"kit loop:  {', '.join(f'{r:.1f}' for r in kit)} images/s per epoch (kit defaults"
+          f"{', ' + ', '.join(args.kit) if args.kit else ''})")
     print(f"kit / hand (epochs 2+): {k / h:.3f}x")
 
 

@@ -6,9 +6,9 @@ and gains), with W_i its weights and G_i its gradient:
 
     G_i <- G_i * (lambda * max(||W_i||, eps) / ||G_i||)   if ||G_i|| > lambda * max(||W_i||, eps)
 
-Same result as timm.utils.adaptive_clip_grad, in three passes over memory per tensor (two norms, one in-place
-scale) instead of timm's eight with two temporary gradient-sized tensors; the per-unit scale factors for all
-tensors are computed in one batch of small ops.
+Same result as timm.utils.adaptive_clip_grad, with less memory traffic: per tensor two norm passes and, only
+where some unit is clipped, one in-place rescale, instead of timm's eight passes and two temporary
+gradient-sized tensors; the per-unit scale factors of all tensors are computed in one batch of small ops.
 """
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, 
     sizes = [n.numel() for n in weight_norms]
     max_norm = torch.cat(weight_norms).clamp_(min=eps).mul_(clip_factor)
     grad_norm = torch.cat(grad_norms)
-    scale = torch.where(grad_norm < max_norm, torch.ones_like(grad_norm), max_norm / grad_norm.clamp(min=1e-6))
-    for p, s in zip(params, scale.split(sizes)):
-        p.grad.mul_(s.reshape(-1, *([1] * (p.grad.ndim - 1))) if p.grad.ndim > 1 else s.squeeze(0))
+    clip = grad_norm >= max_norm
+    scale = torch.where(clip, max_norm / grad_norm.clamp(min=1e-6), torch.ones_like(grad_norm))
+    # only tensors with a clipped unit are rescaled: in most steps most tensors have none, and the rescale
+    # is a full read-and-write pass over the gradient
+    owner = torch.repeat_interleave(torch.arange(len(params)), torch.tensor(sizes))
+    touched = torch.zeros(len(params), dtype=torch.bool).index_fill_(0, owner[clip], True).tolist()
+    for p, s, t in zip(params, scale.split(sizes), touched):
+        if t:
+            p.grad.mul_(s.reshape(-1, *([1] * (p.grad.ndim - 1))) if p.grad.ndim > 1 else s.squeeze(0))

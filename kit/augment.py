@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import albumentations as A
+import cv2
+
+# OpenCV's own thread pool does not survive fork(): a DataLoader worker forked after the parent ran an OpenCV
+# op can hang on it. Parallelism comes from the workers, so OpenCV runs single-threaded everywhere.
+cv2.setNumThreads(1)
 
 
 def train_transform(cfg, mean, std) -> A.Compose:

@@ -66,6 +66,7 @@ class Config:
     # --- runtime ---
     device: str = "auto"                    # auto, cpu, cuda
     num_workers: int = 2
+    channels_last: bool = True              # NHWC activations: faster convs on CPU (bench/data.py) and CUDA
     save_every_steps: int = 0               # also save a resumable checkpoint every N optimizer steps
     deterministic: bool = True
     tensorboard: bool = False               # also log epoch scalars to <run dir>/fold<k>/tb (needs tensorboard)

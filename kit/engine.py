@@ -99,9 +99,7 @@ class EpochSampler(Sampler):
 
 
 def _worker_init(_):
-    import cv2
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(1)            # the workers are the parallelism; don't oversubscribe the cores
 
 
 def _tensorboard(fold_dir: Path):
@@ -139,16 +137,17 @@ def _set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> tuple[np.ndarray, float]:
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+            memory_format=torch.contiguous_format) -> tuple[np.ndarray, float]:
     """(probabilities [N, C] in loader order, summed cross-entropy)."""
     model.eval()
-    probs, loss_sum, n = [], 0.0, 0
+    probs, loss_sum = [], 0.0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=amp):
             logits = model(x).float()
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        n += len(y)
         probs.append(logits.softmax(1).cpu().numpy())
     return np.concatenate(probs).astype(np.float64), loss_sum
 
@@ -215,9 +214,10 @@ def train_fold(cfg: Config, table: Table, fold_of_row: np.ndarray, fold: int, cl
         return _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resume, force_resume, d)
 
 
-def _validate(model, loader, device, amp, d: distributed.Dist, n: int) -> tuple[np.ndarray, float]:
+def _validate(model, loader, device, amp, d: distributed.Dist, n: int,
+              memory_format=torch.contiguous_format) -> tuple[np.ndarray, float]:
     """Probabilities for all n validation rows (every rank holds them all) and the mean loss."""
-    probs, loss_sum = predict(model, loader, device, amp)
+    probs, loss_sum = predict(model, loader, device, amp, memory_format)
     shares = distributed.gather((probs, loss_sum))
     full = np.empty((n, probs.shape[1]), dtype=np.float64)
     for rank, (p, _) in enumerate(shares):
@@ -240,8 +240,9 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
     random.seed(cfg.seed + fold)
     np.random.seed(cfg.seed + fold)
 
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = create_model(cfg.model, len(classes), cfg.pretrained, cfg.pretrained_file, cfg.drop_rate,
-                         cfg.drop_path_rate).to(device)
+                         cfg.drop_path_rate).to(device, memory_format=memory_format)
     if d.active:
         torch.manual_seed(cfg.seed + fold + 7919 * d.rank)      # independent dropout per rank
     mean, std = normalization(model, cfg.mean, cfg.std)
@@ -322,7 +323,8 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
         bar = tqdm(train_loader, total=batches_per_epoch - step_in_epoch, disable=None if d.main else True,
                    leave=False, desc=f"fold {fold} epoch {epoch + 1}/{cfg.epochs}")
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
             step_in_epoch += 1
             optimizer_step = step_in_epoch % cfg.accum_steps == 0 or step_in_epoch == batches_per_epoch
             with net.no_sync() if d.active and not optimizer_step else contextlib.nullcontext():
@@ -358,7 +360,7 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
         train_rate = sum(n for _, n in losses) * batch_size / (time.time() - e0)
 
         eval_model = ema.module if ema is not None else model
-        probs, val_loss = _validate(eval_model, val_loader, device, use_amp, d, len(val_rows))
+        probs, val_loss = _validate(eval_model, val_loader, device, use_amp, d, len(val_rows), memory_format)
         val_score = score(cfg.metric, targets[val_rows], probs)
         improved = is_better(cfg.metric, val_score, best_score)
         epoch += 1
