@@ -54,6 +54,17 @@ def make_competition(root: Path, per_class: int = 12, classes=("cat", "dog", "fo
     return root
 
 
+def save_crafted_checkpoint(path: Path, key: str, marker: Path) -> None:
+    """A checkpoint whose unpickling would create `marker`: what a malicious download looks like."""
+    import torch
+
+    class Exploit:
+        def __reduce__(self):
+            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    torch.save({key: Exploit()}, path)
+
+
 @pytest.fixture
 def competition(tmp_path) -> Path:
     return make_competition(tmp_path / "comp")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, make_competition, run_entry, write_rows
+from conftest import TINY, make_competition, run_entry, save_crafted_checkpoint, write_rows
 from kit.config import load_config
 from kit.data import train_table
 from kit.folds import load_or_create
@@ -122,12 +122,7 @@ def case_unknown_config_key(comp, tmp):
 
 def case_crafted_pretrained_file(comp, tmp):
     marker = tmp / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
-
-    torch.save({"stem.conv1.weight": Exploit()}, tmp / "evil.pth")
+    save_crafted_checkpoint(tmp / "evil.pth", "stem.conv1.weight", marker)
     return train_cmd(comp, tmp, "--pretrained-file", tmp / "evil.pth"), \
         r"refusing to load .*evil.pth: it contains pickled objects.*could run arbitrary code"
 
@@ -204,12 +199,7 @@ def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
-
-    torch.save({"model": Exploit()}, run / "fold0" / "best.pt")
+    save_crafted_checkpoint(run / "fold0" / "best.pt", "model", marker)
     r = run_entry(capsys, "infer.py", "--run-dir", run, "--export-only")
     assert_user_error(r, r"refusing to load .*fold0/best.pt: it contains pickled objects")
     assert not marker.exists() and not (run / "ensemble.onnx").exists()

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, make_competition, run_cli
+from conftest import ROOT, make_competition, run_cli, save_crafted_checkpoint
 from kit import checkpoint
 from kit.errors import KitError
 
@@ -137,12 +137,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
 
 def test_crafted_checkpoint_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (eval, (f"open({str(marker)!r}, 'w').write('x')",))
-
-    torch.save({"model": Exploit()}, tmp_path / "evil.pt")
+    save_crafted_checkpoint(tmp_path / "evil.pt", "model", marker)
     with pytest.raises(KitError, match="refusing to load .*evil.pt.*could run arbitrary code"):
         checkpoint.load(tmp_path / "evil.pt")
     assert not marker.exists()
