@@ -178,6 +178,22 @@ def split_fingerprint(ids: list[str], val_rows: np.ndarray) -> str:
     return hashlib.sha1("\n".join(ids[r] for r in val_rows).encode()).hexdigest()
 
 
+def read_oof_rows(paths: list[Path]) -> list[dict]:
+    """The rows of OOF files written by write_oof, concatenated."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def oof_arrays(rows: list[dict], classes: list) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices [N], probabilities [N, C]) of OOF rows."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    y = np.array([index[r["label"]] for r in rows], dtype=np.int64)
+    return y, np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows], dtype=np.float64)
+
+
 def _check_resume_setup(saved: dict, base: dict, force: bool) -> None:
     """Resuming under other settings would silently produce a model that no single config describes."""
     old, new = saved["config"], base["config"]
@@ -386,12 +402,6 @@ def _train_fold(cfg, table, fold_of_row, fold, classes, fold_dir, targets, resum
 
     distributed.barrier()                           # rank 0's files are complete before anyone reads them
     best = checkpoint.load(best_path)
-    oof = _read_oof_probs(fold_dir / "oof.csv", len(classes))
+    oof = oof_arrays(read_oof_rows([fold_dir / "oof.csv"]), classes)[1]
     log(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {best_path}")
     return FoldResult(fold, best["epoch"], best["score"], val_rows, oof, time.time() - t0)
-
-
-def _read_oof_probs(path: Path, num_classes: int) -> np.ndarray:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))[1:]
-    return np.array([[float(v) for v in row[3:3 + num_classes]] for row in rows], dtype=np.float64)

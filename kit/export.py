@@ -8,7 +8,6 @@ Graph contract (what kit.predict and any deployment rely on):
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -23,6 +22,8 @@ from . import __version__, checkpoint
 from .atomic import atomic_path
 from .errors import KitError
 from .images import load_rgb
+from .engine import oof_arrays, read_oof_rows
+from .metrics import score
 from .model import create_model
 
 PARITY_ATOL = 1e-4
@@ -159,25 +160,10 @@ def parity_check(onnx_path: Path, reference: torch.nn.Module, images: np.ndarray
     return err
 
 
-def _oof_rows(run_dir: Path, folds: list[int]) -> list[dict]:
-    rows = []
-    for k in folds:
-        with open(run_dir / f"fold{k}" / "oof.csv", newline="") as f:
-            rows += list(csv.DictReader(f))
-    return rows
-
-
-def _cv_score(rows: list[dict], classes: list, metric: str) -> float:
-    from .metrics import score
-    index = {str(c): i for i, c in enumerate(classes)}
-    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
-    return score(metric, np.array([index[r["label"]] for r in rows]), probs)
-
-
 def oof_images(run_dir: Path, folds: list[int], data_dir: str, cfg: dict, limit: int | None) -> tuple[np.ndarray, np.ndarray, list]:
     """Validation images of the included folds (uint8 NHWC) and their class indices, up to `limit`."""
     from .data import resolve_images
-    rows = _oof_rows(run_dir, folds)
+    rows = read_oof_rows([run_dir / f"fold{k}" / "oof.csv" for k in folds])
     if limit is not None and len(rows) > limit:
         rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), limit, replace=False)]
     root = Path(data_dir)
@@ -204,11 +190,11 @@ def export(run_dir: str | Path, out: str | Path | None = None, folds: list[int] 
     folded = [copy.deepcopy(m) for m in models]
     n_folded = sum(fold_weight_standardization(m) for m in folded)
     ensemble = Ensemble(folded, ckpts[0]["mean"], ckpts[0]["std"], tta).eval()
-    oof = _oof_rows(run_dir, folds)
+    oof_y, oof_probs = oof_arrays(read_oof_rows([run_dir / f"fold{k}" / "oof.csv" for k in folds]), classes)
     metadata = {
         "classes": classes, "img_size": img_size, "mean": ckpts[0]["mean"], "std": ckpts[0]["std"],
         "model": cfg["model"], "folds": folds, "fold_scores": [c["score"] for c in ckpts],
-        "cv_score": _cv_score(oof, classes, cfg["metric"]), "metric": cfg["metric"], "tta": tta, "int8": False,
+        "cv_score": score(cfg["metric"], oof_y, oof_probs), "metric": cfg["metric"], "tta": tta, "int8": False,
         "id_col": cfg["id_col"], "label_col": cfg["label_col"], "kit_version": __version__,
     }
     images, labels, _ = oof_images(run_dir, folds, data_dir, cfg, parity_images)

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
 
 from .atomic import atomic_path, write_csv, write_text  # noqa: E402
+from .engine import oof_arrays, read_oof_rows  # noqa: E402
 from .errors import KitError  # noqa: E402
 from .metrics import score  # noqa: E402
 
@@ -54,16 +55,8 @@ def load_folds(run_dir: Path) -> list[FoldSummary]:
     folds = []
     for d in sorted(run_dir.glob("fold*"), key=lambda p: p.name):
         if d.name[4:].isdigit() and (d / "metrics.csv").is_file() and (d / "oof.csv").is_file():
-            folds.append(FoldSummary(int(d.name[4:]), _rows(d / "metrics.csv"), _rows(d / "oof.csv")))
+            folds.append(FoldSummary(int(d.name[4:]), _rows(d / "metrics.csv"), read_oof_rows([d / "oof.csv"])))
     return sorted(folds, key=lambda f: f.fold)
-
-
-def oof_arrays(folds: list[FoldSummary], classes: list) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    rows = [r for f in folds for r in f.oof]
-    index = {str(c): i for i, c in enumerate(classes)}
-    y = np.array([index[r["label"]] for r in rows])
-    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
-    return rows, y, probs
 
 
 def _save(fig, path: Path) -> None:
@@ -149,7 +142,8 @@ def write_reports(run_dir: str | Path, quiet: bool = False) -> dict:
     if not folds:
         raise KitError(f"no finished epochs in {run_dir} yet (no fold<k>/metrics.csv and oof.csv)")
     metric = cfg["metric"]
-    rows, y, probs = oof_arrays(folds, classes)
+    rows = [r for f in folds for r in f.oof]
+    y, probs = oof_arrays(rows, classes)
     cv = score(metric, y, probs)
     pred = probs.argmax(1)
 
