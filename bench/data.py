@@ -20,7 +20,7 @@ from kit.augment import train_transform  # noqa: E402
 from kit.config import Config, load_config  # noqa: E402
 from kit.data import class_list, targets, train_table  # noqa: E402
 from kit.engine import EpochSampler, ImageDataset, _worker_init  # noqa: E402
-from kit.model import create_model, normalization  # noqa: E402
+from kit.model import create_model  # noqa: E402
 
 
 def pipeline_rate(dataset, rows, batch_size, workers, batches) -> float:
@@ -36,20 +36,24 @@ def pipeline_rate(dataset, rows, batch_size, workers, batches) -> float:
     return n / (time.perf_counter() - t)
 
 
-def step_rate(model_name, img_size, batch_size, channels_last: bool) -> float:
-    model = create_model(model_name, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+def step_rates(model_name, img_size, batch_size, rounds: int = 4) -> tuple[float, float]:
+    """Training-step images/s (contiguous, channels_last), the two layouts alternating step by step so that
+    the machine's drift hits both alike."""
     x, y = torch.randn(batch_size, 3, img_size, img_size), torch.randint(0, 2, (batch_size,))
-    if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    return batch_size / float(np.median(times[1:]))
+    sides = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = create_model(model_name, 2).to(memory_format=layout)
+        sides.append((model, torch.optim.SGD(model.parameters(), lr=1e-3), x.contiguous(memory_format=layout), []))
+    for r in range(rounds + 1):
+        for model, opt, xb, times in sides:
+            t = time.perf_counter()
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), y).backward()
+            opt.step()
+            if r:                                        # round 0 is warm-up
+                times.append(time.perf_counter() - t)
+    return tuple(batch_size / float(np.median(times)) for *_, times in sides)
 
 
 def main():
@@ -65,9 +69,8 @@ def main():
         make_jpeg_competition(root, args.batch_size * (args.batches + 2), args.source_size)
         cfg = load_config(None, {"data_dir": str(root), "img_size": args.img_size})
         table = train_table(cfg)
-        mean, std = normalization(create_model(args.model, 2))
         dataset = ImageDataset(table.paths, targets(table.labels, class_list(table.labels)), args.img_size,
-                               train_transform(cfg, mean, std))
+                               train_transform(cfg))
         rows = np.arange(len(table.paths))
         print(f"{len(rows)} JPEGs of {args.source_size}px -> {args.img_size}px, batch {args.batch_size}, "
               f"{torch.get_num_threads()} torch threads")
@@ -76,8 +79,7 @@ def main():
             rates[workers] = pipeline_rate(dataset, rows, args.batch_size, workers, args.batches)
             print(f"data pipeline, {workers} worker(s){' (default)' if workers == Config().num_workers else ''}: "
                   f"{rates[workers]:7.1f} images/s", flush=True)
-        plain = step_rate(args.model, args.img_size, args.batch_size, channels_last=False)
-        last = step_rate(args.model, args.img_size, args.batch_size, channels_last=True)
+        plain, last = step_rates(args.model, args.img_size, args.batch_size)
         print(f"training step {args.model} @ {args.img_size}px: {plain:.1f} images/s (contiguous), "
               f"{last:.1f} images/s (channels_last, {last / plain:.2f}x)")
         default = rates[Config().num_workers]

@@ -1,4 +1,5 @@
-"""albumentations pipelines. Images arrive already decoded and resized by kit.images.load_rgb."""
+"""albumentations training augmentation. Images arrive decoded and resized by kit.images.load_rgb and leave
+as uint8; normalization happens on the batch, where the model runs (kit.model.ImageNormalizer)."""
 from __future__ import annotations
 
 import albumentations as A
@@ -9,7 +10,7 @@ import cv2
 cv2.setNumThreads(1)
 
 
-def train_transform(cfg, mean, std) -> A.Compose:
+def train_transform(cfg) -> A.Compose:
     size = cfg.img_size
     steps = [
         A.HorizontalFlip(p=cfg.aug_hflip),
@@ -19,10 +20,6 @@ def train_transform(cfg, mean, std) -> A.Compose:
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=cfg.aug_brightness_contrast),
         A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(max(1, size // 16), max(1, size // 6)),
                         hole_width_range=(max(1, size // 16), max(1, size // 6)), p=cfg.aug_coarse_dropout),
-        A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
     ]
     return A.Compose([s for s in steps if s.p > 0], p=1.0)
 
-
-def eval_transform(mean, std) -> A.Compose:
-    return A.Compose([A.Normalize(mean=mean, std=std, max_pixel_value=255.0)], p=1.0)

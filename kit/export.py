@@ -24,7 +24,7 @@ from .errors import KitError
 from .images import load_rgb
 from .engine import oof_arrays, read_oof_rows
 from .metrics import score
-from .model import create_model
+from .model import ImageNormalizer, create_model
 
 PARITY_ATOL = 1e-4
 OPSET = 18
@@ -67,12 +67,11 @@ class Ensemble(torch.nn.Module):
     def __init__(self, models: list[torch.nn.Module], mean: list, std: list, tta: bool):
         super().__init__()
         self.models = torch.nn.ModuleList(models)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("inv_std", 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0))
+        self.normalize = ImageNormalizer(mean, std)
         self.tta = tta
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
+        x = self.normalize(images)
         views = 2 if self.tta else 1
         if self.tta:
             x = torch.cat([x, x.flip(3)])

@@ -94,3 +94,20 @@ def normalization(model: torch.nn.Module, mean=None, std=None) -> tuple[list, li
     mean = list(mean or cfg.get("mean", IMAGENET_MEAN))
     std = list(std or cfg.get("std", IMAGENET_STD))
     return [float(v) for v in mean], [float(v) for v in std]
+
+
+class ImageNormalizer(torch.nn.Module):
+    """uint8 RGB images [N, H, W, 3] -> normalized float [N, 3, H, W].
+
+    The one preprocessing step of training, validation and the exported ONNX graph. Batches travel as uint8
+    (4x fewer bytes from the loader workers and to the GPU) and are normalized where the model runs. The
+    output has channels_last strides (a view of NHWC memory); call .contiguous() for NCHW.
+    """
+
+    def __init__(self, mean: list, std: list):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("inv_std", 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kit.errors import KitError
-from kit.model import create_model, normalization
+from kit.model import ImageNormalizer, create_model, normalization
 
 
 def test_pretrained_file_loads_weights_and_replaces_a_mismatched_head(tmp_path):
@@ -38,3 +38,14 @@ def test_normalization_follows_the_model_unless_given():
     model = create_model("test_nfnet", 3)
     assert normalization(model) == ([0.5] * 3, [0.5] * 3)            # test_nfnet's pretrained config
     assert normalization(model, [0.1, 0.2, 0.3], [1, 1, 1]) == ([0.1, 0.2, 0.3], [1.0, 1.0, 1.0])
+
+
+def test_image_normalizer_is_the_textbook_formula_and_keeps_nhwc_memory():
+    images = torch.randint(0, 256, (2, 5, 4, 3), dtype=torch.uint8)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    out = ImageNormalizer(mean, std)(images)
+    expected = (images.permute(0, 3, 1, 2).double() / 255 - torch.tensor(mean, dtype=torch.double).view(1, 3, 1, 1)) \
+        / torch.tensor(std, dtype=torch.double).view(1, 3, 1, 1)
+    assert out.shape == (2, 3, 5, 4) and out.dtype == torch.float32
+    assert torch.allclose(out.double(), expected, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)     # no copy unless NCHW is asked for
