@@ -23,6 +23,7 @@ from .atomic import atomic_path
 from .errors import KitError
 from .images import load_rgb
 from .engine import oof_arrays, read_oof_rows
+from .graph import simplify
 from .metrics import score
 from .model import ImageNormalizer, create_model
 
@@ -131,7 +132,9 @@ def export_onnx(module: torch.nn.Module, img_size: int, path: Path) -> None:
                                     output_names=["probabilities"], opset_version=OPSET, dynamo=True,
                                     dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
                                     verbose=False, external_data=False)
-    program.save(str(path), external_data=False)
+    model = program.model_proto
+    simplify(model.graph)
+    onnx.save(model, str(path))
 
 
 def set_metadata(path: Path, metadata: dict) -> None:
