@@ -28,7 +28,7 @@ from bench.peak import gemm_peak  # noqa: E402
 from kit.export import Ensemble, export_onnx, fold_weight_standardization, load_fold_models  # noqa: E402
 from kit.model import create_model, normalization  # noqa: E402
 from kit.predict import create_session  # noqa: E402
-from kit.quantize import _Batches  # noqa: E402
+from kit.quantize import quantize_graph  # noqa: E402
 
 
 def build(args):
@@ -56,13 +56,8 @@ def time_rounds(fns: dict, rounds: int) -> dict:
 def quantized(fp32: Path, ckpts, args, size: int) -> tuple[Path, str]:
     """int8 graph: for a run, kit.quantize itself (calibrated on training images, accuracy on OOF images)."""
     if ckpts is None:
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        pre, out = fp32.with_name("pre.onnx"), fp32.with_name("int8.onnx")
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        calib = np.random.default_rng(1).integers(0, 256, (32, size, size, 3), dtype=np.uint8)
-        quantize_static(str(pre), str(out), _Batches(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        out = fp32.with_name("int8.onnx")
+        quantize_graph(fp32, out, np.random.default_rng(1).integers(0, 256, (32, size, size, 3), dtype=np.uint8))
         return out, "accuracy: n/a (random weights)"
     from kit.export import set_metadata
     from kit.quantize import quantize
