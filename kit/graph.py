@@ -24,6 +24,7 @@ class _Graph:
                        if v.type.tensor_type.HasField("shape")}
         self.inits = {i.name: i for i in graph.initializer}
         self.outputs = {o.name for o in graph.output}
+        self.producer = {o: n for n in graph.node for o in n.output}
         self.users: dict[str, list] = {}
         for node in graph.node:
             for name in node.input:
@@ -108,7 +109,7 @@ def fold_scalar_muls(graph: onnx.GraphProto) -> int:
             k = 0 if constants[0] is not None else 1
             c, x = constants[k], node.input[1 - k]
             out = node.output[0]
-            inner = next((n for n in graph.node if x in n.output), None)
+            inner = g.producer.get(x)
             consumers = g.users.get(out, [])
             inner_mul = inner is not None and inner.op_type == "Mul" and len(inner.input) == 2
             a, b = sorted(inner.input, key=g.size, reverse=True) if inner_mul else (None, None)
