@@ -3,13 +3,12 @@
 With --onnx PATH nothing is exported and PyTorch is not imported: only onnxruntime, numpy and Pillow run.
 """
 import argparse
-import csv
 from pathlib import Path
 
 from kit.cli import main_guard
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="competition folder (default: the one the run was trained on)")
     p.add_argument("--run-dir", default="runs/default")
@@ -23,32 +22,28 @@ def parse_args():
     p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def run_settings(run_dir: Path) -> dict:
     """Data settings of the training run (data dir, file and column names), when the run dir is here."""
-    import yaml
-    path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    from kit.rundir import RunDir
+    run = RunDir(run_dir)
+    return run.config().to_dict() if run.config_file.is_file() else {}
 
 
 def score_demo(data_dir: Path, out: Path) -> None:
-    """The demo competition ships its hidden labels (solution.csv): report the submission's test accuracy."""
-    solution = data_dir / "solution.csv"
-    if not solution.is_file():
-        return
-    with open(solution) as f, open(out) as g:
-        truth = {r["image_id"]: r["label"] for r in csv.DictReader(f)}
-        pred = {r["image_id"]: r["label"] for r in csv.DictReader(g)}
-    correct = sum(pred.get(i) == v for i, v in truth.items())
-    print(f"demo test accuracy (against {solution}): {correct / len(truth):.4f} ({correct}/{len(truth)})")
+    """The demo competition ships its hidden labels: report the submission's test accuracy."""
+    from kit import demo
+    accuracy = demo.test_accuracy(data_dir, out)
+    if accuracy is not None:
+        print(f"demo test accuracy (against {data_dir / demo.SOLUTION}): {accuracy[0]:.4f} ({accuracy[1]}/{accuracy[2]})")
 
 
 def main():
     args = parse_args()
     from kit.errors import KitError
-    from kit import predict
+    from kit.submission import make_submission
 
     run_dir = Path(args.run_dir)
     settings = run_settings(run_dir)
@@ -58,6 +53,8 @@ def main():
             folds = [int(k) for k in args.folds.split(",")]
         except ValueError:
             raise KitError(f"--folds must be comma-separated fold numbers, got {args.folds!r}") from None
+    if args.batch_size < 1:
+        raise KitError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.onnx:
         if args.int8 or args.folds or args.export_only:
             raise KitError("--onnx predicts with an existing file: --int8, --folds and --export-only apply to "
@@ -72,9 +69,9 @@ def main():
     data_dir = args.data_dir or settings.get("data_dir")
     if not data_dir:
         raise KitError(f"no competition folder: pass --data-dir (no training config in {run_dir} to take it from)")
-    predict.run(onnx_path, data_dir, args.out, args.provider, args.batch_size, args.probs,
-                settings.get("sample_submission", "sample_submission.csv"), settings.get("test_images", "test_images"),
-                train_csv=settings.get("train_csv", "train.csv"))
+    make_submission(onnx_path, data_dir, args.out, args.provider, args.batch_size, args.probs,
+                    settings.get("sample_submission", "sample_submission.csv"),
+                    settings.get("test_images", "test_images"), settings.get("train_csv", "train.csv"))
     score_demo(Path(data_dir), Path(args.out))
 
 

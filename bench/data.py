@@ -18,16 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import make_jpeg_competition  # noqa: E402
 from kit.augment import train_transform  # noqa: E402
 from kit.config import Config, load_config  # noqa: E402
-from kit.data import class_list, targets, train_table  # noqa: E402
-from kit.engine import EpochSampler, ImageDataset, _worker_init  # noqa: E402
+from kit.data import train_table  # noqa: E402
+from kit.loader import EpochSampler, ImageDataset, make_loader  # noqa: E402
+from kit.task import Multiclass  # noqa: E402
 from kit.model import create_model  # noqa: E402
 
 
 def pipeline_rate(dataset, rows, batch_size, workers, batches) -> float:
     sampler = EpochSampler(rows, 0, shuffle=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         worker_init_fn=_worker_init, persistent_workers=workers > 0,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = make_loader(dataset, sampler, batch_size, workers, pin_memory=False, seed=0)
     it = iter(loader)
     next(it)                                             # worker start-up is not throughput
     t, n = time.perf_counter(), 0
@@ -69,7 +68,7 @@ def main():
         make_jpeg_competition(root, args.batch_size * (args.batches + 2), args.source_size)
         cfg = load_config(None, {"data_dir": str(root), "img_size": args.img_size})
         table = train_table(cfg)
-        dataset = ImageDataset(table.paths, targets(table.labels, class_list(table.labels)), args.img_size,
+        dataset = ImageDataset(table.paths, Multiclass.from_labels(table.labels).encode(table.labels), args.img_size,
                                train_transform(cfg))
         rows = np.arange(len(table.paths))
         print(f"{len(rows)} JPEGs of {args.source_size}px -> {args.img_size}px, batch {args.batch_size}, "

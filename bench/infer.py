@@ -2,7 +2,7 @@
 PyTorch eager, onnxruntime fp32 with weight standardization folded (what the kit exports), onnxruntime fp32
 of the unfolded graph (timm's plain export), and onnxruntime int8 (static QDQ).
 
-    python bench/infer.py                          # the trained run in runs/default (the demo); int8 accuracy on OOF
+    python bench/infer.py                          # the trained run in runs/default (the demo); int8 agreement
     python bench/infer.py --synthetic nfnet_l0     # 5 random-weight nfnet_l0 folds at 224 px
 
 Prints images/s per batch size, the ratios, and ORT's achieved GFLOP/s against bench/peak.py's GEMM peak.
@@ -25,10 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.peak import gemm_peak  # noqa: E402
-from kit.export import Ensemble, export_onnx, fold_weight_standardization, load_fold_models  # noqa: E402
+from kit.ensemble import Ensemble, fold_weight_standardization, load_members  # noqa: E402
+from kit.int8 import quantize_graph  # noqa: E402
 from kit.model import create_model, normalization  # noqa: E402
-from kit.predict import create_session  # noqa: E402
-from kit.quantize import quantize_graph  # noqa: E402
+from kit.onnx_export import export_onnx  # noqa: E402
+from kit.predictor import create_session  # noqa: E402
+from kit.rundir import RunDir  # noqa: E402
 
 
 def build(args):
@@ -37,10 +39,15 @@ def build(args):
         models = [create_model(args.synthetic, 10).eval() for _ in range(args.folds)]
         mean, std = normalization(models[0])
         return models, mean, std, args.img_size, None, f"{args.folds}x {args.synthetic} @ {args.img_size}px (random weights)"
-    models, ckpts = load_fold_models(Path(args.run_dir), None)
-    cfg = ckpts[0]["config"]
-    return models, ckpts[0]["mean"], ckpts[0]["std"], cfg["img_size"], ckpts, \
-        f"{len(models)}x {cfg['model']} @ {cfg['img_size']}px ({args.run_dir})"
+    members = load_members(RunDir(args.run_dir))
+    cfg = members[0].config
+    return [m.model for m in members], members[0].mean, members[0].std, cfg.img_size, members, \
+        f"{len(members)}x {cfg.model} @ {cfg.img_size}px ({args.run_dir})"
+
+
+def ensemble(models, mean, std):
+    n = len(models)
+    return Ensemble(models, [mean] * n, [std] * n, [1 / n] * n, "multiclass", tta=False).eval()
 
 
 def time_rounds(fns: dict, rounds: int) -> dict:
@@ -53,21 +60,22 @@ def time_rounds(fns: dict, rounds: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def quantized(fp32: Path, ckpts, args, size: int) -> tuple[Path, str]:
-    """int8 graph: for a run, kit.quantize itself (calibrated on training images, accuracy on OOF images)."""
-    if ckpts is None:
-        out = fp32.with_name("int8.onnx")
+def quantized(fp32: Path, members, size: int) -> tuple[Path, str]:
+    """int8 graph: calibrated like the kit does (training images of the run) or, without a run, on random images."""
+    out = fp32.with_name("int8.onnx")
+    if members is None:
         quantize_graph(fp32, out, np.random.default_rng(1).integers(0, 256, (32, size, size, 3), dtype=np.uint8))
-        return out, "accuracy: n/a (random weights)"
-    from kit.export import set_metadata
-    from kit.quantize import quantize
-    cfg = ckpts[0]["config"]
-    meta = {"classes": ckpts[0]["classes"]}
-    set_metadata(fp32, meta)
-    result = quantize(fp32, Path(args.run_dir), [c["fold"] for c in ckpts], cfg["data_dir"], cfg, meta)
-    return Path(result["path"]), (f"accuracy on {result['images']} OOF images: fp32 {result['fp32_accuracy']:.4f}, "
-                                  f"int8 {result['int8_accuracy']:.4f} "
-                                  f"({100 * (result['int8_accuracy'] - result['fp32_accuracy']):+.2f} points)")
+        return out, "agreement: n/a (random weights)"
+    from kit.data import train_table
+    from kit.export import oof_sample
+    from kit.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
+    from kit.oof import read_oof
+    cfg = members[0].config
+    oof = read_oof([m.run.oof(m.fold) for m in members])
+    result = quantize(fp32, out, sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES),
+                      oof_sample(oof, cfg, EVAL_IMAGES), lambda path: None)
+    return out, (f"fp32/int8 agreement on {result['images']} OOF images: {100 * result['agreement']:.1f}%, "
+                 f"mean |Δprob| {result['mean_abs_diff']:.2g}")
 
 
 def main():
@@ -80,13 +88,13 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
 
-    models, mean, std, size, ckpts, what = build(args)
+    models, mean, std, size, members, what = build(args)
     torch.set_num_threads(os.cpu_count())
-    eager = Ensemble(models, mean, std, tta=False).eval()
+    eager = ensemble(models, mean, std)
     copies = [copy.deepcopy(m) for m in models]
     for m in copies:
         fold_weight_standardization(m)
-    folded = Ensemble(copies, mean, std, tta=False).eval()
+    folded = ensemble(copies, mean, std)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         folded(torch.zeros(1, size, size, 3, dtype=torch.uint8))
     flops_per_image = counter.get_total_flops()
@@ -95,7 +103,7 @@ def main():
         paths = {"folded": Path(tmp) / "folded.onnx", "plain": Path(tmp) / "plain.onnx"}
         export_onnx(folded, size, paths["folded"])
         export_onnx(eager, size, paths["plain"])
-        int8_path, int8_note = quantized(paths["folded"], ckpts, args, size)
+        int8_path, int8_note = quantized(paths["folded"], members, size)
         sessions = {"folded": create_session(paths["folded"], "cpu"), "plain": create_session(paths["plain"], "cpu"),
                     "int8": create_session(int8_path, "cpu")}
         print(f"ensemble: {what}; {flops_per_image / 1e9:.2f} GFLOP/image; {os.cpu_count()} cores, torch "

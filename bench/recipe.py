@@ -22,10 +22,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kit import demo, training  # noqa: E402
 from kit.config import load_config  # noqa: E402
-from kit.data import class_list, targets, train_table  # noqa: E402
+from kit.data import train_table  # noqa: E402
 from kit.folds import load_or_create  # noqa: E402
 from kit.images import load_rgb  # noqa: E402
 from kit.model import IMAGENET_MEAN, IMAGENET_STD, create_model  # noqa: E402
+from kit.task import Multiclass  # noqa: E402
 
 
 def hard_variant(src: Path, dst: Path, seed: int = 0) -> Path:
@@ -60,8 +61,8 @@ def resnet_score(data_dir: Path, fold: int, folds_csv: Path) -> float:
     """The hand-written baseline: what a competitor types in a notebook."""
     base = load_config(None, {"data_dir": str(data_dir)}, base=demo.DEMO_CONFIG)
     table = train_table(base)
-    fold_of = load_or_create(folds_csv, table, None, base.seed)
-    y = targets(table.labels, class_list(table.labels))
+    fold_of = load_or_create(folds_csv, table, table.labels, None, base.seed)
+    y = Multiclass.from_labels(table.labels).encode(table.labels)
     mean = np.array(IMAGENET_MEAN, np.float32) * 255
     std = np.array(IMAGENET_STD, np.float32) * 255
     x = np.stack([(load_rgb(p, base.img_size).astype(np.float32) - mean) / std for p in table.paths])

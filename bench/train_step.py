@@ -14,7 +14,6 @@ side runs in a fresh process.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -30,16 +29,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import make_jpeg_competition  # noqa: E402
 from kit.config import load_config  # noqa: E402
-from kit.data import class_list, targets, train_table  # noqa: E402
-from kit.engine import activation_layout, resolve_device, train_fold  # noqa: E402
+from kit.data import train_table  # noqa: E402
+from kit.device import activation_layout, resolve_device  # noqa: E402
+from kit.engine import FoldData, train_fold  # noqa: E402
 from kit.images import load_rgb  # noqa: E402
 from kit.model import create_model, normalization  # noqa: E402
+from kit.oof import read_history  # noqa: E402
+from kit.rundir import RunDir  # noqa: E402
+from kit.task import Multiclass  # noqa: E402
 
 
 def hand_loop(table, y, train_rows, cfg, device, epochs) -> list[float]:
     torch.manual_seed(0)
     model = create_model(cfg.model, 2, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
-    layout = activation_layout(cfg, device)
+    layout = activation_layout(cfg.channels_last, device)
     model = model.to(device, memory_format=layout).train()
     mean, std = normalization(model)
     mean, std = np.array(mean, np.float32) * 255, np.array(std, np.float32) * 255
@@ -78,14 +81,14 @@ def run_side(args, kit_overrides: dict) -> list[float]:
                                  device=args.device, run_dir=str(data.parent / f"run-{os.getpid()}"),
                                  **(kit_overrides if args.side == "kit" else {})))
     table = train_table(cfg)
-    classes = class_list(table.labels)
-    y = targets(table.labels, classes)
+    task = Multiclass.from_labels(table.labels)
+    y = task.encode(table.labels)
     fold_of_row = np.arange(len(y)) % 8                          # fold 0 = 1/8 validation, as a stand-in
     if args.side == "hand":
         return hand_loop(table, y, np.flatnonzero(fold_of_row != 0), cfg, resolve_device(cfg.device), args.epochs)[1:]
-    train_fold(cfg, table, fold_of_row, 0, classes, Path(cfg.run_dir), y)
-    with open(Path(cfg.run_dir) / "fold0" / "metrics.csv") as f:
-        return [float(row["train_images_per_s"]) for row in csv.DictReader(f)][1:]
+    run = RunDir(cfg.run_dir)
+    train_fold(cfg, task, FoldData(table, y, fold_of_row, 0), run)
+    return [e.train_images_per_s for e in read_history(run.history(0))][1:]
 
 
 def main():

@@ -1,8 +1,12 @@
-"""Every training knob as a plain named value. Precedence: defaults < YAML file < command-line flags."""
+"""Every training knob as a plain named value. Precedence: defaults < YAML file < command-line flags.
+
+Each field's `help` is also its command-line flag's help: kit.cli generates the flags from this class, so the
+two cannot drift apart.
+"""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,86 +15,90 @@ import yaml
 from .errors import KitError
 
 
+def knob(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class Config:
     # --- competition folder (Kaggle layout; names differ between competitions) ---
-    data_dir: Optional[str] = None          # None: the embedded digits demo competition
-    train_csv: str = "train.csv"
-    train_images: str = "train_images"
-    test_images: str = "test_images"
-    sample_submission: str = "sample_submission.csv"
-    id_col: str = "image_id"
-    label_col: str = "label"
-    group_col: Optional[str] = None         # set it to keep groups (patients, sessions) inside one fold
+    data_dir: Optional[str] = knob(None, "competition folder; omit to run the embedded digits demo")
+    train_csv: str = knob("train.csv", "training table, relative to the data dir")
+    train_images: str = knob("train_images", "folder of the training images")
+    test_images: str = knob("test_images", "folder of the test images")
+    sample_submission: str = knob("sample_submission.csv", "the competition's sample submission")
+    id_col: str = knob("image_id", "image id column of train.csv and sample_submission.csv")
+    label_col: str = knob("label", "label column of train.csv")
+    group_col: Optional[str] = knob(None, "keep rows sharing this column's value (patients, sessions) in one fold")
     # --- folds ---
-    folds_csv: str = "folds/folds.csv"
-    num_folds: Optional[int] = None         # None: 5 for a new split, else what folds_csv holds
-    seed: int = 42
+    folds_csv: str = knob("folds/folds.csv", "the persisted split, created on first use")
+    num_folds: Optional[int] = knob(None, "folds of a new split (default 5); else what folds_csv holds")
+    seed: int = knob(42, "seed of the split, the initial weights, the data order and the augmentation")
     # --- outputs ---
-    run_dir: str = "runs/default"
+    run_dir: str = knob("runs/default", "where checkpoints, OOF predictions and reports go")
     # --- model ---
-    model: str = "eca_nfnet_l0"
-    pretrained: bool = True                 # timm's pretrained weights (downloaded once, then cached)
-    pretrained_file: Optional[str] = None   # local weights instead of a download
-    drop_rate: float = 0.2
-    drop_path_rate: float = 0.1
-    img_size: int = 224
-    mean: Optional[list] = None             # None: the model's pretrained-config normalization
-    std: Optional[list] = None
+    model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0")
+    pretrained: bool = knob(True, "start from timm's pretrained weights (downloaded once, then cached)")
+    pretrained_file: Optional[str] = knob(None, "local weights file for the model (offline machines)")
+    drop_rate: float = knob(0.2, "dropout before the classifier")
+    drop_path_rate: float = knob(0.1, "stochastic depth rate")
+    img_size: int = knob(224, "training image size (pixels, square)")
+    mean: Optional[list] = knob(None, "normalization mean (3 values); default: the model's pretrained config")
+    std: Optional[list] = knob(None, "normalization std (3 values); default: the model's pretrained config")
     # --- optimization ---
-    epochs: int = 10
-    batch_size: int = 32
-    accum_steps: int = 1                    # optimizer step every N batches; effective batch = N * batch_size
-    optimizer: str = "sgd"                  # sgd (Nesterov, as in the NFNet paper) or adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 2e-5
-    warmup_epochs: float = 1.0
-    min_lr: float = 1e-6
-    label_smoothing: float = 0.1
-    # AGC clip factor lambda; 0 disables. The paper uses 0.01 at batch 1024-4096 and shows smaller batches
-    # tolerate larger lambda; Kaggle batches (16-64) train well at 0.04-0.1, see README "Why these defaults".
-    agc_clip: float = 0.05
-    agc_eps: float = 1e-3
-    ema: bool = True
-    ema_decay: float = 0.999                # with warmup: short runs get a shorter EMA horizon automatically
-    amp: bool = True                        # CUDA only; gradients are unscaled before AGC
+    epochs: int = knob(10, "training epochs per fold")
+    batch_size: int = knob(32, "images per batch (per process under torchrun)")
+    accum_steps: int = knob(1, "optimizer step every N batches; effective batch = N * batch_size")
+    optimizer: str = knob("sgd", "sgd (Nesterov, as in the NFNet paper) or adamw", ("sgd", "adamw"))
+    lr: float = knob(0.05, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    weight_decay: float = knob(2e-5, "weight decay")
+    warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
+    min_lr: float = knob(1e-6, "learning rate at the end of the cosine decay")
+    label_smoothing: float = knob(0.1, "label smoothing of the training loss")
+    # The paper uses 0.01 at batch 1024-4096 and shows smaller batches tolerate larger lambda; Kaggle batches
+    # (16-64) train well at 0.04-0.1, see README "Why these defaults".
+    agc_clip: float = knob(0.05, "AGC clip factor lambda; 0 disables")
+    agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
+    ema: bool = knob(True, "evaluate and keep an exponential moving average of the weights")
+    ema_decay: float = knob(0.999, "EMA decay (with warmup: short runs get a shorter horizon)")
+    amp: bool = knob(True, "mixed precision on CUDA; gradients are unscaled before AGC")
     # --- augmentation (probabilities; 0 turns one off) ---
-    aug_hflip: float = 0.5
-    aug_vflip: float = 0.0
-    aug_shift_scale_rotate: float = 0.5
-    aug_brightness_contrast: float = 0.5
-    aug_coarse_dropout: float = 0.3
+    aug_hflip: float = knob(0.5, "probability of a horizontal flip")
+    aug_vflip: float = knob(0.0, "probability of a vertical flip")
+    aug_shift_scale_rotate: float = knob(0.5, "probability of a random shift/scale/rotation")
+    aug_brightness_contrast: float = knob(0.5, "probability of a random brightness/contrast change")
+    aug_coarse_dropout: float = knob(0.3, "probability of cutting out random rectangles")
     # --- evaluation ---
-    metric: str = "accuracy"                # accuracy, macro_f1, log_loss, roc_auc
+    metric: str = knob("accuracy", "validation metric; the best epoch by it is kept")
     # --- runtime ---
-    device: str = "auto"                    # auto, cpu, cuda
-    num_workers: int = 2
-    # NHWC activations. None: on for CUDA (tensor-core convs under AMP), off on the CPU, where bench/data.py
+    device: str = knob("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
+    num_workers: int = knob(2, "data-loader worker processes")
+    # NHWC activations. None: on for CUDA (tensor-core convs under AMP), off on the CPU, where bench/train_step.py
     # measured NHWC training steps 2-4 % slower at 32-224 px
-    channels_last: Optional[bool] = None
-    save_every_steps: int = 0               # also save a resumable checkpoint every N optimizer steps
-    deterministic: bool = True
-    tensorboard: bool = False               # also log epoch scalars to <run dir>/fold<k>/tb (needs tensorboard)
+    channels_last: Optional[bool] = knob(None, "NHWC activations (default: on for CUDA only)")
+    save_every_steps: int = knob(0, "also save a resumable checkpoint every N optimizer steps")
+    deterministic: bool = knob(True, "deterministic algorithms (bit-identical CPU runs)")
+    tensorboard: bool = knob(False, "also log epoch scalars to <run dir>/fold<k>/tb (needs tensorboard)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-# Changing any of these changes what a run produces; a run dir holds models of exactly one such setup.
-RESULT_KEYS = ("model", "img_size", "num_folds", "seed", "folds_csv", "mean", "std", "label_col", "id_col",
-               "group_col")
+FIELDS = {f.name: f for f in fields(Config)}
 
-FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+
+def base_type(name: str) -> str:
+    """'int', 'float', 'bool', 'str' or 'list' (the annotation without Optional)."""
+    return FIELDS[name].type.replace("Optional[", "").rstrip("]")
 
 
 def _check_type(name: str, value: Any, source: str) -> Any:
-    kind = FIELD_TYPES[name]
     if value is None:
-        if "Optional" in kind:
+        if "Optional" in FIELDS[name].type:
             return None
         raise KitError(f"{source}: '{name}' cannot be empty")
-    base = kind.replace("Optional[", "").rstrip("]")
+    base = base_type(name)
     try:
         if base == "bool":
             if not isinstance(value, bool):
@@ -113,31 +121,51 @@ def _check_type(name: str, value: Any, source: str) -> Any:
         raise KitError(f"{source}: '{name}' must be {base}, got {value!r}") from None
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML mapping from a file, with one clear error for every way the file can be unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{what} {path} does not exist; pass --config with a YAML file (see configs/)")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise KitError(f"{what} {path} is not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise KitError(f"{what} {path} must be a mapping of name: value")
+    return loaded
+
+
 def load_config(yaml_path: str | None = None, overrides: dict | None = None,
                 base: dict | None = None) -> Config:
     """Build a Config: defaults, then `base` (e.g. the demo's settings), then the YAML file, then overrides."""
-    values: dict = {}
     layers = [(base or {}, "built-in settings")]
     if yaml_path:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise KitError(f"config file {path} does not exist; pass --config with a YAML file (see configs/)")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise KitError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise KitError(f"config file {path} must be a mapping of name: value")
-        layers.append((loaded, f"config file {path}"))
+        layers.append((read_yaml(yaml_path), f"config file {yaml_path}"))
     layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, "command line"))
+    values: dict = {}
     for layer, source in layers:
         for name, value in layer.items():
-            if name not in FIELD_TYPES:
-                raise KitError(f"{source}: unknown setting '{name}'; known settings: {', '.join(FIELD_TYPES)}")
+            if name not in FIELDS:
+                raise KitError(f"{source}: unknown setting '{name}'; known settings: {', '.join(FIELDS)}")
             values[name] = _check_type(name, value, source)
     cfg = Config(**values)
     validate(cfg)
     return cfg
+
+
+def from_dict(saved: dict, source: str) -> Config:
+    """A Config saved by save_config (a run's config.yaml, a checkpoint's 'config')."""
+    extra = sorted(set(saved) - set(FIELDS))
+    if extra:
+        raise KitError(f"{source} has settings this kit does not know ({', '.join(extra)}); it was written by "
+                       f"another version of the kit")
+    return load_config(None, None, base=saved)
+
+
+def one_of(choices) -> str:
+    """'a, b or c'"""
+    choices = [str(c) for c in choices]
+    return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
 def validate(cfg: Config) -> None:
@@ -149,17 +177,20 @@ def validate(cfg: Config) -> None:
         (cfg.img_size >= 8, "img_size must be at least 8"),
         (cfg.lr > 0, "lr must be positive"),
         (cfg.agc_clip >= 0, "agc_clip must be >= 0 (0 disables AGC)"),
-        (cfg.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
-        (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}"),
         (cfg.num_workers >= 0, "num_workers must be >= 0"),
         (0 <= cfg.ema_decay < 1, "ema_decay must be in [0, 1)"),
     ]
+    for name, f in FIELDS.items():
+        choices = f.metadata["choices"]
+        if choices:
+            value = getattr(cfg, name)
+            checks.append((value in choices, f"{name} must be {one_of(choices)}, got {value!r}"))
     for ok, message in checks:
         if not ok:
             raise KitError(f"invalid setting: {message}")
     from .metrics import METRICS
-    if cfg.metric not in METRICS:
-        raise KitError(f"invalid setting: metric must be one of {', '.join(METRICS)}, got {cfg.metric!r}")
+    if cfg.metric not in METRICS["multiclass"]:
+        raise KitError(f"invalid setting: metric must be one of {one_of(METRICS['multiclass'])}, got {cfg.metric!r}")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

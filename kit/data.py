@@ -1,6 +1,8 @@
 """The competition folder: read and validate train.csv / sample_submission.csv and locate their images.
 
-Torch-free (the predictor uses it). Row numbers in messages are file line numbers (the header is line 1).
+Torch-free (the predictor uses it). CSVs are read as UTF-8 (a BOM is allowed). Line numbers in messages are
+the file's own line numbers (the header is line 1; blank lines count). Label cells are kept exactly as written:
+what a label means is the task's business (kit.task).
 """
 from __future__ import annotations
 
@@ -12,33 +14,45 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-import numpy as np
-from PIL import Image
-
 from .errors import KitError
+from .images import ImageError, open_rgb
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-_INT = re.compile(r"^[+-]?\d+$")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+# what pandas and friends write for a missing value; as a label it would silently become a class
+MISSING_TEXT = frozenset({"nan", "NaN", "NAN", "None", "none", "null", "NULL", "NA", "N/A", "n/a", "<NA>", "#N/A"})
 
 
 @dataclass
 class Table:
     """The rows of a competition CSV, image files resolved."""
     csv_path: Path
-    ids: list[str]
+    ids: list[str]                  # image ids, surrounding spaces removed
     paths: list[Path]
-    labels: list                    # original label values (int or str); empty for a submission table
+    lines: list[int]                # the file line of each row
+    labels: list[str]               # label cells exactly as written; empty for a submission table
     groups: Optional[list[str]]
+    header: list[str]
+    rows: list[list[str]]           # every cell as written, for tables that are written back (submission)
 
 
-def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list[dict]]:
-    """Rows of a CSV as dicts, after checking the file exists, has the columns, and has at least one row."""
+def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, file line of each row), after checking the file exists, decodes as UTF-8, has the
+    columns, and has at least one row."""
     if not path.is_file():
         raise KitError(f"{path} does not exist. {fix}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows, lines = [], []
+            for row in reader:
+                if row:                                     # a blank line is no row
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as e:
+        raise KitError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except csv.Error as e:
+        raise KitError(f"{path} is not a readable CSV: {e}") from None
     if not header:
         raise KitError(f"{path} is empty; it needs a header row with columns {', '.join(required)} and data rows")
     missing = [c for c in required if c not in header]
@@ -46,16 +60,15 @@ def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list
         raise KitError(f"{path} has no column {', '.join(repr(c) for c in missing)} (its columns: "
                        f"{', '.join(header)}). Rename the column, or set the column name in the config "
                        f"(id_col / label_col / group_col)")
+    if len(set(header)) != len(header):
+        twice = sorted({c for c in header if header.count(c) > 1})
+        raise KitError(f"{path}: column {twice[0]!r} appears more than once in the header; rename one of them")
+    for row, line in zip(rows, lines):
+        if len(row) != len(header):
+            raise KitError(f"{path} line {line}: {len(row)} cells but the header has {len(header)} columns")
     if not rows:
         raise KitError(f"{path} has a header but no rows")
-    return header, rows
-
-
-def parse_labels(raw: list[str]) -> list:
-    """Label strings -> ints when every label is an integer, else the strings themselves."""
-    if all(_INT.match(v) for v in raw):
-        return [int(v) for v in raw]
-    return list(raw)
+    return header, rows, lines
 
 
 def _safe_id(image_id: str, csv_path: Path, line: int) -> str:
@@ -69,31 +82,59 @@ def _safe_id(image_id: str, csv_path: Path, line: int) -> str:
     return image_id
 
 
-def resolve_images(images_dir: Path, ids: list[str], csv_path: Path) -> list[Path]:
-    """Find each id's file: the id itself, or the id plus an image suffix (Kaggle ids come both ways)."""
+def _candidates(image_id: str):
+    yield image_id
+    for suffix in IMAGE_SUFFIXES:
+        yield image_id + suffix
+        yield image_id + suffix.upper()
+
+
+def resolve_images(images_dir: Path, ids: list[str], csv_path: Path, lines: list[int] | None = None) -> list[Path]:
+    """Find each id's file: the id itself, or the id plus an image suffix (Kaggle ids come both ways). Two ids
+    that name one file (`x` and `x.png`) are an error: two rows would silently share one image."""
     if not images_dir.is_dir():
         raise KitError(f"image folder {images_dir} does not exist (needed by {csv_path}); set train_images / "
                        f"test_images in the config if the folder has another name")
+    lines = lines or list(range(2, len(ids) + 2))
     names = set(os.listdir(images_dir))
-    paths = []
-    for line, image_id in enumerate(ids, start=2):
-        for candidate in (image_id, *(image_id + s for s in IMAGE_SUFFIXES)):
+    paths, owner = [], {}
+    for line, image_id in zip(lines, ids):
+        for candidate in _candidates(image_id):
             if candidate in names or ("/" in candidate and (images_dir / candidate).is_file()):
-                paths.append(images_dir / candidate)
+                path = images_dir / candidate
                 break
         else:
-            raise KitError(f"{csv_path} line {line}: image {image_id!r} not found in {images_dir} "
-                           f"(also tried the suffixes {', '.join(IMAGE_SUFFIXES)}); add the file or remove the row")
+            raise KitError(f"{csv_path} line {line}: image {image_id!r} not found in {images_dir} (also tried the "
+                           f"suffixes {', '.join(IMAGE_SUFFIXES)} in either case); add the file or fix the id")
+        if path in owner:
+            raise KitError(f"{csv_path} line {line}: image id {image_id!r} names the same file ({path.name}) as "
+                           f"line {owner[path][0]} ({owner[path][1]!r}); each row needs its own image")
+        owner[path] = (line, image_id)
+        paths.append(path)
     return paths
 
 
+def check_label_cells(values: list[str], lines: list[int], csv_path: Path, column: str, allow_empty: bool = False) -> None:
+    """Refuse label cells that are empty or the text of a missing value ("nan", "None", ...): pandas writes
+    those for a missing label, and trained as a class they would be submitted as an answer."""
+    for value, line in zip(values, lines):
+        text = value.strip()
+        if not text and not allow_empty:
+            raise KitError(f"{csv_path} line {line}: empty {column!r}; every training image needs a label. Fill it "
+                           f"in or remove the row")
+        if text in MISSING_TEXT:
+            raise KitError(f"{csv_path} line {line}: {column!r} is {value!r}, the text of a missing value (what "
+                           f"pandas writes for NaN/None); fill in the real label or remove the row")
+
+
 def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optional[str] = None,
-               group_col: Optional[str] = None, fix: str = "") -> Table:
+               group_col: Optional[str] = None, fix: str = "", allow_empty_labels: bool = False) -> Table:
     required = [id_col] + [c for c in (label_col, group_col) if c]
-    _, rows = read_csv(csv_path, required, fix)
+    header, rows, lines = read_csv(csv_path, required, fix)
+    column = {c: header.index(c) for c in required}
     ids, seen = [], {}
-    for line, row in enumerate(rows, start=2):
-        image_id = _safe_id(row[id_col] or "", csv_path, line)
+    for line, row in zip(lines, rows):
+        image_id = _safe_id(row[column[id_col]], csv_path, line)
         if image_id in seen:
             raise KitError(f"{csv_path} line {line}: duplicate image id {image_id!r} (first seen on line "
                            f"{seen[image_id]}); each image must appear once")
@@ -101,25 +142,25 @@ def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optiona
         ids.append(image_id)
     labels = []
     if label_col:
-        raw = []
-        for line, row in enumerate(rows, start=2):
-            value = (row[label_col] or "").strip()
-            if not value:
-                raise KitError(f"{csv_path} line {line}: empty {label_col!r} for image {row[id_col]!r}")
-            raw.append(value)
-        labels = parse_labels(raw)
-    groups = [row[group_col] for row in rows] if group_col else None
-    return Table(csv_path, ids, resolve_images(images_dir, ids, csv_path), labels, groups)
+        labels = [row[column[label_col]] for row in rows]
+        check_label_cells(labels, lines, csv_path, label_col, allow_empty_labels)
+    groups = None
+    if group_col:
+        groups = [row[column[group_col]].strip() for row in rows]
+        empty = [line for line, g in zip(lines, groups) if not g]
+        if empty:
+            raise KitError(f"{csv_path} line {empty[0]}: empty {group_col!r} ({len(empty)} row(s) in all); empty "
+                           f"group ids would all form one group. Fill them in (a unique id per row if the image "
+                           f"belongs to no group)")
+    return Table(csv_path, ids, resolve_images(images_dir, ids, csv_path, lines), lines, labels, groups, header, rows)
 
 
 def _unreadable(path: Path) -> Optional[str]:
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (64, 64))   # JPEG: decode the whole stream at 1/8 scale; catches truncation cheaply
-            im.load()
+        open_rgb(path, 64)          # JPEG: the whole stream decoded at a small DCT scale catches truncation cheaply
         return None
-    except Exception as e:  # noqa: BLE001 - any decoder failure means the same thing to the user
-        return f"{type(e).__name__}: {e}"
+    except ImageError as e:
+        return str(e).removeprefix(f"cannot read image {path}: ").removesuffix(". Replace the file")
 
 
 def check_images_readable(paths: list[Path], workers: int = 8) -> None:
@@ -131,16 +172,6 @@ def check_images_readable(paths: list[Path], workers: int = 8) -> None:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise KitError(f"{len(problems)} image(s) cannot be decoded: {listed}{more}. "
                        f"Replace these files or remove their rows from the CSV")
-
-
-def class_list(labels: list) -> list:
-    """The sorted set of training labels: the model's class order."""
-    return sorted(set(labels))
-
-
-def targets(labels: list, classes: list) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[v] for v in labels], dtype=np.int64)
 
 
 def data_root(data_dir: str) -> Path:
@@ -157,8 +188,14 @@ def train_table(cfg) -> Table:
                       fix=f"Put the competition's train.csv in {root}, or set train_csv in the config")
 
 
-def submission_table(data_dir: str, sample_submission: str = "sample_submission.csv", test_images: str = "test_images",
-               id_col: str = "image_id") -> Table:
+def submission_table(data_dir: str, sample_submission: str = "sample_submission.csv",
+                     test_images: str = "test_images", id_col: str = "image_id") -> Table:
     root = data_root(data_dir)
     return read_table(root / sample_submission, root / test_images, id_col,
                       fix=f"Put the competition's sample_submission.csv in {root}, or set sample_submission")
+
+
+def training_images(cfg, ids: list[str]) -> list[Path]:
+    """The training image files of these ids (OOF rows), for the reports, the parity gate and int8 checks."""
+    root = data_root(cfg.data_dir)
+    return resolve_images(root / cfg.train_images, ids, root / cfg.train_csv)

@@ -3,6 +3,7 @@ written out in the Kaggle layout so the whole kit runs on a fresh offline machin
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,7 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+log = logging.getLogger(__name__)
+
 DEMO_DIR = "data/digits"
+SOLUTION = "solution.csv"          # the hidden test labels, for scoring the demo submission
+MARKER = "DEMO"                    # marks a folder written by materialize(): only there is a test score printed
 
 # Settings for the demo: a small image and an NFNet that trains one fold in about 2 minutes on 2 CPU cores.
 DEMO_CONFIG = dict(
@@ -44,14 +49,28 @@ def materialize(root: str | Path = DEMO_DIR, test_fraction: float = 0.2, seed: i
                 Image.fromarray(images[i]).save(tmp / split / f"{ids[i]}.png")
         for name, idx, label in (("train.csv", train_idx, lambda i: digits.target[i]),
                                  ("sample_submission.csv", sorted(test_idx), lambda i: 0),
-                                 ("solution.csv", sorted(test_idx), lambda i: digits.target[i])):
-            with open(tmp / name, "w", newline="") as f:
+                                 (SOLUTION, sorted(test_idx), lambda i: digits.target[i])):
+            with open(tmp / name, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(["image_id", "label"])
                 w.writerows([ids[i], int(label(i))] for i in idx)
+        (tmp / MARKER).write_text("the kit's digits demo competition (kit/demo.py); solution.csv holds the test labels\n")
         tmp.rename(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    print(f"demo: wrote the digits competition to {root} ({len(train_idx)} train, {len(test_idx)} test images)")
+    log.info(f"demo: wrote the digits competition to {root} ({len(train_idx)} train, {len(test_idx)} test images)")
     return root
+
+
+def test_accuracy(data_dir: str | Path, submission: str | Path) -> tuple[float, int, int] | None:
+    """(accuracy, correct, total) of a submission against the demo's hidden labels; None for any folder that
+    materialize() did not write (another folder's solution.csv is none of the kit's business)."""
+    root = Path(data_dir)
+    if not (root / MARKER).is_file() or not (root / SOLUTION).is_file():
+        return None
+    with open(root / SOLUTION, newline="", encoding="utf-8") as f, open(submission, newline="", encoding="utf-8") as g:
+        truth = {r["image_id"]: r["label"] for r in csv.DictReader(f)}
+        pred = {r["image_id"]: r["label"] for r in csv.DictReader(g)}
+    correct = sum(pred.get(i) == v for i, v in truth.items())
+    return correct / len(truth), correct, len(truth)

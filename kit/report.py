@@ -9,8 +9,7 @@ rebuild them any time):
 """
 from __future__ import annotations
 
-import csv
-import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,39 +23,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
 
 from .atomic import atomic_path, write_csv, write_text  # noqa: E402
-from .engine import oof_arrays, read_oof_rows  # noqa: E402
+from .data import training_images  # noqa: E402
 from .errors import KitError  # noqa: E402
-from .metrics import score  # noqa: E402
+from .images import open_rgb  # noqa: E402
+from .oof import Epoch, Oof, read_history, read_oof  # noqa: E402
+from .rundir import RunDir  # noqa: E402
 
 WORST_IMAGES = 16
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class FoldSummary:
     fold: int
-    metrics: list[dict]           # rows of metrics.csv
-    oof: list[dict]               # rows of oof.csv
+    history: list[Epoch]          # metrics.csv
+    oof: Oof                      # oof.csv
 
     @property
-    def best(self) -> dict:
-        return [m for m in self.metrics if m["is_best"] == "1"][-1]
+    def best(self) -> Epoch:
+        return [e for e in self.history if e.is_best][-1]
 
     @property
     def seconds(self) -> float:
-        return sum(float(m["seconds"]) for m in self.metrics)
+        return sum(e.seconds for e in self.history)
 
 
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def load_folds(run_dir: Path) -> list[FoldSummary]:
-    folds = []
-    for d in sorted(run_dir.glob("fold*"), key=lambda p: p.name):
-        if d.name[4:].isdigit() and (d / "metrics.csv").is_file() and (d / "oof.csv").is_file():
-            folds.append(FoldSummary(int(d.name[4:]), _rows(d / "metrics.csv"), read_oof_rows([d / "oof.csv"])))
-    return sorted(folds, key=lambda f: f.fold)
+def load_folds(run: RunDir) -> list[FoldSummary]:
+    """Every fold with a history and OOF predictions so far."""
+    return [FoldSummary(k, read_history(run.history(k)), read_oof([run.oof(k)]))
+            for k in run.folds("metrics.csv") if run.oof(k).is_file()]
 
 
 def _save(fig, path: Path) -> None:
@@ -68,19 +63,17 @@ def _save(fig, path: Path) -> None:
 def plot_curves(folds: list[FoldSummary], metric: str, path: Path) -> None:
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
     for f, color in zip(folds, plt.cm.tab10.colors * 3):
-        epochs = [int(m["epoch"]) for m in f.metrics]
-        ax_loss.plot(epochs, [float(m["train_loss"]) for m in f.metrics], "--", color=color, label=f"fold {f.fold} train")
-        ax_loss.plot(epochs, [float(m["val_loss"]) for m in f.metrics], "-", color=color, label=f"fold {f.fold} val")
-        ax_metric.plot(epochs, [float(m["score"]) for m in f.metrics], "-o", ms=3, color=color, label=f"fold {f.fold}")
-        ax_metric.plot(int(f.best["epoch"]), float(f.best["score"]), "*", ms=12, color=color)
-    ax_loss.set(title="loss (train dashed, validation solid)", xlabel="epoch", ylabel="cross-entropy")
+        epochs = [e.epoch for e in f.history]
+        ax_loss.plot(epochs, [e.train_loss for e in f.history], "--", color=color, label=f"fold {f.fold} train")
+        ax_loss.plot(epochs, [e.val_loss for e in f.history], "-", color=color, label=f"fold {f.fold} val")
+        ax_metric.plot(epochs, [e.score for e in f.history], "-o", ms=3, color=color, label=f"fold {f.fold}")
+        ax_metric.plot(f.best.epoch, f.best.score, "*", ms=12, color=color)
+    ax_loss.set(title="loss (train dashed, validation solid)", xlabel="epoch", ylabel="loss")
     ax_metric.set(title=f"validation {metric} (star: best epoch)", xlabel="epoch", ylabel=metric)
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
-
-
 def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list, path: Path) -> None:
     cm = confusion_matrix(y, pred, labels=np.arange(len(classes)), normalize="true")
     n = len(classes)
@@ -99,20 +92,20 @@ def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list, path: Path) -
     _save(fig, path)
 
 
-def plot_worst(rows: list[dict], y: np.ndarray, probs: np.ndarray, classes: list, image_paths: dict, path: Path) -> int:
+def plot_worst(oof: Oof, y: np.ndarray, classes: list, image_paths: list, path: Path) -> int:
+    probs = oof.outputs
     pred = probs.argmax(1)
     wrong = np.flatnonzero(pred != y)
-    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:WORST_IMAGES]
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:WORST_IMAGES]
     cols = 4
-    fig, axes = plt.subplots(max(1, -(-len(wrong) // cols)), cols, figsize=(2.6 * cols, 2.9 * max(1, -(-len(wrong) // cols))))
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows))
     axes = np.atleast_1d(axes).ravel()
     for ax in axes:
         ax.axis("off")
-    from PIL import Image
     for ax, i in zip(axes, wrong):
-        with Image.open(image_paths[rows[i]["image_id"]]) as im:
-            ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
-        ax.set_title(f"{rows[i]['image_id']}\ntrue {classes[y[i]]} | pred {classes[pred[i]]} ({probs[i, pred[i]]:.2f})",
+        ax.imshow(np.asarray(open_rgb(image_paths[i])), interpolation="nearest")
+        ax.set_title(f"{oof.ids[i]}\ntrue {classes[y[i]]} | pred {classes[pred[i]]} ({probs[i, pred[i]]:.2f})",
                      fontsize=7)
     if not len(wrong):
         axes[0].text(0.5, 0.5, "no wrong OOF predictions", ha="center", va="center")
@@ -122,55 +115,54 @@ def plot_worst(rows: list[dict], y: np.ndarray, probs: np.ndarray, classes: list
 
 
 def summary_table(folds: list[FoldSummary], metric: str, cv: float) -> str:
-    scores = [float(f.best["score"]) for f in folds]
+    scores = [f.best.score for f in folds]
     lines = [f"| fold | best epoch | {metric} | epochs | wall time |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {f.fold} | {f.best['epoch']} | {float(f.best['score']):.4f} | {len(f.metrics)} | {f.seconds:.0f} s |"
+    lines += [f"| {f.fold} | {f.best.epoch} | {f.best.score:.4f} | {len(f.history)} | {f.seconds:.0f} s |"
               for f in folds]
     lines.append(f"| **CV** | | **{cv:.4f}** (folds {np.mean(scores):.4f} ± {np.std(scores):.4f}) | | "
                  f"{sum(f.seconds for f in folds):.0f} s |")
     return "\n".join(lines)
 
 
-def write_reports(run_dir: str | Path, quiet: bool = False) -> dict:
+def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
     """Rebuild every report of `run_dir` from the folds trained so far. Returns the numbers it wrote."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise KitError(f"{run_dir} is not a run dir (no config.yaml); train first")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    classes = json.loads((run_dir / "classes.json").read_text())
-    folds = load_folds(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    cfg, task = run.config(), run.task()
+    folds = load_folds(run)
     if not folds:
-        raise KitError(f"no finished epochs in {run_dir} yet (no fold<k>/metrics.csv and oof.csv)")
-    metric = cfg["metric"]
-    rows = [r for f in folds for r in f.oof]
-    y, probs = oof_arrays(rows, classes)
-    cv = score(metric, y, probs)
-    pred = probs.argmax(1)
+        raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
+    metric, classes = cfg.metric, task.names
+    oof = Oof.concat([f.oof for f in folds])
+    y = task.encode(oof.labels)
+    cv = task.score(metric, y, oof.outputs)
+    pred = oof.outputs.argmax(1)
 
-    plot_curves(folds, metric, run_dir / "curves.png")
-    plot_confusion(y, pred, classes, run_dir / "confusion_matrix.png")
-    rep = classification_report(y, pred, labels=np.arange(len(classes)), target_names=[str(c) for c in classes],
+    plot_curves(folds, metric, run.path / "curves.png")
+    plot_confusion(y, pred, classes, run.path / "confusion_matrix.png")
+    rep = classification_report(y, pred, labels=np.arange(len(classes)), target_names=classes,
                                 output_dict=True, zero_division=0)
-    write_csv(run_dir / "report.csv", ["class", "precision", "recall", "f1", "support"],
+    write_csv(run.path / "report.csv", ["class", "precision", "recall", "f1", "support"],
               ([name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1-score']:.4f}", int(v["support"])]
                for name, v in rep.items() if isinstance(v, dict)))
-    from .data import resolve_images
-    root = Path(cfg["data_dir"])
-    ids = [r["image_id"] for r in rows]
-    paths = dict(zip(ids, resolve_images(root / cfg["train_images"], ids, root / cfg["train_csv"])))
-    n_wrong = plot_worst(rows, y, probs, classes, paths, run_dir / "worst.png")
+    n_wrong = plot_worst(oof, y, classes, training_images(cfg, oof.ids), run.path / "worst.png")
 
     table = summary_table(folds, metric, cv)
-    write_text(run_dir / "cv.md", f"# CV summary: {run_dir.name}\n\n"
-               f"Overall OOF {metric}: **{cv:.6f}** over {len(rows)} images from folds "
-               f"{[f.fold for f in folds]} (of {cfg['num_folds']}).\n\n{table}\n\n"
-               f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg, sort_keys=False)}```\n")
+    write_text(run.path / "cv.md", f"# CV summary: {run.path.name}\n\n"
+               f"Overall OOF {metric}: **{cv:.6f}** over {len(oof)} images from folds "
+               f"{[f.fold for f in folds]} (of {cfg.num_folds}).\n\n{table}\n\n"
+               f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n")
     if not quiet:
-        print(f"\n{table}\nreports: {run_dir}/{{curves.png, confusion_matrix.png, report.csv, cv.md, worst.png}}")
-    return {"cv": cv, "folds": {f.fold: float(f.best["score"]) for f in folds}, "oof_images": len(rows),
-            "wrong_shown": n_wrong}
+        log.info(f"\n{table}\nreports: {run}/{{curves.png, confusion_matrix.png, report.csv, cv.md, worst.png}}")
+    return {"cv": cv, "folds": {f.fold: f.best.score for f in folds}, "oof_images": len(oof), "wrong_shown": n_wrong}
+
+
+def main() -> None:
+    import argparse
+    p = argparse.ArgumentParser(description="Rebuild the reports of a run dir from its files.")
+    p.add_argument("run_dir", nargs="?", default="runs/default")
+    write_reports(p.parse_args().run_dir)
 
 
 if __name__ == "__main__":
     from .cli import main_guard
-    main_guard(lambda: write_reports(sys.argv[1] if len(sys.argv) > 1 else "runs/default"))
+    main_guard(main)

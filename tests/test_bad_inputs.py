@@ -80,7 +80,8 @@ def case_truncated_image(comp, tmp):
 
 
 def write_folds(comp, tmp):
-    load_or_create(tmp / "folds.csv", train_table(load_config(None, {"data_dir": str(comp)})), 2, seed=42)
+    table = train_table(load_config(None, {"data_dir": str(comp)}))
+    load_or_create(tmp / "folds.csv", table, table.labels, 2, seed=42)
 
 
 def case_folds_label_not_in_train(comp, tmp):
@@ -106,7 +107,7 @@ def case_class_too_small(comp, tmp):
     rows = rows_of(comp / "train.csv")
     rows[0][1] = "rare"
     set_train_rows(comp, rows)
-    return train_cmd(comp, tmp), r"too few images for 2 folds in class 'rare' \(1 image\).*Lower --num-folds to at most 1"
+    return train_cmd(comp, tmp), r"too few images for 2 folds in class 'rare' \(1 image\).*Every class needs at least 2; merge or remove"
 
 
 def case_id_escapes_images_dir(comp, tmp):
@@ -192,7 +193,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
     assert not (run / "ensemble.onnx").exists()
     r = run_entry(capsys, "train.py", "--data-dir", trained[0], "--run-dir", run, "--folds-csv", trained[2], "--fold", "1",
                 "--model", "nf_resnet26", "--resume")
-    assert_user_error(r, r"holds fold models trained with another setup \(model: 'test_nfnet' -> 'nf_resnet26'")
+    assert_user_error(r, r"cannot resume fold 1: model: 'test_nfnet' -> 'nf_resnet26'")
 
 
 def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):

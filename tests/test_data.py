@@ -4,21 +4,22 @@ from PIL import Image
 
 from conftest import make_competition, write_rows
 from kit.config import load_config
-from kit.data import check_images_readable, class_list, parse_labels, targets, submission_table, train_table
+from kit.data import check_images_readable, submission_table, train_table
 from kit.errors import KitError
 from kit.images import load_rgb
+from kit.task import Multiclass, label_order
 
 
 def cfg_for(root):
     return load_config(None, {"data_dir": str(root)})
 
 
-def test_labels_keep_their_type():
-    assert parse_labels(["3", "10", "-1"]) == [3, 10, -1]
-    assert parse_labels(["3", "cat"]) == ["3", "cat"]
-    assert class_list([10, 2, 3, 2]) == [2, 3, 10]            # numeric order for ints, not "10" < "2"
-    assert class_list(["b", "a", "b"]) == ["a", "b"]
-    assert targets(["b", "a", "b"], ["a", "b"]).tolist() == [1, 0, 1]
+def test_labels_keep_their_text_and_order():
+    assert label_order(["10", "2", "3", "2"]) == ["2", "3", "10"]     # numeric order for ints, not "10" < "2"
+    assert label_order(["3", "cat", "-1"]) == ["-1", "3", "cat"]
+    assert label_order(["b", "a", "b"]) == ["a", "b"]
+    assert label_order(["1", "01", "007", "7"]) == ["01", "1", "007", "7"]     # never merged, never rewritten
+    assert Multiclass.from_labels(["b", "a", "b"]).encode(["b", "a", "b"]).tolist() == [1, 0, 1]
 
 
 @pytest.mark.parametrize("with_ext", [False, True])

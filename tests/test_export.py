@@ -9,10 +9,19 @@ import torch
 from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 
 from kit import checkpoint
+from kit.ensemble import Ensemble, fold_weight_standardization, load_members
 from kit.errors import KitError
-from kit.export import Ensemble, export, fold_weight_standardization, load_fold_models, parity_check
+from kit.export import export
 from kit.model import create_model
-from kit.predict import create_session, read_metadata
+from kit.parity import parity_check
+from kit.predictor import Predictor
+from kit.rundir import RunDir
+
+
+def ensemble(models, mean, std, tta):
+    """A single-normalization ensemble of equally weighted classifiers."""
+    return Ensemble(models, [mean] * len(models), [std] * len(models), [1 / len(models)] * len(models),
+                    "multiclass", tta)
 
 
 @pytest.mark.parametrize("conv", [
@@ -56,7 +65,7 @@ def test_ensemble_is_the_mean_of_fold_softmaxes(tta):
     views = [x, x.flip(3)] if tta else [x]
     with torch.no_grad():
         want = torch.stack([m(v).softmax(1) for m in models for v in views]).mean(0)
-        got = Ensemble(models, mean, std, tta)(images)
+        got = ensemble(models, mean, std, tta)(images)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     assert torch.allclose(got.sum(1), torch.ones(4))
 
@@ -72,33 +81,43 @@ def exported(trained, tmp_path_factory):
 def test_export_metadata_round_trips(exported, trained):
     run_dir, out, summary = exported
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
-    meta = read_metadata(create_session(out, "cpu"))
+    meta = Predictor(out, "cpu").meta
     ckpts = [checkpoint.load(run_dir / f"fold{k}" / "best.pt") for k in range(3)]
-    assert meta["classes"] == ["cat", "dog", "fox"] and meta["img_size"] == 32
-    assert meta["folds"] == [0, 1, 2] and meta["model"] == "test_nfnet"
-    assert meta["fold_scores"] == [c["score"] for c in ckpts]
-    assert meta["mean"] == ckpts[0]["mean"] and meta["tta"] is True and meta["int8"] is False
+    assert meta.classes == ["cat", "dog", "fox"] and meta.img_size == 32 and meta.task == "multiclass"
+    assert meta.folds == [0, 1, 2] and meta.model == "test_nfnet"
+    assert meta.fold_scores == [c["score"] for c in ckpts]
+    assert meta.mean == ckpts[0]["mean"] and meta.tta is True and meta.int8 is False
     cv_line = [ln for ln in trained[3].stdout.splitlines() if ln.startswith("CV accuracy:")][0]
-    assert f"{meta['cv_score']:.4f}" in cv_line
+    assert f"{meta.cv_score:.4f}" in cv_line
     assert summary["folded_convs"] > 0 and summary["parity_max_abs_diff"] <= 1e-4
     graph_ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "BatchNormalization" not in graph_ops
 
 
-def test_int8_graph_and_its_accuracy_report(exported):
+def test_int8_graph_and_its_agreement_report(exported, trained):
     _, out, summary = exported
     int8 = summary["int8"]
-    meta = read_metadata(create_session(int8["path"], "cpu"))
-    assert meta["int8"] is True and meta["classes"] == ["cat", "dog", "fox"]
-    assert 0 <= int8["int8_accuracy"] <= 1 and 0 <= int8["agreement"] <= 1 and int8["images"] == 30
+    meta = Predictor(int8["path"], "cpu").meta
+    assert meta.int8 is True and meta.classes == ["cat", "dog", "fox"]
     ops = {n.op_type for n in onnx.load(int8["path"]).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # the reported agreement is what the two graphs do on the run's 30 OOF images
+    from kit.images import load_rgb
+    from kit.oof import read_oof
+    oof = read_oof([trained[1] / "oof.csv"])
+    images = np.stack([load_rgb(next((trained[0] / "train_images").glob(i + ".*")), 32) for i in oof.ids])
+    fp32_out = Predictor(out, "cpu").predict_images(images)
+    int8_out = Predictor(int8["path"], "cpu").predict_images(images)
+    assert int8["images"] == 30
+    assert int8["agreement"] == pytest.approx(np.mean(fp32_out.argmax(1) == int8_out.argmax(1)))
+    assert int8["mean_abs_diff"] == pytest.approx(np.abs(fp32_out - int8_out).mean(), rel=1e-4)
+    assert 0 < int8["max_abs_diff"] < 0.2 and int8["agreement"] >= 0.8
+    assert "accuracy" not in " ".join(int8)          # no leaky accuracy figure is reported
 
 
 def test_parity_gate_refuses_a_tampered_graph(exported, tmp_path):
     run_dir, out, _ = exported
-    models, ckpts = load_fold_models(run_dir, None)
-    reference = Ensemble(models, ckpts[0]["mean"], ckpts[0]["std"], tta=True).eval()
+    reference = Ensemble.of(load_members(RunDir(run_dir)), tta=True).eval()
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     assert parity_check(out, reference, images) <= 1e-4
     graph = onnx.load(str(out))
@@ -147,16 +166,15 @@ def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
     ckpt["config"]["model"] = "test_resnet"
     checkpoint.save(ckpt, copy_dir / "fold0" / "best.pt")
     with pytest.raises(KitError, match="does not match model 'test_resnet'"):
-        load_fold_models(copy_dir, [0])
+        load_members(RunDir(copy_dir), [0])
 
 
-def test_unfinished_folds_are_left_out(trained, tmp_path, capsys):
+def test_unfinished_folds_are_left_out(trained, tmp_path, caplog):
     _, run_dir, _, _ = trained
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     metrics = (run / "fold2" / "metrics.csv").read_text().splitlines()
     (run / "fold2" / "metrics.csv").write_text("\n".join(metrics[:2]) + "\n")      # 1 of 2 epochs done
-    models, ckpts = load_fold_models(run, None)
-    assert [c["fold"] for c in ckpts] == [0, 1]
-    assert "leaving out fold(s) [2], still training" in capsys.readouterr().out
-    assert [c["fold"] for c in load_fold_models(run, [2])[1]] == [2]        # asked for explicitly: allowed
+    assert [m.fold for m in load_members(RunDir(run))] == [0, 1]
+    assert "leaving out fold(s) [2], still training" in caplog.text
+    assert [m.fold for m in load_members(RunDir(run), [2])] == [2]        # asked for explicitly: allowed

@@ -39,27 +39,27 @@ def test_created_once_then_reused(competition, tmp_path):
     cfg = load_config(None, {"data_dir": str(competition)})
     table = train_table(cfg)
     path = tmp_path / "folds" / "folds.csv"
-    first = load_or_create(path, table, 3, seed=0)
+    first = load_or_create(path, table, table.labels, 3, seed=0)
     with open(path) as f:
         rows = list(csv.DictReader(f))
     assert [r["image_id"] for r in rows] == table.ids and {r["fold"] for r in rows} == {"0", "1", "2"}
     # a different seed must not re-split an existing file
-    assert np.array_equal(load_or_create(path, table, None, seed=99), first)
+    assert np.array_equal(load_or_create(path, table, table.labels, None, seed=99), first)
     with pytest.raises(KitError, match="has 3 folds but --num-folds is 4"):
-        load_or_create(path, table, 4, seed=0)
+        load_or_create(path, table, table.labels, 4, seed=0)
 
 
 def test_stale_folds_file_is_refused(competition, tmp_path):
     cfg = load_config(None, {"data_dir": str(competition)})
     table = train_table(cfg)
     path = tmp_path / "folds.csv"
-    load_or_create(path, table, 3, seed=0)
+    load_or_create(path, table, table.labels, 3, seed=0)
     with open(competition / "train.csv") as f:
         rows = list(csv.reader(f))[1:]
     write_rows(competition / "train.csv", ["image_id", "label"], rows[:-1])
     with pytest.raises(KitError, match=r"out of date: 1 id\(s\) in it are no longer in .*delete .*folds.csv"):
-        load_or_create(path, train_table(cfg), None, seed=0)
+        load_or_create(path, train_table(cfg), train_table(cfg).labels, None, seed=0)
     write_rows(competition / "train.csv", ["image_id", "label"], rows[:-1] + [[rows[-1][0], "wolf"]])
     with pytest.raises(KitError, match="has label 'fox' but .*says 'wolf'|has label 'dog' but .*says 'wolf'|"
                                        "has label 'cat' but .*says 'wolf'"):
-        load_or_create(path, train_table(cfg), None, seed=0)
+        load_or_create(path, train_table(cfg), train_table(cfg).labels, None, seed=0)

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import torch
 
 from kit import graph as kit_graph
-from kit.export import export_onnx
+from kit.onnx_export import export_onnx
 
 
 class EcaLikeBlock(torch.nn.Module):
@@ -39,7 +39,7 @@ def test_export_drops_expands_and_folds_scalar_muls_keeping_values(tmp_path, mon
         expected = block(torch.from_numpy(images)).numpy()
 
     export_onnx(block, 10, tmp_path / "simplified.onnx")
-    monkeypatch.setattr("kit.export.simplify", lambda graph: None)
+    monkeypatch.setattr("kit.onnx_export.simplify", lambda graph: None)
     export_onnx(block, 10, tmp_path / "raw.onnx")
 
     raw, simplified = _ops(tmp_path / "raw.onnx"), _ops(tmp_path / "simplified.onnx")

@@ -8,8 +8,10 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT, TINY, run_cli, write_rows
+from kit.artifact import check_graph
 from kit.errors import KitError
-from kit.predict import check_graph, create_session, read_metadata, validate_submission
+from kit.predictor import Predictor, create_session
+from kit.submission import validate_submission
 
 
 def rows_of(path):
@@ -40,8 +42,8 @@ def test_predictor_runs_with_torch_unimportable(onnx_file, trained, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None          # any `import torch` now raises ImportError
-        from kit import predict
-        result = predict.run({str(onnx_file)!r}, {str(comp)!r}, {str(out)!r}, provider="cpu")
+        from kit.submission import make_submission
+        result = make_submission({str(onnx_file)!r}, {str(comp)!r}, {str(out)!r}, provider="cpu")
         assert "timm" not in sys.modules and "albumentations" not in sys.modules
         print("rows", result["images"])
     """)
@@ -67,13 +69,13 @@ def test_foreign_or_mismatched_graph_is_refused(onnx_file, tmp_path):
     del plain.metadata_props[:]
     onnx.save(plain, str(tmp_path / "plain.onnx"))
     with pytest.raises(KitError, match="not an ensemble exported by this kit"):
-        read_metadata(create_session(tmp_path / "plain.onnx", "cpu"), tmp_path / "plain.onnx")
-    session = create_session(onnx_file, "cpu")
-    meta = read_metadata(session)
+        Predictor(tmp_path / "plain.onnx", "cpu")
+    p = Predictor(onnx_file, "cpu")
+    shapes = p.session.get_inputs()[0].shape, p.session.get_outputs()[0].shape
     with pytest.raises(KitError, match="takes images of shape .* but its metadata says 64px"):
-        check_graph(session, {**meta, "img_size": 64})
+        check_graph(*shapes, meta=type(p.meta)(**{**p.meta.__dict__, "img_size": 64}))
     with pytest.raises(KitError, match="outputs 3 classes but its metadata lists 4"):
-        check_graph(session, {**meta, "classes": ["a", "b", "c", "d"]})
+        check_graph(*shapes, meta=type(p.meta)(**{**p.meta.__dict__, "classes": ["a", "b", "c", "d"]}))
     with pytest.raises(KitError, match="does not exist"):
         create_session(tmp_path / "none.onnx")
 

@@ -109,3 +109,25 @@ def test_cli_user_errors_are_one_line(tmp_path, args, needle, capsys):
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and __import__("re").search(needle, errors[0]), r.stderr
+
+
+def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(tmp_path, capsys, caplog):
+    """Fold 0 trained 2 epochs, fold 1 asked for 1: once that left fold 1 out of the ensemble as 'still
+    training'. Now the run dir refuses the mixed setup, and when forced, each fold counts as finished by its
+    own epochs."""
+    from kit.ensemble import load_members
+    from kit.rundir import RunDir
+    comp = make_competition(tmp_path / "comp", per_class=6)
+    base = ["--data-dir", comp, "--num-folds", "2", "--run-dir", tmp_path / "run", "--folds-csv",
+            tmp_path / "folds.csv", *TINY[:5], "--batch-size", "8", "--num-workers", "0"]
+    assert run_entry(capsys, "train.py", *base, "--fold", "0", "--epochs", "2").returncode == 0
+    r = run_entry(capsys, "train.py", *base, "--fold", "1", "--epochs", "1")
+    assert r.returncode == 2 and "holds fold models trained with another setup (epochs: 2 -> 1)" in r.stderr
+    assert not (tmp_path / "run" / "fold1").exists()
+    r = run_entry(capsys, "train.py", *base, "--fold", "1", "--epochs", "1", "--force-resume")
+    assert r.returncode == 0, r.stderr
+    assert "training into it anyway because --force-resume was given" in caplog.text
+    run = RunDir(tmp_path / "run")
+    assert run.finished(0) and run.finished(1)
+    assert [m.fold for m in load_members(run)] == [0, 1]
+    assert "fold 1 of" in caplog.text and "was trained with another setup than fold 0 (epochs: 2 -> 1)" in caplog.text

@@ -1,0 +1,111 @@
+"""Fill, validate and write the Kaggle submission from an exported ensemble's predictions. Torch-free.
+
+The submission has exactly the rows (ids as written, order) and columns of sample_submission.csv. The label
+column gets the task's decoded prediction (multiclass: the predicted class, exactly as written in train.csv); a
+column named after a class gets that class's probability. It is validated before anything is written, and
+written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import Metadata
+from .atomic import write_csv
+from .data import Table, read_csv, submission_table
+from .errors import KitError
+from .predictor import Predictor
+from .task import Task, from_labels
+
+log = logging.getLogger(__name__)
+_MISSING = ("", "nan", "NaN", "inf", "-inf")
+
+
+def check_classes(task: Task, meta: Metadata, train_csv: Path, onnx_path: str | Path = "") -> None:
+    """A graph exported from another competition's run must not label this one's test set."""
+    if not train_csv.is_file():
+        return
+    header, rows, _ = read_csv(train_csv, [meta.label_col], "")
+    column = header.index(meta.label_col)
+    here = from_labels(task.kind, [r[column] for r in rows]).names
+    if here != task.names:
+        raise KitError(f"{onnx_path} was exported for {len(task.names)} classes {task.names[:10]} but {train_csv} has "
+                       f"{len(here)} classes {here[:10]}: it comes from another run. Export the ensemble of this "
+                       f"competition's run (python infer.py --run-dir RUN --export-only)")
+
+
+def fill(sample: Table, outputs: np.ndarray, task: Task, meta: Metadata) -> list[list[str]]:
+    """The sample's rows with every column but the id filled from `outputs` (one row per sample row)."""
+    if len(outputs) != len(sample.ids) or not np.isfinite(outputs).all():
+        raise KitError(f"predictions are incomplete or not finite ({len(outputs)} rows for {len(sample.ids)} ids); "
+                       f"nothing was written")
+    by_name = {c: i for i, c in enumerate(task.names)}
+    columns = []
+    for column in sample.header:
+        if column == meta.id_col:
+            columns.append(None)
+        elif column == meta.label_col:
+            columns.append(task.label_cells(outputs))
+        elif column in by_name:
+            columns.append([f"{p:.6g}" for p in outputs[:, by_name[column]]])
+        else:
+            raise KitError(f"{sample.csv_path}: column {column!r} is neither the label column {meta.label_col!r} nor "
+                           f"a class name; the kit does not know how to fill it")
+    id_at = sample.header.index(meta.id_col)
+    return [[row[id_at] if values is None else values[r] for values in columns] for r, row in enumerate(sample.rows)]
+
+
+def validate_submission(header: list[str], rows: list[list], expected_ids: list[str], expected_header: list[str],
+                        id_col: str) -> None:
+    """Exactly the sample's columns, ids once each in the sample's order (as written), no empty or NaN cell."""
+    if header != expected_header:
+        raise KitError(f"submission columns {header} differ from sample_submission's {expected_header}")
+    id_at = header.index(id_col)
+    ids = [r[id_at] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise KitError("submission has duplicate ids; nothing was written")
+    if ids != expected_ids:
+        missing = set(expected_ids) - set(ids)
+        detail = f"{len(missing)} id(s) missing (e.g. {sorted(missing)[0]!r})" if missing else "ids out of order"
+        raise KitError(f"submission does not match sample_submission: {detail}; nothing was written")
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header) or any(str(v).strip() in _MISSING for v in row):
+            raise KitError(f"submission line {line}: empty or NaN value in {row}; nothing was written")
+
+
+def write_probabilities(path: str | Path, sample: Table, outputs: np.ndarray, task: Task, id_col: str) -> None:
+    write_csv(path, [id_col] + task.output_columns(),
+              ([i, *(f"{p:.6g}" for p in row)] for i, row in zip(sample.ids, outputs)))
+
+
+def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, provider: str = "auto",
+                    batch_size: int = 32, probs_out: str | Path | None = None,
+                    sample_submission: str = "sample_submission.csv", test_images: str = "test_images",
+                    train_csv: str = "train.csv", workers: int = 4) -> dict:
+    """Predict the sample submission's images with the graph at `onnx_path` and write the submission."""
+    if batch_size < 1:
+        raise KitError(f"--batch-size must be at least 1, got {batch_size}")
+    if Path(out).is_dir():
+        raise KitError(f"--out {out} is a directory; give the submission's file path, e.g. {Path(out) / 'submission.csv'}")
+    predictor = Predictor(onnx_path, provider)
+    meta, task = predictor.meta, predictor.task
+    check_classes(task, meta, Path(data_dir) / train_csv, onnx_path)
+    sample = submission_table(data_dir, sample_submission, test_images, meta.id_col)
+    t0 = time.perf_counter()
+    outputs = predictor.predict_files(sample.paths, batch_size, workers)
+    seconds = time.perf_counter() - t0
+    rows = fill(sample, outputs, task, meta)
+    validate_submission(sample.header, rows, [r[sample.header.index(meta.id_col)] for r in sample.rows],
+                        sample.header, meta.id_col)
+    write_csv(out, sample.header, rows)
+    if probs_out:
+        write_probabilities(probs_out, sample, outputs, task, meta.id_col)
+    rate = len(sample.ids) / seconds if seconds > 0 else math.inf
+    log.info(f"predict: {len(sample.ids)} images with {onnx_path} on {', '.join(predictor.providers)}: "
+             f"{seconds:.2f}s ({rate:.1f} images/s, decode included) -> {out}")
+    return {"images": len(sample.ids), "providers": predictor.providers, "seconds": seconds, "images_per_s": rate,
+            "outputs": outputs, "meta": meta}
