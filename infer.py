@@ -13,6 +13,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="competition folder (default: the one the run was trained on)")
     p.add_argument("--run-dir", default="runs/default")
     p.add_argument("--onnx", help="predict with this exported file; skips the export (no torch needed)")
+    p.add_argument("--onnx-out", help="where to export the ensemble (default: RUN_DIR/ensemble.onnx; when the run "
+                                      "dir is read-only, e.g. an uploaded Kaggle dataset, beside --out)")
     p.add_argument("--out", default="submissions/submission.csv")
     p.add_argument("--probs", help="also write per-class probabilities to this CSV")
     p.add_argument("--folds", help="comma-separated folds to ensemble (default: every trained fold)")
@@ -30,6 +32,22 @@ def run_settings(run_dir: Path) -> dict:
     from kit.rundir import RunDir
     run = RunDir(run_dir)
     return run.config().to_dict() if run.config_file.is_file() else {}
+
+
+def export_path(run_dir: Path, args) -> Path:
+    """--onnx-out, else the run dir's ensemble.onnx, else (a read-only run dir) beside the submission."""
+    import logging
+    from kit.atomic import writable
+    from kit.rundir import RunDir
+    if args.onnx_out:
+        return Path(args.onnx_out)
+    default = RunDir(run_dir).ensemble_file()
+    if writable(run_dir):
+        return default
+    fallback = Path(args.out).parent / f"{run_dir.name}.ensemble.onnx"
+    logging.getLogger("kit.infer").info(f"export: {run_dir} is read-only; exporting to {fallback} instead (choose "
+                                        f"the place with --onnx-out)")
+    return fallback
 
 
 def score_demo(data_dir: Path, out: Path) -> None:
@@ -55,6 +73,7 @@ def main():
             raise KitError(f"--folds must be comma-separated fold numbers, got {args.folds!r}") from None
     if args.batch_size < 1:
         raise KitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    graph = None
     if args.onnx:
         if args.int8 or args.folds or args.export_only:
             raise KitError("--onnx predicts with an existing file: --int8, --folds and --export-only apply to "
@@ -62,8 +81,10 @@ def main():
         onnx_path = args.onnx
     else:
         from kit.export import export
-        summary = export(run_dir, folds=folds, tta=args.tta, int8=args.int8, data_dir=args.data_dir)
-        onnx_path = summary["int8"]["path"] if args.int8 else summary["path"]
+        summary = export(run_dir, out=export_path(run_dir, args), folds=folds, tta=args.tta, int8=args.int8,
+                         data_dir=args.data_dir)
+        exported = summary["int8"] if args.int8 else summary
+        onnx_path, graph = exported["path"], exported["graph"]
     if args.export_only:
         return
     data_dir = args.data_dir or settings.get("data_dir")
@@ -71,7 +92,7 @@ def main():
         raise KitError(f"no competition folder: pass --data-dir (no training config in {run_dir} to take it from)")
     make_submission(onnx_path, data_dir, args.out, args.provider, args.batch_size, args.probs,
                     settings.get("sample_submission", "sample_submission.csv"),
-                    settings.get("test_images", "test_images"), settings.get("train_csv", "train.csv"))
+                    settings.get("test_images", "test_images"), settings.get("train_csv", "train.csv"), graph=graph)
     score_demo(Path(data_dir), Path(args.out))
 
 

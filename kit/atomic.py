@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -35,6 +36,21 @@ def _remove_orphans(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def writable(directory: str | os.PathLike) -> bool:
+    """Whether files can be created in `directory` (or in its nearest existing parent): tried, not guessed
+    from permission bits, which say nothing about read-only mounts (/kaggle/input) or root."""
+    directory = Path(directory)
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".kit-write-test.")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -46,8 +62,9 @@ def fsync_dir(directory: Path) -> None:
 def _disk_full(path: Path, tmp: Path) -> KitError:
     written = tmp.stat().st_size if tmp.exists() else 0
     free = shutil.disk_usage(path.parent).free
-    return KitError(f"no space left on the device while writing {path} ({written / 2**20:.1f} MB written, "
-                    f"{free / 2**20:.1f} MB free); free some space and run again. Nothing was half-written: "
+    return KitError(f"no space left on the device while writing {path} (it needs more than the "
+                    f"{written / 2**20:.1f} MB written so far; {free / 2**20:.1f} MB free); free some space and run "
+                    f"again. Nothing was half-written: "
                     f"{path} " + ("keeps its previous version" if path.exists() else "was not created"))
 
 

@@ -128,6 +128,8 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict:
         raise KitError(f"{what} {path} does not exist; pass --config with a YAML file (see configs/)")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise KitError(f"{what} {path} is not a text file ({e.reason} at byte {e.start}); pass a UTF-8 YAML file") from None
     except yaml.YAMLError as e:
         raise KitError(f"{what} {path} is not valid YAML: {e}") from None
     if not isinstance(loaded, dict):
@@ -179,7 +181,21 @@ def validate(cfg: Config) -> None:
         (cfg.agc_clip >= 0, "agc_clip must be >= 0 (0 disables AGC)"),
         (cfg.num_workers >= 0, "num_workers must be >= 0"),
         (0 <= cfg.ema_decay < 1, "ema_decay must be in [0, 1)"),
+        (0 <= cfg.seed < 2**32, "seed must be in 0 .. 2**32-1 (numpy's seed range)"),
+        (0 <= cfg.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (0 <= cfg.drop_rate < 1 and 0 <= cfg.drop_path_rate < 1, "drop_rate and drop_path_rate must be in [0, 1)"),
+        (0 <= cfg.momentum < 1, "momentum must be in [0, 1)"),
+        (cfg.weight_decay >= 0 and cfg.min_lr >= 0 and cfg.warmup_epochs >= 0,
+         "weight_decay, min_lr and warmup_epochs must be >= 0"),
+        (cfg.agc_eps > 0, "agc_eps must be positive"),
+        (cfg.save_every_steps >= 0, "save_every_steps must be >= 0 (0: only at the end of each epoch)"),
+        (cfg.mean is None or all(0 <= v <= 1 for v in cfg.mean), "mean must be 3 values in [0, 1] (pixel scale 1)"),
+        (cfg.std is None or all(v > 0 for v in cfg.std), "std must be 3 positive values"),
     ]
+    for name in FIELDS:
+        if name.startswith("aug_"):
+            checks.append((0 <= getattr(cfg, name) <= 1, f"{name} is a probability and must be in [0, 1], got "
+                                                         f"{getattr(cfg, name)}"))
     for name, f in FIELDS.items():
         choices = f.metadata["choices"]
         if choices:

@@ -96,12 +96,15 @@ def resolve_images(images_dir: Path, ids: list[str], csv_path: Path, lines: list
         raise KitError(f"image folder {images_dir} does not exist (needed by {csv_path}); set train_images / "
                        f"test_images in the config if the folder has another name")
     lines = lines or list(range(2, len(ids) + 2))
-    names = set(os.listdir(images_dir))
+    # file names are bytes; ids are UTF-8 text. Compared as bytes, an id finds its file whatever the locale
+    folder = os.fsencode(images_dir)
+    names = set(os.listdir(folder))
     paths, owner = [], {}
     for line, image_id in zip(lines, ids):
         for candidate in _candidates(image_id):
-            if candidate in names or ("/" in candidate and (images_dir / candidate).is_file()):
-                path = images_dir / candidate
+            raw = candidate.encode("utf-8")
+            if raw in names or ("/" in candidate and os.path.isfile(os.path.join(folder, raw))):
+                path = images_dir / os.fsdecode(raw)
                 break
         else:
             raise KitError(f"{csv_path} line {line}: image {image_id!r} not found in {images_dir} (also tried the "

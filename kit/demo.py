@@ -54,7 +54,8 @@ def materialize(root: str | Path = DEMO_DIR, test_fraction: float = 0.2, seed: i
                 w = csv.writer(f)
                 w.writerow(["image_id", "label"])
                 w.writerows([ids[i], int(label(i))] for i in idx)
-        (tmp / MARKER).write_text("the kit's digits demo competition (kit/demo.py); solution.csv holds the test labels\n")
+        (tmp / MARKER).write_text("the kit's digits demo competition (kit/demo.py); solution.csv holds the test labels\n",
+                                  encoding="utf-8")
         tmp.rename(root)
     finally:
         if tmp.exists():

@@ -69,6 +69,7 @@ def export(run_dir: str | Path, out: str | Path | None = None, folds: list[int] 
         export_onnx(Ensemble.of(members, tta, folded).eval(), cfg.img_size, tmp)
         write_metadata(tmp, meta)
         summary["parity_max_abs_diff"] = parity_check(tmp, reference, images)
+        summary["graph"] = tmp.read_bytes()         # exactly what was checked: predict with this, not the path
     log.info(f"export: {len(members)} fold(s) {meta.folds} of {cfg.model} -> {out} ({n_folded} weight-standardized "
              f"convs folded, TTA {'on' if tta else 'off'}, parity max |Δprob| {summary['parity_max_abs_diff']:.2e})")
     if int8:

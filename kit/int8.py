@@ -72,7 +72,8 @@ def quantize(fp32_path: Path, out: Path, calibration: np.ndarray, evaluation: np
         write_meta(tmp)
         fp32 = _run(ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]), evaluation)
         int8 = _run(ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]), evaluation)
-    result = {"path": str(out), "images": len(evaluation), "agreement": float(np.mean(fp32.argmax(1) == int8.argmax(1))),
+        graph = tmp.read_bytes()
+    result = {"path": str(out), "graph": graph, "images": len(evaluation), "agreement": float(np.mean(fp32.argmax(1) == int8.argmax(1))),
               "max_abs_diff": float(np.abs(fp32 - int8).max()), "mean_abs_diff": float(np.abs(fp32 - int8).mean())}
     log.info(f"int8: {out} | fp32/int8 agreement on {len(evaluation)} training images: same prediction on "
              f"{100 * result['agreement']:.1f}%, mean |Δprob| {result['mean_abs_diff']:.2g} (agreement only: these "

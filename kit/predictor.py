@@ -21,14 +21,17 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 log = logging.getLogger(__name__)
 
 
-def create_session(onnx_path: str | Path, provider: str = "auto", threads: int = 0) -> ort.InferenceSession:
+def create_session(onnx_path: str | Path, provider: str = "auto", threads: int = 0,
+                   graph: bytes | None = None) -> ort.InferenceSession:
     """An onnxruntime session on the asked provider; a session that fell back to CPU is an error.
 
+    `graph`: the file's bytes when the caller holds them (an export that just wrote the file): the session then
+    runs exactly that graph, even if another process replaces the file in between.
     Session options: full graph optimization (constant folding, conv+activation fusion) and intra-op threads
     = all cores (0 lets onnxruntime choose one per physical core).
     """
     path = Path(onnx_path)
-    if not path.is_file():
+    if graph is None and not path.is_file():
         raise KitError(f"ONNX file {path} does not exist; export it first with `python infer.py --export-only`")
     available = ort.get_available_providers()
     if provider == "auto":
@@ -46,8 +49,7 @@ def create_session(onnx_path: str | Path, provider: str = "auto", threads: int =
     options.intra_op_num_threads = threads
     providers = [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
     try:
-        # from the file's bytes: the session holds exactly this graph, whatever later replaces the path
-        session = ort.InferenceSession(path.read_bytes(), options, providers=providers)
+        session = ort.InferenceSession(graph if graph is not None else str(path), options, providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types for a bad file
         raise KitError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
     if session.get_providers()[0] != wanted:
@@ -71,9 +73,9 @@ def image_batches(paths: list[Path], size: int, batch_size: int, workers: int) -
 class Predictor:
     """One exported ensemble, loaded once; `predict_files` / `predict_images` return its predictions [N, C]."""
 
-    def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int = 0):
+    def __init__(self, onnx_path: str | Path, provider: str = "auto", threads: int = 0, graph: bytes | None = None):
         self.path = Path(onnx_path)
-        self.session = create_session(onnx_path, provider, threads)
+        self.session = create_session(onnx_path, provider, threads, graph)
         self.meta: Metadata = read_metadata(self.session.get_modelmeta().custom_metadata_map, onnx_path)
         check_graph(self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape, self.meta, onnx_path)
         self.task = self.meta.task_()

@@ -85,13 +85,15 @@ def write_probabilities(path: str | Path, sample: Table, outputs: np.ndarray, ta
 def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, provider: str = "auto",
                     batch_size: int = 32, probs_out: str | Path | None = None,
                     sample_submission: str = "sample_submission.csv", test_images: str = "test_images",
-                    train_csv: str = "train.csv", workers: int = 4) -> dict:
-    """Predict the sample submission's images with the graph at `onnx_path` and write the submission."""
+                    train_csv: str = "train.csv", workers: int = 4, graph: bytes | None = None) -> dict:
+    """Predict the sample submission's images with the graph at `onnx_path` (or its bytes, `graph`) and write
+    the submission."""
     if batch_size < 1:
         raise KitError(f"--batch-size must be at least 1, got {batch_size}")
-    if Path(out).is_dir():
-        raise KitError(f"--out {out} is a directory; give the submission's file path, e.g. {Path(out) / 'submission.csv'}")
-    predictor = Predictor(onnx_path, provider)
+    for flag, path in (("--out", out), ("--probs", probs_out)):
+        if path and Path(path).is_dir():
+            raise KitError(f"{flag} {path} is a directory; give a file path, e.g. {Path(path) / 'submission.csv'}")
+    predictor = Predictor(onnx_path, provider, graph=graph)
     meta, task = predictor.meta, predictor.task
     check_classes(task, meta, Path(data_dir) / train_csv, onnx_path)
     sample = submission_table(data_dir, sample_submission, test_images, meta.id_col)

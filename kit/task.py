@@ -79,7 +79,11 @@ class Multiclass(Task):
 
     @classmethod
     def from_labels(cls, labels: Sequence[str]) -> "Multiclass":
-        return cls(label_order(labels))
+        classes = label_order(labels)
+        if len(classes) < 2:
+            raise KitError(f"the training labels hold only one class ({classes[0]!r}); a classifier needs at least "
+                           f"two (every score would be a meaningless 1.0)")
+        return cls(classes)
 
     def encode(self, labels):
         index = {c: i for i, c in enumerate(self.names)}

@@ -119,3 +119,25 @@ def onnx_file(trained, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     (run_dir / "ensemble.onnx").rename(out)
     return out
+
+
+def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, **settings):
+    """(cfg, task, FoldData, RunDir) of fold `fold` of a 2-fold split of a small competition, for driving
+    kit.engine.Trainer in this process."""
+    from kit.config import load_config
+    from kit.data import train_table
+    from kit.engine import FoldData
+    from kit.folds import load_or_create
+    from kit.rundir import RunDir
+    from kit.task import Multiclass
+    comp = make_competition(tmp_path / "comp", per_class=per_class)
+    cfg = load_config(None, {"data_dir": str(comp), "run_dir": str(tmp_path / "run"), "model": "test_nfnet",
+                             "pretrained": False, "img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0,
+                             "folds_csv": str(tmp_path / "folds.csv"), **settings})
+    table = train_table(cfg)
+    task = Multiclass.from_labels(table.labels)
+    fold_of_row = load_or_create(cfg.folds_csv, table, table.labels, 2, cfg.seed)
+    cfg.num_folds = 2
+    run = RunDir(cfg.run_dir)
+    run.save_setup(cfg, task)
+    return cfg, task, FoldData(table, task.encode(table.labels), fold_of_row, fold), run

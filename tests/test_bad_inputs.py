@@ -128,10 +128,85 @@ def case_crafted_pretrained_file(comp, tmp):
         r"refusing to load .*evil.pth: it contains pickled objects.*could run arbitrary code"
 
 
+def case_missing_value_as_label(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    rows[4][1] = "nan"
+    set_train_rows(comp, rows)
+    return train_cmd(comp, tmp), r"train.csv line 6: 'label' is 'nan', the text of a missing value"
+
+
+def case_none_as_label(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    rows[0][1] = "None"
+    set_train_rows(comp, rows)
+    return train_cmd(comp, tmp), r"train.csv line 2: 'label' is 'None', the text of a missing value"
+
+
+def case_one_class(comp, tmp):
+    set_train_rows(comp, [[r[0], "cat"] for r in rows_of(comp / "train.csv")])
+    return train_cmd(comp, tmp), r"the training labels hold only one class \('cat'\); a classifier needs at least two"
+
+
+def case_line_numbers_count_blank_lines(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    lines = ["image_id,label", "", *(",".join(r) for r in rows[:3]), "", "", ",".join(rows[1])]
+    (comp / "train.csv").write_text("\n".join(lines) + "\n")
+    return train_cmd(comp, tmp), rf"train.csv line 8: duplicate image id '{rows[1][0]}' \(first seen on line 4\)"
+
+
+def case_id_with_and_without_suffix(comp, tmp):
+    rows = rows_of(comp / "train.csv")
+    set_train_rows(comp, rows + [[rows[2][0] + ".png", rows[2][1]]])
+    return train_cmd(comp, tmp), (rf"train.csv line {len(rows) + 2}: image id '{rows[2][0]}.png' names the same file "
+                                  rf"\({rows[2][0]}.png\) as line 4 \('{rows[2][0]}'\)")
+
+
+def _grouped(comp, group_of):
+    rows = rows_of(comp / "train.csv")
+    set_train_rows(comp, [[r[0], r[1], group_of(i, r)] for i, r in enumerate(rows)], ("image_id", "label", "patient"))
+
+
+def case_empty_group_ids(comp, tmp):
+    _grouped(comp, lambda i, r: "" if i % 4 == 0 else f"p{i}")
+    return train_cmd(comp, tmp, "--group-col", "patient"), \
+        r"train.csv line 2: empty 'patient' \(4 row\(s\) in all\); empty group ids would all form one group"
+
+
+def case_more_folds_than_groups(comp, tmp):
+    _grouped(comp, lambda i, r: "only-patient")
+    return train_cmd(comp, tmp, "--group-col", "patient"), r"2 folds need at least 2 groups, but there are 1"
+
+
+def case_class_in_one_group(comp, tmp):
+    _grouped(comp, lambda i, r: r[1] if r[1] == "fox" else f"p{i}")
+    return train_cmd(comp, tmp, "--group-col", "patient"), \
+        r"too few groups for 2 folds in class 'fox' \(1 group\)"
+
+
+def case_negative_seed(comp, tmp):
+    return train_cmd(comp, tmp, "--seed", "-1"), r"invalid setting: seed must be in 0"
+
+
+def case_probability_above_one(comp, tmp):
+    return train_cmd(comp, tmp, "--aug-hflip", "1.5"), r"aug_hflip is a probability and must be in \[0, 1\], got 1.5"
+
+
+def case_label_smoothing_above_one(comp, tmp):
+    return train_cmd(comp, tmp, "--label-smoothing", "1.5"), r"label_smoothing must be in \[0, 1\)"
+
+
+def case_binary_config(comp, tmp):
+    (tmp / "c.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
+    return train_cmd(comp, tmp, "--config", tmp / "c.yaml"), r"c.yaml is not a text file .*pass a UTF-8 YAML file"
+
+
 CASES = [case_missing_data_dir, case_missing_train_csv, case_empty_train_csv, case_missing_label_column,
          case_missing_id_column, case_duplicate_ids, case_listed_image_missing, case_corrupt_image,
          case_truncated_image, case_folds_label_not_in_train, case_folds_out_of_date, case_fold_out_of_range,
-         case_class_too_small, case_id_escapes_images_dir, case_unknown_config_key, case_crafted_pretrained_file]
+         case_class_too_small, case_id_escapes_images_dir, case_unknown_config_key, case_crafted_pretrained_file,
+         case_missing_value_as_label, case_none_as_label, case_one_class, case_line_numbers_count_blank_lines,
+         case_id_with_and_without_suffix, case_empty_group_ids, case_more_folds_than_groups, case_class_in_one_group,
+         case_negative_seed, case_probability_above_one, case_label_smoothing_above_one, case_binary_config]
 
 
 def assert_user_error(result, pattern):
@@ -204,3 +279,32 @@ def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):
     r = run_entry(capsys, "infer.py", "--run-dir", run, "--export-only")
     assert_user_error(r, r"refusing to load .*fold0/best.pt: it contains pickled objects")
     assert not marker.exists() and not (run / "ensemble.onnx").exists()
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--batch-size", "0"], r"--batch-size must be at least 1, got 0"),
+    (["--batch-size", "-1"], r"--batch-size must be at least 1, got -1"),
+    (["--folds", "0,0"], r"--folds lists a fold twice \(\[0, 0\]\)"),
+    (["--folds", "1,x"], r"--folds must be comma-separated fold numbers, got '1,x'"),
+])
+def test_infer_settings_errors(trained, tmp_path, capsys, args, pattern):
+    r = run_entry(capsys, "infer.py", "--run-dir", trained[1], "--out", tmp_path / "s.csv", "--onnx-out",
+                  tmp_path / "e.onnx", *args)
+    assert_user_error(r, pattern)
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "e.onnx").exists()
+
+
+def test_out_pointing_at_a_directory(onnx_file, trained, tmp_path, capsys):
+    r = run_entry(capsys, "infer.py", "--onnx", onnx_file, "--data-dir", trained[0], "--out", tmp_path)
+    assert_user_error(r, rf"--out {re.escape(str(tmp_path))} is a directory; give a file path")
+
+
+def test_checkpoint_without_its_config(trained, tmp_path, capsys):
+    from kit import checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)
+    ckpt = checkpoint.load(run / "fold0" / "best.pt")
+    del ckpt["config"]
+    checkpoint.save(ckpt, run / "fold0" / "best.pt")
+    r = run_entry(capsys, "infer.py", "--run-dir", run, "--export-only")
+    assert_user_error(r, r"fold0/best.pt is not a fold checkpoint of this kit \(no 'config'\); retrain the fold")

@@ -105,3 +105,15 @@ def test_load_rgb_error_names_the_file(tmp_path):
     path.write_bytes(b"\xff\xd8garbage")
     with pytest.raises(KitError, match="cannot read image .*bad.jpg"):
         load_rgb(path, 8)
+
+
+def test_upper_case_and_gif_suffixes_are_tried(competition):
+    images = competition / "train_images"
+    (images / "tr_0_0.png").rename(images / "tr_0_0.JPG")
+    from PIL import Image as PILImage
+    PILImage.open(images / "tr_0_1.png").save(images / "tr_0_1.gif")
+    (images / "tr_0_1.png").unlink()
+    table = train_table(cfg_for(competition))
+    found = dict(zip(table.ids, table.paths))
+    assert found["tr_0_0"].name == "tr_0_0.JPG" and found["tr_0_1"].name == "tr_0_1.gif"
+    assert load_rgb(found["tr_0_1"], 8).shape == (8, 8, 3)

@@ -63,3 +63,21 @@ def test_stale_folds_file_is_refused(competition, tmp_path):
     with pytest.raises(KitError, match="has label 'fox' but .*says 'wolf'|has label 'dog' but .*says 'wolf'|"
                                        "has label 'cat' but .*says 'wolf'"):
         load_or_create(path, train_table(cfg), train_table(cfg).labels, None, seed=0)
+
+
+def test_grouped_folds_stay_stratified():
+    """60 patients, one class each, 1-5 images each, 'rare' in every sixth patient: each fold's share of rare
+    images stays near the overall share (GroupKFold, which ignores labels, puts 8 % in one fold and 27 % in another)."""
+    rng = np.random.default_rng(0)
+    groups, labels = [], []
+    for g in range(60):
+        n = int(rng.integers(1, 6))
+        groups += [f"p{g}"] * n
+        labels += ["rare" if g % 6 == 0 else "common"] * n
+    fold = make_folds(labels, 5, seed=0, groups=groups)
+    overall = labels.count("rare") / len(labels)
+    for k in range(5):
+        in_fold = [lab for lab, f in zip(labels, fold) if f == k]
+        assert abs(in_fold.count("rare") / len(in_fold) - overall) < 0.04, (k, in_fold.count("rare") / len(in_fold))
+    for g in set(groups):
+        assert len({f for f, gg in zip(fold, groups) if gg == g}) == 1

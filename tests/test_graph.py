@@ -59,3 +59,24 @@ def test_a_scalar_mul_that_feeds_anything_but_convs_stays():
                                 onnx.helper.make_node("Relu", ["m"], ["y"])], "g", [x], [y], [c])
     assert kit_graph.simplify(g) == {"expands": 0, "scalar_muls": 0}
     assert [n.op_type for n in g.node] == ["Mul", "Relu"]
+
+
+def test_a_real_eca_nfnet_loses_its_expands_and_keeps_its_values(tmp_path, monkeypatch):
+    """The kit's default model: every ECA expand_as gone, the scalar gains folded, the values unchanged."""
+    from kit.ensemble import Ensemble, fold_weight_standardization
+    from kit.model import create_model
+    torch.manual_seed(0)
+    model = create_model("eca_nfnet_l0", 3).eval()
+    fold_weight_standardization(model)
+    ensemble = Ensemble([model], [[0.5] * 3], [[0.25] * 3], [1.0], "multiclass", tta=False).eval()
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = ensemble(torch.from_numpy(images)).numpy()
+    export_onnx(ensemble, 32, tmp_path / "simplified.onnx")
+    monkeypatch.setattr("kit.onnx_export.simplify", lambda graph: None)
+    export_onnx(ensemble, 32, tmp_path / "raw.onnx")
+    raw, simplified = _ops(tmp_path / "raw.onnx"), _ops(tmp_path / "simplified.onnx")
+    assert raw["Expand"] >= 9 and simplified["Expand"] == 0
+    assert raw["Mul"] - simplified["Mul"] >= 15, (raw["Mul"], simplified["Mul"])      # 100 -> 80 measured
+    session = ort.InferenceSession(str(tmp_path / "simplified.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"images": images})[0], expected, atol=1e-5)

@@ -104,6 +104,7 @@ def test_a_failure_mid_prediction_keeps_the_previous_submission(onnx_file, train
     out.write_text("previous good submission\n")
     r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", out)
     assert r.returncode == 2 and f"cannot read image {victim}" in r.stderr
+    assert "Replace the file" in r.stderr and "remove" not in r.stderr      # a test row cannot be dropped
     assert out.read_text() == "previous good submission\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sub")] == []
 
@@ -134,4 +135,7 @@ def test_demo_end_to_end_on_cpu(tmp_path):
     sample = rows_of(tmp_path / "data/digits/sample_submission.csv")
     assert [s["image_id"] for s in sub] == [s["image_id"] for s in sample] and len(sub) == 360
     assert {s["label"] for s in sub} <= {str(d) for d in range(10)}
-    assert "demo test accuracy" in r.stdout and "TTA off" in r.stdout
+    assert "TTA off" in r.stdout
+    solution = {row["image_id"]: row["label"] for row in rows_of(tmp_path / "data/digits/solution.csv")}
+    correct = sum(s["label"] == solution[s["image_id"]] for s in sub)
+    assert f"demo test accuracy (against data/digits/solution.csv): {correct / 360:.4f} ({correct}/360)" in r.stdout

@@ -1,0 +1,153 @@
+"""The training loop itself, driven in this process: what it clips, accumulates, schedules, keeps as best and
+refuses to save."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fold_setup
+from kit import checkpoint
+from kit.engine import Trainer
+from kit.errors import KitError
+from kit.distributed import Dist
+from kit.oof import read_history
+
+
+def trainer(tmp_path, **settings) -> Trainer:
+    cfg, task, data, run = fold_setup(tmp_path, **settings)
+    return Trainer(cfg, task, data, run, Dist())
+
+
+def test_the_loop_clips_every_parameter_but_the_head_once_per_optimizer_step(tmp_path, monkeypatch):
+    calls = []
+    import kit.engine
+    real = kit.engine.adaptive_clip_grad_
+    monkeypatch.setattr(kit.engine, "adaptive_clip_grad_", lambda params, *a: calls.append(list(params)) or real(params, *a))
+    t = trainer(tmp_path, epochs=1, accum_steps=2)
+    t.fit()
+    head = {id(p) for p in t.model.get_classifier().parameters()}
+    body = [p for p in t.model.parameters() if id(p) not in head]
+    assert len(calls) == t.progress.updates == math.ceil(t.batches_per_epoch / 2)
+    for params in calls:
+        assert {id(p) for p in params} == {id(p) for p in body}          # the whole body, never the head
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    """2 accumulated batches of 4 = 1 batch of 8: same images, same augmentation, same updates."""
+    settings = dict(epochs=1, drop_rate=0.0, drop_path_rate=0.0, per_class=12)     # 18 training images
+    big = trainer(tmp_path / "big", batch_size=8, **settings)
+    big.fit()
+    small = trainer(tmp_path / "small", batch_size=4, accum_steps=2, **settings)
+    small.fit()
+    assert small.progress.updates == big.progress.updates > 1
+    diff = max((a - b).abs().max().item() for a, b in zip(big.model.state_dict().values(),
+                                                          small.model.state_dict().values()) if a.is_floating_point())
+    assert diff < 1e-4, diff
+    moved = max((a - b).abs().max().item() for a, b in zip(big.model.state_dict().values(),
+                                                           trainer(tmp_path / "init", **settings).model.state_dict().values())
+                if a.is_floating_point())
+    assert moved > 1e-3                                   # training did change the weights: the match means something
+
+
+def test_adamw_trains_with_adam_state(tmp_path):
+    t = trainer(tmp_path, optimizer="adamw", lr=1e-3, epochs=1)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.fit()
+    state = checkpoint.load(t.run.last(0))["optimizer"]["state"]
+    assert state and all("exp_avg" in s and "exp_avg_sq" in s for s in state.values())
+    assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+def _scripted_evaluations(t: Trainer, true_probs: list[float], monkeypatch):
+    """Make epoch e's validation predictions give the true class probability true_probs[e]."""
+    y = t.data.targets[t.data.val_rows]
+    n, c = len(y), len(t.task.names)
+    outputs = []
+    for p in true_probs:
+        probs = np.full((n, c), (1 - p) / (c - 1))
+        probs[np.arange(n), y] = p
+        outputs.append(probs)
+    it = iter(outputs)
+    monkeypatch.setattr(t, "evaluate", lambda: (next(it), 0.5))
+
+
+def test_log_loss_keeps_its_lowest_epoch(tmp_path, monkeypatch):
+    t = trainer(tmp_path, metric="log_loss", epochs=3)
+    _scripted_evaluations(t, [0.6, 0.9, 0.4], monkeypatch)          # log loss 0.51, 0.11, 0.92
+    t.fit()
+    history = read_history(t.run.history(0))
+    assert [e.is_best for e in history] == [True, True, False]
+    assert checkpoint.load(t.run.best(0))["epoch"] == 2
+    assert history[1].score == pytest.approx(-math.log(0.9), abs=1e-6)
+
+
+def test_best_checkpoint_holds_the_ema_weights(tmp_path):
+    t = trainer(tmp_path, epochs=1, batch_size=4, per_class=12)           # 4 updates: the EMA lags the weights
+    t.fit()
+    best, last = checkpoint.load(t.run.best(0)), checkpoint.load(t.run.last(0))
+    assert all(torch.equal(best["model"][k], v) for k, v in last["ema"].items())
+    assert any(not torch.equal(best["model"][k], v) for k, v in last["model"].items())
+
+
+def test_learning_rate_follows_warmup_then_cosine(tmp_path):
+    lr, min_lr, epochs = 0.05, 1e-6, 4
+    t = trainer(tmp_path, epochs=epochs, lr=lr, min_lr=min_lr, warmup_epochs=1.0, per_class=8)
+    t.fit()
+    per_epoch = t.batches_per_epoch
+    warmup, total = per_epoch, per_epoch * epochs
+    start = lr * 0.01
+
+    def expected(u):                                         # the schedule written out, not asked of timm
+        if u < warmup:
+            return start + (lr - start) * u / warmup
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (u - warmup) / total))
+
+    got = [e.lr for e in read_history(t.run.history(0))]
+    assert got == pytest.approx([expected(per_epoch * (e + 1)) for e in range(epochs)], rel=1e-4)
+    assert got[0] == pytest.approx(lr, rel=1e-4) and got[-1] < got[1] < lr
+
+
+def test_same_weights_with_and_without_loader_workers(tmp_path):
+    states = []
+    for workers in (0, 2):
+        t = trainer(tmp_path / f"w{workers}", epochs=1, num_workers=workers)
+        t.fit()
+        states.append(t.model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_nan_validation_loss_is_never_best_nor_resumable(tmp_path, monkeypatch):
+    t = trainer(tmp_path, epochs=3)
+    real = t.evaluate
+    calls = iter([real, lambda: (np.full_like(real()[0], np.nan), float("nan"))])
+    monkeypatch.setattr(t, "evaluate", lambda: next(calls)())
+    with pytest.raises(KitError, match=r"fold 0: the validation loss is nan at epoch 2; training stopped, .*last.pt "
+                                       r"keeps the last finite state \(the end of epoch 1\)"):
+        t.fit()
+    assert checkpoint.load(t.run.best(0))["epoch"] == 1
+    last = checkpoint.load(t.run.last(0))
+    assert last["epoch"] == 1 and last["step_in_epoch"] == 0
+    assert len(read_history(t.run.history(0))) == 1
+
+
+def test_diverged_weights_are_never_saved(tmp_path, monkeypatch):
+    t = trainer(tmp_path, epochs=3, save_every_steps=1, batch_size=4, per_class=12)       # 4 steps an epoch
+    real_step = t._step
+
+    def poisoned_step():
+        real_step()
+        if t.progress.epoch == 1 and t.progress.step_in_epoch == t.batches_per_epoch:     # epoch 2's last update
+            with torch.no_grad():
+                next(t.model.parameters()).fill_(float("inf"))
+                next(t.ema.module.parameters()).fill_(float("inf"))
+
+    monkeypatch.setattr(t, "_step", poisoned_step)
+    with pytest.raises(KitError, match=r"at epoch 2; training stopped, .*last.pt keeps the last finite state \(epoch 2, "
+                                       r"batch 3\)"):
+        t.fit()
+    last = checkpoint.load(t.run.last(0))
+    assert (last["epoch"], last["step_in_epoch"]) == (1, 3)
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in checkpoint.load(t.run.best(0))["model"].values() if v.is_floating_point())
+    assert checkpoint.load(t.run.best(0))["epoch"] == 1
