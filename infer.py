@@ -5,13 +5,14 @@ With --onnx PATH nothing is exported and PyTorch is not imported: only onnxrunti
 import argparse
 from pathlib import Path
 
-from kit.cli import main_guard
+from kit.entry import main_guard
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="competition folder (default: the one the run was trained on)")
-    p.add_argument("--run-dir", default="runs/default")
+    p.add_argument("--run-dir", action="append", help="a trained run (default runs/default); repeat it to blend "
+                                                      "several runs into one graph")
     p.add_argument("--onnx", help="predict with this exported file; skips the export (no torch needed)")
     p.add_argument("--onnx-out", help="where to export the ensemble (default: RUN_DIR/ensemble.onnx; when the run "
                                       "dir is read-only, e.g. an uploaded Kaggle dataset, beside --out)")
@@ -20,7 +21,8 @@ def parse_args(argv=None):
     p.add_argument("--folds", help="comma-separated folds to ensemble (default: every trained fold)")
     p.add_argument("--provider", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="horizontal-flip TTA (default: on when training used horizontal flips)")
+                   help="--tta: identity + horizontal flip for every run; --no-tta: identity only (default: each "
+                        "run keeps the views among flips, transpose and rotations that improve its OOF score)")
     p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
@@ -34,28 +36,31 @@ def run_settings(run_dir: Path) -> dict:
     return run.config().to_dict() if run.config_file.is_file() else {}
 
 
-def export_path(run_dir: Path, args) -> Path:
-    """--onnx-out, else the run dir's ensemble.onnx, else (a read-only run dir) beside the submission."""
+def export_path(run_dirs: list[Path], args) -> Path:
+    """--onnx-out, else the run dir's ensemble.onnx (a blend's: blend_A+B/ beside the first run), else (a
+    read-only place, e.g. an uploaded Kaggle dataset) beside the submission."""
     import logging
     from kit.atomic import writable
+    from kit.export import blend_dir
     from kit.rundir import RunDir
     if args.onnx_out:
         return Path(args.onnx_out)
-    default = RunDir(run_dir).ensemble_file()
-    if writable(run_dir):
+    runs = [RunDir(r) for r in run_dirs]
+    default = runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx"
+    if writable(default.parent):
         return default
-    fallback = Path(args.out).parent / f"{run_dir.name}.ensemble.onnx"
-    logging.getLogger("kit.infer").info(f"export: {run_dir} is read-only; exporting to {fallback} instead (choose "
-                                        f"the place with --onnx-out)")
+    fallback = Path(args.out).parent / f"{default.parent.name}.ensemble.onnx"
+    logging.getLogger("kit.infer").info(f"export: {default.parent} is read-only; exporting to {fallback} instead "
+                                        f"(choose the place with --onnx-out)")
     return fallback
 
 
 def score_demo(data_dir: Path, out: Path) -> None:
-    """The demo competition ships its hidden labels: report the submission's test accuracy."""
+    """The demo competitions ship their hidden labels: report the submission's test score."""
     from kit import demo
-    accuracy = demo.test_accuracy(data_dir, out)
-    if accuracy is not None:
-        print(f"demo test accuracy (against {data_dir / demo.SOLUTION}): {accuracy[0]:.4f} ({accuracy[1]}/{accuracy[2]})")
+    score = demo.test_score(data_dir, out)
+    if score is not None:
+        print(score)
 
 
 def main():
@@ -63,7 +68,8 @@ def main():
     from kit.errors import KitError
     from kit.submission import make_submission
 
-    run_dir = Path(args.run_dir)
+    run_dirs = [Path(r) for r in (args.run_dir or ["runs/default"])]
+    run_dir = run_dirs[0]
     settings = run_settings(run_dir)
     folds = None
     if args.folds:
@@ -75,13 +81,13 @@ def main():
         raise KitError(f"--batch-size must be at least 1, got {args.batch_size}")
     graph = None
     if args.onnx:
-        if args.int8 or args.folds or args.export_only:
-            raise KitError("--onnx predicts with an existing file: --int8, --folds and --export-only apply to "
-                           "exporting; pass the int8 file itself as --onnx")
+        if args.int8 or args.folds or args.export_only or len(run_dirs) > 1:
+            raise KitError("--onnx predicts with an existing file: --int8, --folds, --export-only and several "
+                           "--run-dir apply to exporting; pass the int8 file itself as --onnx")
         onnx_path = args.onnx
     else:
         from kit.export import export
-        summary = export(run_dir, out=export_path(run_dir, args), folds=folds, tta=args.tta, int8=args.int8,
+        summary = export(run_dirs, out=export_path(run_dirs, args), folds=folds, tta=args.tta, int8=args.int8,
                          data_dir=args.data_dir)
         exported = summary["int8"] if args.int8 else summary
         onnx_path, graph = exported["path"], exported["graph"]

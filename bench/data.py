@@ -16,10 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import make_jpeg_competition  # noqa: E402
-from kit.augment import train_transform  # noqa: E402
+from kit.augment import TrainAugment  # noqa: E402
 from kit.config import Config, load_config  # noqa: E402
 from kit.data import train_table  # noqa: E402
-from kit.loader import EpochSampler, ImageDataset, make_loader  # noqa: E402
+from kit.loader import EpochSampler, ImageDataset, make_loader, train_decoder  # noqa: E402
 from kit.task import Multiclass  # noqa: E402
 from kit.model import create_model  # noqa: E402
 
@@ -68,8 +68,8 @@ def main():
         make_jpeg_competition(root, args.batch_size * (args.batches + 2), args.source_size)
         cfg = load_config(None, {"data_dir": str(root), "img_size": args.img_size})
         table = train_table(cfg)
-        dataset = ImageDataset(table.paths, Multiclass.from_labels(table.labels).encode(table.labels), args.img_size,
-                               train_transform(cfg))
+        dataset = ImageDataset(table.paths, Multiclass.from_labels(table.labels).encode(table.labels),
+                               train_decoder(cfg), TrainAugment(cfg))
         rows = np.arange(len(table.paths))
         print(f"{len(rows)} JPEGs of {args.source_size}px -> {args.img_size}px, batch {args.batch_size}, "
               f"{torch.get_num_threads()} torch threads")

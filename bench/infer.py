@@ -31,6 +31,7 @@ from kit.model import create_model, normalization  # noqa: E402
 from kit.onnx_export import export_onnx  # noqa: E402
 from kit.predictor import create_session  # noqa: E402
 from kit.rundir import RunDir  # noqa: E402
+from kit.task import Multiclass  # noqa: E402
 
 
 def build(args):
@@ -45,9 +46,11 @@ def build(args):
         f"{len(members)}x {cfg.model} @ {cfg.img_size}px ({args.run_dir})"
 
 
-def ensemble(models, mean, std):
+def ensemble(models, mean, std, size):
     n = len(models)
-    return Ensemble(models, [mean] * n, [std] * n, [1 / n] * n, "multiclass", tta=False).eval()
+    classes = [str(i) for i in range(models[0].get_classifier().out_features)]
+    return Ensemble(models, [size] * n, [mean] * n, [std] * n, [["identity"]] * n, [1 / n] * n,
+                    Multiclass(classes)).eval()
 
 
 def time_rounds(fns: dict, rounds: int) -> dict:
@@ -66,14 +69,17 @@ def quantized(fp32: Path, members, size: int) -> tuple[Path, str]:
     if members is None:
         quantize_graph(fp32, out, np.random.default_rng(1).integers(0, 256, (32, size, size, 3), dtype=np.uint8))
         return out, "agreement: n/a (random weights)"
-    from kit.data import train_table
-    from kit.export import oof_sample
+    from kit.data import train_table, training_images
+    from kit.export import sample_rows
+    from kit.images import load_rgb
     from kit.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
     from kit.oof import read_oof
     cfg = members[0].config
     oof = read_oof([m.run.oof(m.fold) for m in members])
-    result = quantize(fp32, out, sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES),
-                      oof_sample(oof, cfg, EVAL_IMAGES), lambda path: None)
+    rows = sample_rows(oof, EVAL_IMAGES)
+    evaluation = np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in rows])])
+    result = quantize(fp32, out, sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES), evaluation,
+                      lambda path: None, members[0].task)
     return out, (f"fp32/int8 agreement on {result['images']} OOF images: {100 * result['agreement']:.1f}%, "
                  f"mean |Δprob| {result['mean_abs_diff']:.2g}")
 
@@ -90,11 +96,11 @@ def main():
 
     models, mean, std, size, members, what = build(args)
     torch.set_num_threads(os.cpu_count())
-    eager = ensemble(models, mean, std)
+    eager = ensemble(models, mean, std, size)
     copies = [copy.deepcopy(m) for m in models]
     for m in copies:
         fold_weight_standardization(m)
-    folded = ensemble(copies, mean, std)
+    folded = ensemble(copies, mean, std, size)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         folded(torch.zeros(1, size, size, 3, dtype=torch.uint8))
     flops_per_image = counter.get_total_flops()

@@ -1,120 +1,299 @@
-"""Does the kit's default recipe beat what people do by hand? The demo config (eca_nfnet_l0 + AGC + SGD,
-warmup-cosine, EMA, augmentation) against a BatchNorm ResNet18 trained by a plain hand-written loop
-(AdamW 1e-3, cosine, no augmentation), same epochs, image size, batch and folds, best epoch by validation
-accuracy for both. On the demo digits and on a harder variant (rotated, blurred by down/up-scaling, noisy).
+"""Does the kit's default recipe beat what people write by hand, and what does each piece bring?
 
-    python bench/recipe.py [--folds 0,1]
+Every run is one (dataset, arm, seed, fold) in a fresh process: the arm trains on the fold's training rows of the
+seed's own split, is scored on the fold's validation rows (its best epoch, as the kit keeps it) and on the held-out
+test set (solution.csv). All arms of a seed share its split, so results pair by (seed, fold). Results append to a
+JSON-lines file, so an interrupted benchmark continues where it stopped.
+
+    python bench/recipe.py run --datasets digits-hard,photo-patches --arms kit,hand --seeds 0,1,2
+    python bench/recipe.py report [--baseline kit]
+
+Arms (ARMS below): `kit` is `train.py` with nothing but the user's flags (--no-pretrained --img-size --epochs);
+`hand` is the hand-written ResNet18 loop (AdamW + OneCycle + horizontal flip, the common Kaggle baseline);
+`head-clipped`, `agc-0.01-b32` and `adamw` are the mistakes people make with NFNets; `no-*` arms switch one
+piece of the default recipe off.
 """
 from __future__ import annotations
 
 import argparse
-import csv
+import copy
+import json
 import math
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kit import demo, training  # noqa: E402
-from kit.config import load_config  # noqa: E402
-from kit.data import train_table  # noqa: E402
-from kit.folds import load_or_create  # noqa: E402
-from kit.images import load_rgb  # noqa: E402
-from kit.model import IMAGENET_MEAN, IMAGENET_STD, create_model  # noqa: E402
-from kit.task import Multiclass  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def hard_variant(src: Path, dst: Path, seed: int = 0) -> Path:
-    """Same ids, labels and split; each image rotated up to ±30°, down-scaled to 5x5 and back, noised."""
-    if (dst / "train.csv").exists():
-        return dst
-    rng = np.random.default_rng(seed)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for folder in ("train_images", "test_images"):
-        (tmp / folder).mkdir(parents=True)
-        for path in sorted((src / folder).iterdir()):
-            img = Image.open(path).convert("L").resize((32, 32), Image.BILINEAR)
-            img = img.rotate(float(rng.uniform(-30, 30)), resample=Image.BILINEAR)
-            img = img.resize((5, 5), Image.BILINEAR).resize((8, 8), Image.BILINEAR)
-            arr = np.clip(np.asarray(img, np.float32) + rng.normal(0, 40, (8, 8)), 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(tmp / folder / path.name)
-    for name in ("train.csv", "sample_submission.csv", "solution.csv"):
-        shutil.copy(src / name, tmp / name)
-    tmp.rename(dst)
-    return dst
+# arm -> extra train.py flags (None: the hand loop); a leading "!" entry names a mistake injected in-process
+ARMS: dict[str, list | None] = {
+    "kit": [],
+    "hand": None,
+    "head-clipped": ["!clip-head"],
+    "agc-0.01-b32": ["--agc-clip", "0.01", "--batch-size", "32"],
+    "adamw": ["--optimizer", "adamw", "--lr", "1e-3", "--agc-clip", "0.01"],
+    "no-mix": ["--mixup", "0", "--cutmix", "0"],
+    "no-randaugment": ["--randaugment", "0", "--no-trivialaugment"],
+    "no-crops": ["--crop-scale", "0"],
+    "no-fixres": ["--test-scale", "1"],
+    "agc-0.05": ["--agc-clip", "0.05"],
+    "old-default": ["--recipe", "scratch", "--mixup", "0", "--cutmix", "0", "--randaugment", "0", "--crop-scale", "0",
+                    "--test-scale", "1", "--agc-clip", "0.05", "--no-trivialaugment"],
+}
 
 
-def kit_score(data_dir: Path, fold: int, run_dir: Path, folds_csv: Path) -> float:
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config(None, {"data_dir": str(data_dir), "run_dir": str(run_dir), "folds_csv": str(folds_csv)},
-                      base=demo.DEMO_CONFIG)
-    return training.run(cfg, str(fold))["folds"][fold]["score"]
+def split_file(work: Path, dataset: str, seed: int) -> Path:
+    return work / "folds" / f"{dataset}-seed{seed}.csv"
 
 
-def resnet_score(data_dir: Path, fold: int, folds_csv: Path) -> float:
-    """The hand-written baseline: what a competitor types in a notebook."""
-    base = load_config(None, {"data_dir": str(data_dir)}, base=demo.DEMO_CONFIG)
-    table = train_table(base)
-    fold_of = load_or_create(folds_csv, table, table.labels, None, base.seed)
-    y = Multiclass.from_labels(table.labels).encode(table.labels)
-    mean = np.array(IMAGENET_MEAN, np.float32) * 255
-    std = np.array(IMAGENET_STD, np.float32) * 255
-    x = np.stack([(load_rgb(p, base.img_size).astype(np.float32) - mean) / std for p in table.paths])
-    x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    tr, va = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-    torch.manual_seed(0)
-    model = create_model("resnet18", len(set(y)))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    steps = base.epochs * (len(tr) // base.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    g = torch.Generator().manual_seed(0)
-    best = 0.0
-    for _ in range(base.epochs):
+def make_split(data: Path, folds_csv: Path, seed: int) -> np.ndarray:
+    from kit.config import load_config
+    from kit.data import train_table
+    from kit.folds import load_or_create
+    cfg = load_config(None, {"data_dir": str(data), "pretrained": False})
+    table = train_table(cfg)
+    return load_or_create(folds_csv, table, table.labels, 5, seed)
+
+
+def test_set(data: Path):
+    """(paths, labels) of the held-out test images."""
+    import csv
+    from kit.data import resolve_images
+    with open(data / "solution.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return resolve_images(data / "test_images", [r["image_id"] for r in rows], data / "solution.csv"), \
+        [r["label"] for r in rows]
+
+
+# --- the kit arms -------------------------------------------------------------------------------------------
+
+def run_kit(args, flags: list[str]) -> dict:
+    import torch
+    from kit import training
+    from kit.config import load_config, test_size
+    from kit.ensemble import Ensemble, load_members
+    from kit.images import load_rgb
+    from kit.rundir import RunDir
+    if "!clip-head" in flags:                       # the mistake: AGC over every parameter, the head included
+        import kit.model
+        kit.model.split_head_params = lambda model: (list(model.parameters()), [])
+        import kit.engine
+        kit.engine.split_head_params = kit.model.split_head_params
+    import train
+    ns = train.parse_args(["--data-dir", args.data, "--no-pretrained", "--img-size", str(args.img_size), "--epochs",
+                           str(args.epochs), "--fold", str(args.fold), "--seed", str(args.seed), "--folds-csv",
+                           args.folds_csv, "--run-dir", args.run_dir, "--num-workers", str(args.num_workers),
+                           *[f for f in flags if not f.startswith("!")]])
+    from kit.cli import config_overrides
+    cfg = load_config(None, config_overrides(ns))
+    shutil.rmtree(args.run_dir, ignore_errors=True)
+    t0 = time.time()
+    summary = training.run(cfg, str(args.fold))
+    seconds = time.time() - t0
+    member = load_members(RunDir(args.run_dir), [args.fold])
+    ensemble = Ensemble.of(member).eval()               # identity view only, like the hand loop
+    paths, labels = test_set(Path(args.data))
+    images = np.stack([load_rgb(p, test_size(cfg)) for p in paths])
+    with torch.no_grad():
+        probs = np.concatenate([ensemble(torch.from_numpy(images[i:i + 128]))[0].numpy()
+                                for i in range(0, len(images), 128)])
+    classes = member[0].task.names
+    return {"val": summary["folds"][args.fold]["score"], "epoch": summary["folds"][args.fold]["epoch"],
+            "probs": probs.tolist(), "classes": classes, "labels": labels, "seconds": seconds,
+            "recipe": cfg.recipe, "img_size": cfg.img_size, "test_size": test_size(cfg)}
+
+
+# --- the hand-written baseline --------------------------------------------------------------------------------
+
+def run_hand(args) -> dict:
+    """What a competitor types in a notebook: timm resnet18 (BatchNorm), AdamW + OneCycle, horizontal flips,
+    ImageNet normalization, the best epoch by validation accuracy (the same selection the kit makes)."""
+    import timm
+    import torch
+    from kit.config import load_config
+    from kit.data import train_table
+    from kit.images import load_rgb
+    from kit.task import Multiclass
+    torch.manual_seed(args.seed)
+    cfg = load_config(None, {"data_dir": args.data, "pretrained": False})
+    table = train_table(cfg)
+    task = Multiclass.from_labels(table.labels)
+    y = torch.from_numpy(task.encode(table.labels))
+    fold_of = make_split(Path(args.data), Path(args.folds_csv), args.seed)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def tensor(paths):
+        x = torch.from_numpy(np.stack([load_rgb(p, args.img_size) for p in paths])).permute(0, 3, 1, 2).float() / 255
+        return (x - mean) / std
+
+    x = tensor(table.paths)
+    tr, va = np.flatnonzero(fold_of != args.fold), np.flatnonzero(fold_of == args.fold)
+    model = timm.create_model("resnet18", num_classes=len(task.names))
+    batch = 64
+    steps_per_epoch = len(tr) // batch
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=args.epochs * steps_per_epoch)
+    g = torch.Generator().manual_seed(args.seed)
+    best, best_state, best_epoch = -1.0, None, 0
+    t0 = time.time()
+    for epoch in range(args.epochs):
         model.train()
         order = tr[torch.randperm(len(tr), generator=g).numpy()]
-        for i in range(0, len(order) - base.batch_size + 1, base.batch_size):
-            b = order[i:i + base.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[b]), torch.from_numpy(y[b]))
+        for i in range(steps_per_epoch):
+            b = order[i * batch:(i + 1) * batch]
+            xb = x[b]
+            flip = torch.rand(len(b), generator=g) < 0.5
+            xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
+            loss = torch.nn.functional.cross_entropy(model(xb), y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
         model.eval()
         with torch.no_grad():
-            pred = torch.cat([model(x[va[i:i + 256]]).argmax(1) for i in range(0, len(va), 256)]).numpy()
-        best = max(best, float(np.mean(pred == y[va])))
-    return best
+            pred = torch.cat([model(x[va[i:i + 256]]).argmax(1) for i in range(0, len(va), 256)])
+        acc = float((pred == y[va]).float().mean())
+        if acc > best:
+            best, best_state, best_epoch = acc, copy.deepcopy(model.state_dict()), epoch + 1
+    seconds = time.time() - t0
+    model.load_state_dict(best_state)
+    model.eval()
+    paths, labels = test_set(Path(args.data))
+    xt = tensor(paths)
+    with torch.no_grad():
+        probs = torch.cat([model(xt[i:i + 256]).softmax(1) for i in range(0, len(xt), 256)]).numpy()
+    return {"val": best, "epoch": best_epoch, "probs": probs.tolist(), "classes": task.names, "labels": labels,
+            "seconds": seconds}
+
+
+# --- driver ---------------------------------------------------------------------------------------------------
+
+def one_run(args) -> None:
+    """Child process: one (dataset, arm, seed, fold); prints its result as JSON on the last line."""
+    flags = ARMS[args.arm] if args.arm in ARMS else json.loads(args.flags)
+    result = run_hand(args) if flags is None else run_kit(args, flags)
+    print(json.dumps(result))
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_all(args) -> None:
+    from bench.datasets import build
+    work, results = Path(args.work), Path(args.results)
+    done = {(r["dataset"], r["arm"], r["seed"], r["fold"]) for r in load_results(results)}
+    extra = dict(a.split("=", 1) for a in args.extra_arm)           # name=json list of flags, for tuning
+    for dataset in args.datasets.split(","):
+        data = build(dataset, Path(args.data_root))
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            folds_csv = split_file(work, dataset, seed)
+            make_split(data, folds_csv, seed)
+            for fold in [int(k) for k in args.folds.split(",")]:
+                for arm in args.arms.split(",") + list(extra):
+                    if (dataset, arm, seed, fold) in done:
+                        continue
+                    run_dir = work / "runs" / dataset / arm / f"seed{seed}"
+                    cmd = [sys.executable, __file__, "one", "--data", str(data), "--arm", arm, "--seed", str(seed),
+                           "--fold", str(fold), "--folds-csv", str(folds_csv), "--run-dir", str(run_dir),
+                           "--img-size", str(args.img_size), "--epochs", str(args.epochs),
+                           "--num-workers", str(args.num_workers), "--flags", extra.get(arm, "[]")]
+                    t = time.time()
+                    out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    if out.returncode:
+                        print(f"{dataset} {arm} seed {seed} fold {fold}: FAILED\n{out.stderr[-2000:]}", flush=True)
+                        continue
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    result.update(dataset=dataset, arm=arm, seed=seed, fold=fold, flags=extra.get(arm, ARMS.get(arm)),
+                                  wall=time.time() - t)
+                    test_acc = _accuracy(result["probs"], result["classes"], result["labels"])
+                    with open(results, "a") as f:
+                        f.write(json.dumps(result) + "\n")
+                    print(f"{dataset:<14} {arm:<16} seed {seed} fold {fold}: val {result['val']:.4f} test {test_acc:.4f} "
+                          f"(epoch {result['epoch']}, {result['seconds']:.0f}s)", flush=True)
+
+
+def _accuracy(probs, classes, labels) -> float:
+    pred = np.asarray(classes)[np.asarray(probs).argmax(1)]
+    return float(np.mean(pred == np.asarray(labels)))
+
+
+def report(args) -> None:
+    from scipy.stats import ttest_rel, wilcoxon
+    rows = load_results(Path(args.results))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    for dataset in datasets:
+        mine = [r for r in rows if r["dataset"] == dataset]
+        arms = list(dict.fromkeys(r["arm"] for r in mine))
+        by = {(r["arm"], r["seed"], r["fold"]): r for r in mine}
+        print(f"\n## {dataset}\n")
+        print("| arm | runs | val accuracy (mean ± std) | test accuracy, single fold | test accuracy, 5-fold ensemble "
+              f"| Δ val vs {args.baseline} (paired) | p (Wilcoxon / t) | s per fold |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for arm in arms:
+            runs = [r for r in mine if r["arm"] == arm]
+            val = np.array([r["val"] for r in runs])
+            test = np.array([_accuracy(r["probs"], r["classes"], r["labels"]) for r in runs])
+            ens = []
+            for seed in sorted({r["seed"] for r in runs}):
+                members = [r for r in runs if r["seed"] == seed]
+                if len(members) == 5:
+                    ens.append(_accuracy(np.mean([m["probs"] for m in members], 0), members[0]["classes"],
+                                         members[0]["labels"]))
+            pairs = [(by[(arm, r["seed"], r["fold"])]["val"], by[(args.baseline, r["seed"], r["fold"])]["val"])
+                     for r in runs if (args.baseline, r["seed"], r["fold"]) in by]
+            delta, p = "", ""
+            if pairs and arm != args.baseline:
+                d = np.array([a - b for a, b in pairs])
+                delta = f"{100 * d.mean():+.2f} ± {100 * d.std():.2f} pt (n={len(d)})"
+                if len(d) >= 5 and np.any(d != 0):
+                    p = f"{wilcoxon(d).pvalue:.3g} / {ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue:.3g}"
+            ens_text = f"{np.mean(ens):.4f} ± {np.std(ens):.4f} ({len(ens)} seeds)" if ens else "-"
+            print(f"| {arm} | {len(runs)} | {val.mean():.4f} ± {val.std():.4f} | {test.mean():.4f} ± {test.std():.4f} | "
+                  f"{ens_text} | {delta} | {p} | {np.mean([r['seconds'] for r in runs]):.0f} |")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--folds", default="0,1")
-    p.add_argument("--work-dir", default="runs/bench_recipe")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--datasets", default="digits,digits-hard,photo-patches")
+    r.add_argument("--arms", default="kit,hand")
+    r.add_argument("--extra-arm", action="append", default=[], metavar='NAME=["--flag","value"]')
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--folds", default="0,1,2,3,4")
+    r.add_argument("--epochs", type=int, default=8)
+    r.add_argument("--img-size", type=int, default=32)
+    r.add_argument("--num-workers", type=int, default=2)
+    r.add_argument("--data-root", default="data")
+    r.add_argument("--work", default="runs/bench_recipe")
+    r.add_argument("--results", default="bench/results/recipe.jsonl")
+    rep = sub.add_parser("report")
+    rep.add_argument("--results", default="bench/results/recipe.jsonl")
+    rep.add_argument("--baseline", default="kit")
+    one = sub.add_parser("one")
+    for name in ("--data", "--arm", "--folds-csv", "--run-dir", "--flags"):
+        one.add_argument(name)
+    for name in ("--seed", "--fold", "--img-size", "--epochs", "--num-workers"):
+        one.add_argument(name, type=int)
     args = p.parse_args()
-    work = Path(args.work_dir)
-    digits = demo.materialize()
-    datasets = {"digits": digits, "digits-hard": hard_variant(digits, Path("data/digits_hard"))}
-    folds_csv = work / "folds.csv"                      # the same ids and labels: one split serves both
-    print(f"{'dataset':<12} {'fold':>4} {'kit NFNet+AGC':>14} {'ResNet18 BN hand loop':>22} {'kit s':>6} {'hand s':>7}")
-    results = []
-    for name, data_dir in datasets.items():
-        for fold in [int(k) for k in args.folds.split(",")]:
-            t = time.time()
-            kit = kit_score(data_dir, fold, work / f"{name}_fold{fold}", folds_csv)
-            t_kit, t = time.time() - t, time.time()
-            hand = resnet_score(data_dir, fold, folds_csv)
-            results.append((name, kit, hand))
-            print(f"{name:<12} {fold:>4} {kit:>14.4f} {hand:>22.4f} {t_kit:>6.0f} {time.time() - t:>7.0f}", flush=True)
-    for name in datasets:
-        kit = np.mean([k for n, k, _ in results if n == name])
-        hand = np.mean([h for n, _, h in results if n == name])
-        print(f"{name}: mean val accuracy kit {kit:.4f} vs hand ResNet18 {hand:.4f} ({100 * (kit - hand):+.2f} points)")
+    if args.command == "run":
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        run_all(args)
+    elif args.command == "report":
+        report(args)
+    else:
+        os.environ.setdefault("PYTHONHASHSEED", "0")
+        one_run(args)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,17 @@ def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, 
     for p, s, t in zip(params, scale.split(sizes), touched):
         if t:
             p.grad.mul_(s.reshape(-1, *([1] * (p.grad.ndim - 1))) if p.grad.ndim > 1 else s.squeeze(0))
+
+
+def clip_factor(setting: str, batch_size: int, optimizer: str) -> float:
+    """lambda for the `agc_clip` setting: a number as given, or `auto`: a function of the global batch size (per
+    optimizer step) and the optimizer, chosen by bench/agc_rule.py (numbers in bench/RESULTS.md).
+
+    SGD: the paper's 0.01 at batch 4096, growing as 1/sqrt(batch) toward small batches (Brock et al. report the
+    best lambda falls as the batch grows), capped at 0.16. AdamW: 0.01 at any batch.
+    """
+    if setting != "auto":
+        return float(setting)
+    if optimizer == "adamw":
+        return 0.01
+    return round(min(0.16, 0.01 * (4096 / batch_size) ** 0.5), 4)

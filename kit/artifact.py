@@ -3,6 +3,8 @@
   input  "images"         uint8 [N, S, S, 3] RGB, S = img_size: each image as kit.images.load_rgb(path, S) gives it
   output "probabilities"  float32 [N, C]: the task's predictions (multiclass: the weighted mean over members
                           and views of each model's softmax); column i is the output `classes[i]`
+  output "members"        float32 [N, M, C]: each fold model's own prediction (its views averaged), in the
+                          order of `members` (runs) and their `folds`; what the parity gate checks member by member
   metadata_props          "kit.<key>" -> JSON value, for every field of Metadata
 """
 from __future__ import annotations
@@ -15,15 +17,17 @@ from typing import Optional
 from .errors import KitError
 from .task import Task, restore
 
-INPUT, OUTPUT = "images", "probabilities"
+INPUT, OUTPUT, MEMBERS = "images", "probabilities", "members"
 PREFIX = "kit."
 
 
 @dataclass
 class Metadata:
-    task: str                   # kit.task kind
-    classes: list               # output names (classes), in output order
-    img_size: int               # S of the input
+    task: str                   # kit.task kind: multiclass, multilabel or regression
+    classes: list               # output names (classes, tags, or the target), in output order
+    task_params: dict           # multilabel: thresholds (fitted on OOF), min_labels; regression: scale
+    img_size: int               # S of the input: the test size (kit.config.test_size)
+    train_img_size: int         # the size the models trained at (below img_size under FixRes)
     mean: list                  # the normalization inside the graph (informational)
     std: list
     model: str                  # timm architecture
@@ -36,9 +40,10 @@ class Metadata:
     id_col: str                 # the competition's id and label columns, for the submission
     label_col: str
     kit_version: str
+    members: list               # per run: {"run", "model", "folds", "img_size", "train_img_size", "weight", "views", "cv"}
 
     def task_(self) -> Task:
-        return restore(self.task, self.classes)
+        return restore({**self.task_params, "kind": self.task, "names": self.classes})
 
 
 KEYS = tuple(f.name for f in fields(Metadata))
@@ -62,6 +67,9 @@ def read_metadata(props: dict, path: str | Path = "") -> Metadata:
                        f"`python infer.py --export-only`")
     values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
     values.setdefault("task", "multiclass")             # files exported before tasks had a name
+    values.setdefault("train_img_size", values.get("img_size"))         # ... or FixRes
+    values.setdefault("members", [])                                    # ... or blends
+    values.setdefault("task_params", {})
     missing = [k for k in KEYS if k not in values]
     if missing:
         raise KitError(f"{path}: its kit.* metadata lacks {', '.join(missing)}; re-export it with this kit")

@@ -1,15 +1,9 @@
-"""Shared plumbing of the entry points: flags generated from Config, logging, and user errors as one line on
-stderr with exit code 2."""
+"""Command-line flags generated from Config, so the two cannot drift apart."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from typing import Callable
 
-from . import log
 from .config import FIELDS, base_type
-from .errors import EXIT_USER_ERROR, KitError
 
 _ARG_TYPES = {"int": int, "float": float, "str": str}
 
@@ -37,16 +31,3 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 def config_overrides(args: argparse.Namespace) -> dict:
     """The Config fields given on the command line."""
     return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
-
-
-def main_guard(main: Callable[[], object]) -> None:
-    log.configure()
-    try:
-        main()
-    except KitError as e:
-        if os.environ.get("RANK", "0") == "0":      # under torchrun every rank stops; one says why
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)

@@ -30,12 +30,21 @@ class Config:
     id_col: str = knob("image_id", "image id column of train.csv and sample_submission.csv")
     label_col: str = knob("label", "label column of train.csv")
     group_col: Optional[str] = knob(None, "keep rows sharing this column's value (patients, sessions) in one fold")
+    # --- task: what a label is (kit/task.py) ---
+    task: str = knob("auto", "multiclass, multilabel (space-separated tags, or one 0/1 column per tag) or regression; "
+                             "auto infers it from train.csv", ("auto", "multiclass", "multilabel", "regression"))
+    regression_loss: str = knob("mse", "regression loss: mse, huber, or bce on the target scaled to [0, 1]",
+                                ("mse", "huber", "bce"))
+    min_labels: int = knob(0, "multilabel submissions: at least this many tags per image (the most probable)")
     # --- folds ---
     folds_csv: str = knob("folds/folds.csv", "the persisted split, created on first use")
     num_folds: Optional[int] = knob(None, "folds of a new split (default 5); else what folds_csv holds")
     seed: int = knob(42, "seed of the split, the initial weights, the data order and the augmentation")
     # --- outputs ---
     run_dir: str = knob("runs/default", "where checkpoints, OOF predictions and reports go")
+    # --- recipe: named settings beneath everything set explicitly (kit/recipes.py) ---
+    recipe: str = knob("auto", "scratch, finetune, paper, or auto: scratch without pretrained weights, finetune with "
+                               "them. Settings you give win over the recipe's")
     # --- model ---
     model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0")
     pretrained: bool = knob(True, "start from timm's pretrained weights (downloaded once, then cached)")
@@ -43,6 +52,12 @@ class Config:
     drop_rate: float = knob(0.2, "dropout before the classifier")
     drop_path_rate: float = knob(0.1, "stochastic depth rate")
     img_size: int = knob(224, "training image size (pixels, square)")
+    test_img_size: Optional[int] = knob(None, "validation, OOF, export and prediction size; above img_size for "
+                                              "FixRes (train low, test high). Default: img_size * test_scale")
+    test_scale: float = knob(1.0, "test_img_size relative to img_size when test_img_size is not set (rounded to "
+                                  "a multiple of 8)")
+    crop_scale: float = knob(0.0, "RandomResizedCrop from the source image, area in [crop_scale, 1] (natural "
+                                  "photos); 0: resize the whole image first (tiny images such as digits)")
     mean: Optional[list] = knob(None, "normalization mean (3 values); default: the model's pretrained config")
     std: Optional[list] = knob(None, "normalization std (3 values); default: the model's pretrained config")
     # --- optimization ---
@@ -56,9 +71,8 @@ class Config:
     warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
     min_lr: float = knob(1e-6, "learning rate at the end of the cosine decay")
     label_smoothing: float = knob(0.1, "label smoothing of the training loss")
-    # The paper uses 0.01 at batch 1024-4096 and shows smaller batches tolerate larger lambda; Kaggle batches
-    # (16-64) train well at 0.04-0.1, see README "Why these defaults".
-    agc_clip: float = knob(0.05, "AGC clip factor lambda; 0 disables")
+    # auto: lambda from the batch size and optimizer by the rule bench/agc_rule.py measured (kit/agc.py)
+    agc_clip: str = knob("auto", "AGC clip factor lambda, or auto (from batch size and optimizer); 0 disables")
     agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
     ema: bool = knob(True, "evaluate and keep an exponential moving average of the weights")
     ema_decay: float = knob(0.999, "EMA decay (with warmup: short runs get a shorter horizon)")
@@ -69,8 +83,18 @@ class Config:
     aug_shift_scale_rotate: float = knob(0.5, "probability of a random shift/scale/rotation")
     aug_brightness_contrast: float = knob(0.5, "probability of a random brightness/contrast change")
     aug_coarse_dropout: float = knob(0.3, "probability of cutting out random rectangles")
+    randaugment: int = knob(0, "RandAugment magnitude 1-10 (timm's, in the loader workers); 0: off")
+    randaugment_ops: int = knob(2, "RandAugment operations per image")
+    trivialaugment: bool = knob(False, "TrivialAugment (one random op at a random magnitude) instead of RandAugment")
+    mixup: float = knob(0.0, "MixUp alpha (timm's Mixup, on the device after normalization); 0: off")
+    cutmix: float = knob(0.0, "CutMix alpha; 0: off")
+    mix_prob: float = knob(1.0, "probability that a batch is mixed at all")
+    mix_switch_prob: float = knob(0.5, "probability of CutMix instead of MixUp when both are on")
+    mix_stop_epoch: int = knob(-1, "epochs from this one on train on clean images (negative: counted from the end, "
+                                   "-1 = the last epoch)")
     # --- evaluation ---
-    metric: str = knob("accuracy", "validation metric; the best epoch by it is kept")
+    metric: str = knob("auto", "validation metric, the best epoch by it is kept; auto: accuracy (multiclass), f1_micro "
+                               "(multilabel), rmse (regression)")
     # --- runtime ---
     device: str = knob("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
     num_workers: int = knob(2, "data-loader worker processes")
@@ -139,7 +163,8 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict:
 
 def load_config(yaml_path: str | None = None, overrides: dict | None = None,
                 base: dict | None = None) -> Config:
-    """Build a Config: defaults, then `base` (e.g. the demo's settings), then the YAML file, then overrides."""
+    """Build a Config: defaults, the recipe's settings, then `base` (e.g. the demo's settings), then the YAML file,
+    then overrides."""
     layers = [(base or {}, "built-in settings")]
     if yaml_path:
         layers.append((read_yaml(yaml_path), f"config file {yaml_path}"))
@@ -150,7 +175,10 @@ def load_config(yaml_path: str | None = None, overrides: dict | None = None,
             if name not in FIELDS:
                 raise KitError(f"{source}: unknown setting '{name}'; known settings: {', '.join(FIELDS)}")
             values[name] = _check_type(name, value, source)
-    cfg = Config(**values)
+    from .recipes import resolve
+    recipe, settings = resolve(values.get("recipe", "auto"),
+                               values.get("pretrained", True) or bool(values.get("pretrained_file")))
+    cfg = Config(**{**settings, **values, "recipe": recipe})      # the recipe lies beneath every explicit value
     validate(cfg)
     return cfg
 
@@ -170,15 +198,43 @@ def one_of(choices) -> str:
     return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
+def _nonnegative(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
+def mixing(cfg: Config) -> bool:
+    return (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mix_prob > 0
+
+
+def test_size(cfg: Config) -> int:
+    """The size of validation, OOF, the exported graph and the predictor."""
+    if cfg.test_img_size:
+        return cfg.test_img_size
+    return cfg.img_size if cfg.test_scale == 1 else max(8, int(round(cfg.img_size * cfg.test_scale / 8)) * 8)
+
+
 def validate(cfg: Config) -> None:
     checks = [
         (cfg.num_folds is None or cfg.num_folds >= 2, "num_folds must be at least 2"),
         (cfg.epochs >= 1, "epochs must be at least 1"),
         (cfg.batch_size >= 1, "batch_size must be at least 1"),
         (cfg.accum_steps >= 1, "accum_steps must be at least 1"),
-        (cfg.img_size >= 8, "img_size must be at least 8"),
+        (cfg.img_size >= 8 and (cfg.test_img_size is None or cfg.test_img_size >= 8),
+         "img_size and test_img_size must be at least 8"),
+        (cfg.crop_scale == 0 or 0 < cfg.crop_scale <= 1, "crop_scale must be 0 (off) or in (0, 1]"),
+        (0.5 <= cfg.test_scale <= 4, "test_scale must be in [0.5, 4]"),
+        (0 <= cfg.randaugment <= 30 and cfg.randaugment_ops >= 1, "randaugment must be a magnitude in 0..30 "
+                                                                  "(0: off) and randaugment_ops at least 1"),
+        (cfg.mixup >= 0 and cfg.cutmix >= 0, "mixup and cutmix are Beta alphas and must be >= 0 (0: off)"),
+        (0 <= cfg.mix_prob <= 1 and 0 <= cfg.mix_switch_prob <= 1, "mix_prob and mix_switch_prob must be in [0, 1]"),
+        (not mixing(cfg) or cfg.batch_size % 2 == 0, "MixUp/CutMix mix each batch with its mirror and need an even "
+                                                     "batch_size"),
         (cfg.lr > 0, "lr must be positive"),
-        (cfg.agc_clip >= 0, "agc_clip must be >= 0 (0 disables AGC)"),
+        (cfg.agc_clip == "auto" or _nonnegative(cfg.agc_clip), f"agc_clip must be auto or a number >= 0 (0 "
+                                                              f"disables AGC), got {cfg.agc_clip!r}"),
         (cfg.num_workers >= 0, "num_workers must be >= 0"),
         (0 <= cfg.ema_decay < 1, "ema_decay must be in [0, 1)"),
         (0 <= cfg.seed < 2**32, "seed must be in 0 .. 2**32-1 (numpy's seed range)"),
@@ -204,9 +260,11 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise KitError(f"invalid setting: {message}")
-    from .metrics import METRICS
-    if cfg.metric not in METRICS["multiclass"]:
-        raise KitError(f"invalid setting: metric must be one of {one_of(METRICS['multiclass'])}, got {cfg.metric!r}")
+    from .metrics import METRIC_NAMES
+    if cfg.metric != "auto" and cfg.metric not in METRIC_NAMES:
+        raise KitError(f"invalid setting: metric must be auto or one of {one_of(METRIC_NAMES)}, got {cfg.metric!r}")
+    if cfg.min_labels < 0:
+        raise KitError("invalid setting: min_labels must be >= 0")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -33,6 +33,11 @@ class Table:
     groups: Optional[list[str]]
     header: list[str]
     rows: list[list[str]]           # every cell as written, for tables that are written back (submission)
+    tag_columns: Optional[list[str]] = None     # multilabel 0/1 columns the labels were built from
+
+    def require_labels(self, column: str) -> None:
+        """Refuse empty label cells (every task but multilabel, where an image may have no tag)."""
+        check_label_cells(self.labels, self.lines, self.csv_path, column, allow_empty=False)
 
 
 def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list[list[str]], list[int]]:
@@ -55,11 +60,7 @@ def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list
         raise KitError(f"{path} is not a readable CSV: {e}") from None
     if not header:
         raise KitError(f"{path} is empty; it needs a header row with columns {', '.join(required)} and data rows")
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise KitError(f"{path} has no column {', '.join(repr(c) for c in missing)} (its columns: "
-                       f"{', '.join(header)}). Rename the column, or set the column name in the config "
-                       f"(id_col / label_col / group_col)")
+    check_columns(path, header, required)
     if len(set(header)) != len(header):
         twice = sorted({c for c in header if header.count(c) > 1})
         raise KitError(f"{path}: column {twice[0]!r} appears more than once in the header; rename one of them")
@@ -69,6 +70,14 @@ def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list
     if not rows:
         raise KitError(f"{path} has a header but no rows")
     return header, rows, lines
+
+
+def check_columns(path: Path, header: list[str], required: list[str]) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise KitError(f"{path} has no column {', '.join(repr(c) for c in missing)} (its columns: "
+                       f"{', '.join(header)}). Rename the column, or set the column name in the config "
+                       f"(id_col / label_col / group_col)")
 
 
 def _safe_id(image_id: str, csv_path: Path, line: int) -> str:
@@ -130,11 +139,28 @@ def check_label_cells(values: list[str], lines: list[int], csv_path: Path, colum
                            f"pandas writes for NaN/None); fill in the real label or remove the row")
 
 
+def _tag_columns(header: list[str], rows: list[list[str]], id_col: str, group_col: Optional[str]) -> Optional[list[str]]:
+    """The columns of a multilabel table with one 0/1 column per tag, or None if it is not one."""
+    columns = [c for c in header if c not in (id_col, group_col)]
+    if len(columns) < 2:
+        return None
+    index = [header.index(c) for c in columns]
+    if all(row[i].strip() in ("0", "1") for row in rows for i in index):
+        return columns
+    return None
+
+
 def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optional[str] = None,
-               group_col: Optional[str] = None, fix: str = "", allow_empty_labels: bool = False) -> Table:
-    required = [id_col] + [c for c in (label_col, group_col) if c]
-    header, rows, lines = read_csv(csv_path, required, fix)
-    column = {c: header.index(c) for c in required}
+               group_col: Optional[str] = None, fix: str = "", tag_columns_ok: bool = False) -> Table:
+    """The table of a competition CSV. `tag_columns_ok`: a table without `label_col` whose other columns are all
+    0/1 is a multilabel table (one column per tag); its label cells become space-separated tags."""
+    header, rows, lines = read_csv(csv_path, [id_col] + ([group_col] if group_col else []), fix)
+    tags = None
+    if label_col and label_col not in header:
+        tags = _tag_columns(header, rows, id_col, group_col) if tag_columns_ok else None
+        if tags is None:
+            check_columns(csv_path, header, [label_col])
+    column = {c: header.index(c) for c in (id_col, label_col, group_col) if c and c in header}
     ids, seen = [], {}
     for line, row in zip(lines, rows):
         image_id = _safe_id(row[column[id_col]], csv_path, line)
@@ -144,9 +170,12 @@ def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optiona
         seen[image_id] = line
         ids.append(image_id)
     labels = []
-    if label_col:
+    if tags is not None:
+        at = [header.index(t) for t in tags]
+        labels = [" ".join(t for t, i in zip(tags, at) if row[i].strip() == "1") for row in rows]
+    elif label_col:
         labels = [row[column[label_col]] for row in rows]
-        check_label_cells(labels, lines, csv_path, label_col, allow_empty_labels)
+        check_label_cells(labels, lines, csv_path, label_col, allow_empty=True)
     groups = None
     if group_col:
         groups = [row[column[group_col]].strip() for row in rows]
@@ -155,7 +184,8 @@ def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optiona
             raise KitError(f"{csv_path} line {empty[0]}: empty {group_col!r} ({len(empty)} row(s) in all); empty "
                            f"group ids would all form one group. Fill them in (a unique id per row if the image "
                            f"belongs to no group)")
-    return Table(csv_path, ids, resolve_images(images_dir, ids, csv_path, lines), lines, labels, groups, header, rows)
+    return Table(csv_path, ids, resolve_images(images_dir, ids, csv_path, lines), lines, labels, groups, header, rows,
+                 tags)
 
 
 def _unreadable(path: Path) -> Optional[str]:
@@ -163,7 +193,7 @@ def _unreadable(path: Path) -> Optional[str]:
         open_rgb(path, 64)          # JPEG: the whole stream decoded at a small DCT scale catches truncation cheaply
         return None
     except ImageError as e:
-        return str(e).removeprefix(f"cannot read image {path}: ").removesuffix(". Replace the file")
+        return e.reason
 
 
 def check_images_readable(paths: list[Path], workers: int = 8) -> None:
@@ -188,7 +218,8 @@ def data_root(data_dir: str) -> Path:
 def train_table(cfg) -> Table:
     root = data_root(cfg.data_dir)
     return read_table(root / cfg.train_csv, root / cfg.train_images, cfg.id_col, cfg.label_col, cfg.group_col,
-                      fix=f"Put the competition's train.csv in {root}, or set train_csv in the config")
+                      fix=f"Put the competition's train.csv in {root}, or set train_csv in the config",
+                      tag_columns_ok=cfg.task in ("auto", "multilabel"))
 
 
 def submission_table(data_dir: str, sample_submission: str = "sample_submission.csv",

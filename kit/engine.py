@@ -22,14 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint, distributed, state
-from .agc import adaptive_clip_grad_
-from .augment import train_transform
-from .batch import DeviceBatch
-from .config import Config, save_config
+from .agc import adaptive_clip_grad_, clip_factor
+from .augment import TrainAugment
+from .batch import DeviceBatch, Mixer
+from .config import Config, mixing, save_config, test_size
 from .data import Table
 from .device import activation_layout, make_deterministic, resolve_device, rng_state, seed_everything, set_rng_state
 from .errors import KitError
-from .loader import EpochSampler, ImageDataset, make_loader, start_workers
+from .loader import EpochSampler, ImageDataset, decoder, make_loader, start_workers, train_decoder
 from .lock import FoldLock
 from .model import ImageNormalizer, create_model, normalization, split_head_params
 from .objective import Objective
@@ -105,9 +105,10 @@ class Trainer:
         self.train_sampler = EpochSampler(train_rows, cfg.seed + self.fold, True, self.batch_size, dist.rank,
                                           dist.world)
         pin = device.type == "cuda"
-        self.train_loader = make_loader(ImageDataset(paths, data.targets, cfg.img_size, train_transform(cfg)),
+        self.test_size = test_size(cfg)
+        self.train_loader = make_loader(ImageDataset(paths, data.targets, train_decoder(cfg), TrainAugment(cfg)),
                                         self.train_sampler, self.batch_size, cfg.num_workers, pin, cfg.seed)
-        self.val_loader = make_loader(ImageDataset(paths, data.targets, cfg.img_size),
+        self.val_loader = make_loader(ImageDataset(paths, data.targets, decoder(self.test_size)),
                                       EpochSampler(val_rows, 0, False, rank=dist.rank, world=dist.world),
                                       self.batch_size * 2, cfg.num_workers, pin, cfg.seed)
         for loader in (self.train_loader, self.val_loader):
@@ -119,7 +120,8 @@ class Trainer:
         if dist.active:
             torch.manual_seed(cfg.seed + self.fold + 7919 * dist.rank)      # independent dropout per rank
         self.mean, self.std = normalization(self.model, cfg.mean, cfg.std)
-        self.batch = DeviceBatch(ImageNormalizer(self.mean, self.std), device, memory_format)
+        self.batch = DeviceBatch(ImageNormalizer(self.mean, self.std), device, memory_format,
+                                 Mixer(cfg, self.batch_size) if mixing(cfg) else None)
         self.body_params, _ = split_head_params(self.model)     # AGC clips these: every parameter but the head
         # under torchrun, DDP averages gradients during backward, so AGC sees the same gradients on every rank
         self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -136,7 +138,9 @@ class Trainer:
                                            warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
-        self.objective = Objective(task, cfg.label_smoothing)
+        # lambda of the global batch per optimizer step, the batch the gradient is averaged over
+        self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer)
+        self.objective = Objective(task, cfg.label_smoothing, cfg.regression_loss)
 
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
@@ -157,9 +161,10 @@ class Trainer:
         self.scheduler.step_update(p.updates)
         d = self.dist
         log.info(f"fold {fold}: {len(self.data.train_rows)} train / {len(self.data.val_rows)} val images, "
-                 f"{cfg.model} @ {cfg.img_size}px, device {self.device}{' (AMP)' if self.amp else ''}, batch "
+                 f"{cfg.model} @ {cfg.img_size}px{f' (tested at {self.test_size}px)' if self.test_size != cfg.img_size else ''}"
+                 f"{f', recipe {cfg.recipe}' if cfg.recipe else ''}, device {self.device}{' (AMP)' if self.amp else ''}, batch "
                  f"{self.batch_size}x{cfg.accum_steps}{f' on each of {d.world} processes' if d.active else ''}, "
-                 f"AGC {'off' if cfg.agc_clip == 0 else cfg.agc_clip}")
+                 f"AGC {'off' if self.agc_clip == 0 else self.agc_clip}{' (auto)' if cfg.agc_clip == 'auto' else ''}")
         while p.epoch < cfg.epochs:
             e0 = time.time()
             train_loss, train_rate = self.train_epoch()
@@ -204,12 +209,12 @@ class Trainer:
         bar = tqdm(self.train_loader, total=self.batches_per_epoch - p.step_in_epoch, disable=None if d.main else True,
                    leave=False, desc=f"fold {self.fold} epoch {p.epoch + 1}/{cfg.epochs}")
         for x, y in bar:
-            x, y = self.batch.train(x, y)
+            x, y, mix = self.batch.train(x, y, p.epoch, p.step_in_epoch)
             p.step_in_epoch += 1
             optimizer_step = p.step_in_epoch % cfg.accum_steps == 0 or p.step_in_epoch == self.batches_per_epoch
             with self.net.no_sync() if d.active and not optimizer_step else contextlib.nullcontext():
                 with torch.autocast(self.device.type, enabled=self.amp):
-                    loss = self.objective.train_loss(self.net(x), y)
+                    loss = self.objective.train_loss(self.net(x), y, mix)
                 self._check_loss(loss)
                 self.scaler.scale(loss / cfg.accum_steps).backward()
             loss_sum += loss.detach()
@@ -229,7 +234,7 @@ class Trainer:
     def _step(self) -> None:
         """One optimizer update on the accumulated gradients: unscale, clip (AGC), step, schedule, EMA."""
         self.scaler.unscale_(self.optimizer)        # AGC compares true gradients with weights, never scaled ones
-        adaptive_clip_grad_(self.body_params, self.cfg.agc_clip, self.cfg.agc_eps)
+        adaptive_clip_grad_(self.body_params, self.agc_clip, self.cfg.agc_eps)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

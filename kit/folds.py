@@ -26,12 +26,42 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def make_folds(strata: Sequence[str], num_folds: int, seed: int, groups: Optional[Sequence[str]] = None) -> np.ndarray:
-    """The fold of every row: StratifiedKFold on `strata`, or StratifiedGroupKFold when rows have groups.
+def multilabel_folds(tags: np.ndarray, names: Sequence[str], num_folds: int, seed: int,
+                     groups: Optional[Sequence[str]]) -> np.ndarray:
+    """Iterative stratification (iterative-stratification's MultilabelStratifiedKFold) on a 0/1 tag matrix."""
+    if groups is not None:
+        raise KitError("grouped folds are not supported for multilabel tasks: iterative stratification (the "
+                       "iterative-stratification package) has no grouped variant. Remove group_col, or split the "
+                       "folds yourself and pass them as --folds-csv (image_id,label,fold)")
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    counts = tags.sum(0)
+    small = [(int(n), names[t]) for t, n in enumerate(counts) if n < num_folds]
+    if small:
+        listed = ", ".join(f"{t!r} ({_plural(n, 'image')})" for n, t in sorted(small)[:5])
+        raise KitError(f"too few images for {num_folds} folds with tag {listed}: every fold needs each tag at least "
+                       f"once. Lower --num-folds, or merge/remove the tag")
+    fold = np.full(len(tags), -1, dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(tags)), tags)):
+        fold[val_idx] = k
+    for t, name in enumerate(names):
+        lacking = sorted(set(range(num_folds)) - set(fold[tags[:, t] == 1].tolist()))
+        if lacking:
+            raise KitError(f"the split left tag {name!r} out of the validation images of fold(s) {lacking}; pass "
+                           f"another --seed or fewer --num-folds")
+    return fold
+
+
+def make_folds(strata, num_folds: int, seed: int, groups: Optional[Sequence[str]] = None,
+               names: Optional[Sequence[str]] = None) -> np.ndarray:
+    """The fold of every row: StratifiedKFold on `strata` (a label per row), StratifiedGroupKFold when rows
+    have groups, or iterative stratification when `strata` is a 0/1 tag matrix (multilabel; `names` its tags).
 
     Every fold must hold every stratum in its validation rows and in its training rows; a split that cannot
     is refused before any model trains (a fold missing a class scores NaN or trains without it).
     """
+    if isinstance(strata, np.ndarray) and strata.ndim == 2:
+        return multilabel_folds(strata, names or [str(i) for i in range(strata.shape[1])], num_folds, seed, groups)
     labels = [str(v) for v in strata]
     y = np.asarray(labels)
     unit, units = ("image", Counter(labels)) if groups is None else \
@@ -83,8 +113,8 @@ def _read(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return [r[0] for r in rows], [r[1] for r in rows], fold
 
 
-def load_or_create(path: str | Path, table: Table, strata: Sequence[str], num_folds: Optional[int], seed: int,
-                   write: bool = True) -> np.ndarray:
+def load_or_create(path: str | Path, table: Table, strata, num_folds: Optional[int], seed: int,
+                   write: bool = True, names: Optional[Sequence[str]] = None) -> np.ndarray:
     """The fold of every row of `table`: read from `path`, or split on `strata` and write it there on first use.
 
     A stale file (train.csv changed since the split) is an error, never a silent re-split: re-splitting would
@@ -96,7 +126,7 @@ def load_or_create(path: str | Path, table: Table, strata: Sequence[str], num_fo
              f"out-of-fold ensemble) or pass --folds-csv NEW_PATH")
     if not path.exists():
         num_folds = num_folds or DEFAULT_NUM_FOLDS
-        fold = make_folds(strata, num_folds, seed, table.groups)
+        fold = make_folds(strata, num_folds, seed, table.groups, names)
         if write:
             write_csv(path, HEADER, zip(table.ids, table.labels, fold.tolist()))
             log.info(f"folds: wrote {path} ({num_folds} folds, {len(fold)} images, seed {seed})")

@@ -23,7 +23,11 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 class ImageError(KitError):
-    """An image file that cannot be decoded into RGB."""
+    """An image file that cannot be decoded into RGB; `reason` says why without naming the file."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _scaled(values: np.ndarray, scale: float) -> np.ndarray:
@@ -59,7 +63,8 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
             im = ImageOps.exif_transpose(im)
             return to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot read image {path}: {type(e).__name__}: {e}. Replace the file") from None
+        reason = f"{type(e).__name__}: {e}"
+        raise ImageError(f"cannot read image {path}: {reason}. Replace the file", reason) from None
 
 
 def load_rgb(path: str | Path, size: int) -> np.ndarray:
@@ -67,4 +72,14 @@ def load_rgb(path: str | Path, size: int) -> np.ndarray:
     im = open_rgb(path, size)
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR)
+    return np.array(im, dtype=np.uint8)
+
+
+def load_source(path: str | Path, side: int) -> np.ndarray:
+    """Image file -> uint8 array [H, W, 3] with its shorter side at most `side`, aspect kept: the source that
+    training crops are cut from (kit.augment). JPEGs decode at the smallest DCT scale that still covers it."""
+    im = open_rgb(path, side)
+    scale = side / min(im.size)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
     return np.array(im, dtype=np.uint8)

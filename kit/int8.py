@@ -59,7 +59,7 @@ def _run(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
                            for i in range(0, len(images), batch_size)])
 
 
-def quantize(fp32_path: Path, out: Path, calibration: np.ndarray, evaluation: np.ndarray, write_meta) -> dict:
+def quantize(fp32_path: Path, out: Path, calibration: np.ndarray, evaluation: np.ndarray, write_meta, task) -> dict:
     """Write the int8 graph of `fp32_path` to `out` (atomically; `write_meta(path)` labels it) and compare it with
     the fp32 graph on `evaluation` images.
 
@@ -73,9 +73,10 @@ def quantize(fp32_path: Path, out: Path, calibration: np.ndarray, evaluation: np
         fp32 = _run(ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]), evaluation)
         int8 = _run(ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]), evaluation)
         graph = tmp.read_bytes()
-    result = {"path": str(out), "graph": graph, "images": len(evaluation), "agreement": float(np.mean(fp32.argmax(1) == int8.argmax(1))),
+    result = {"path": str(out), "graph": graph, "images": len(evaluation),
+              "agreement": float(np.mean(task.same_decision(fp32, int8))),
               "max_abs_diff": float(np.abs(fp32 - int8).max()), "mean_abs_diff": float(np.abs(fp32 - int8).mean())}
-    log.info(f"int8: {out} | fp32/int8 agreement on {len(evaluation)} training images: same prediction on "
+    log.info(f"int8: {out} | fp32/int8 agreement on {len(evaluation)} training images: same submission cell on "
              f"{100 * result['agreement']:.1f}%, mean |Δprob| {result['mean_abs_diff']:.2g} (agreement only: these "
              f"images trained most of the fold models, so no accuracy is claimed)")
     return result

@@ -5,35 +5,46 @@ Items travel as uint8 NHWC (the layout the ONNX graph takes); kit.batch normaliz
 """
 from __future__ import annotations
 
-import random
+import functools
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .images import load_rgb
+from .augment import source_side
+from .images import load_rgb, load_source
 
 
 class ImageDataset(Dataset):
     """Items are keyed by (row index, augmentation seed); seed < 0 means no augmentation (validation).
 
-    An item is (uint8 image [H, W, 3], target).
+    An item is (uint8 image [H, W, 3], target). `decode` reads a file (kit.images.load_rgb at a fixed size, or
+    load_source for crops); `augment(image, seed)` is kit.augment.TrainAugment.
     """
 
-    def __init__(self, paths: list[Path], targets: np.ndarray, size: int, transform=None):
-        self.paths, self.targets, self.size, self.transform = paths, targets, size, transform
+    def __init__(self, paths: list[Path], targets: np.ndarray, decode: Callable[[Path], np.ndarray], augment=None):
+        self.paths, self.targets, self.decode, self.augment = paths, targets, decode, augment
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key):
         i, seed = key
-        image = load_rgb(self.paths[i], self.size)
-        if seed >= 0 and self.transform is not None:
-            self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-            image = self.transform(image=image)["image"]
+        image = self.decode(self.paths[i])
+        if seed >= 0 and self.augment is not None:
+            image = self.augment(image, seed)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.as_tensor(self.targets[i])
+
+
+def decoder(size: int) -> Callable[[Path], np.ndarray]:
+    """Whole image at size x size: validation, the resize-first training path, and what the predictor does."""
+    return functools.partial(load_rgb, size=size)
+
+
+def train_decoder(cfg) -> Callable[[Path], np.ndarray]:
+    return functools.partial(load_source, side=source_side(cfg)) if cfg.crop_scale > 0 else decoder(cfg.img_size)
 
 
 class EpochSampler(Sampler):

@@ -28,3 +28,4 @@ def configure(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level if os.environ.get("RANK", "0") == "0" else logging.ERROR)
+    logger.propagate = False        # libraries that configure the root logger (onnxruntime does) must not echo it

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from .artifact import INPUT, OUTPUT
+from .artifact import INPUT, MEMBERS, OUTPUT
 from .graph import simplify
 
 OPSET = 18
@@ -17,7 +17,7 @@ def export_onnx(module: torch.nn.Module, img_size: int, path: Path) -> None:
     example = torch.zeros(2, img_size, img_size, 3, dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module.eval(), (example,), input_names=[INPUT], output_names=[OUTPUT],
+        program = torch.onnx.export(module.eval(), (example,), input_names=[INPUT], output_names=[OUTPUT, MEMBERS],
                                     opset_version=OPSET, dynamo=True,
                                     dynamic_shapes={INPUT: {0: torch.export.Dim("batch", min=1)}},
                                     verbose=False, external_data=False)

@@ -1,7 +1,8 @@
 """The run dir: the fold models of one training setup and everything derived from them. Torch-free.
 
   config.yaml            the resolved config of the run (kit.config.Config)
-  classes.json           JSON list of the model's output names (the classes, in output order)
+  classes.json           JSON list of the model's output names (classes, tags or the target), in output order
+  task.json              the task (kit.task.Task.to_dict: kind, names, and a regression's target scaling)
   fold<k>/config.yaml    the config fold k was trained with
   fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.state)
   fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history (kit.oof)
@@ -43,6 +44,7 @@ class RunDir:
         self.path = Path(path)
         self.config_file = self.path / "config.yaml"
         self.classes_file = self.path / "classes.json"
+        self.task_file = self.path / "task.json"
         self.oof_file = self.path / "oof.csv"
 
     def __str__(self) -> str:
@@ -87,6 +89,8 @@ class RunDir:
         return config_mod.read_yaml(path, "fold config") if path.is_file() else self.config().to_dict()
 
     def task(self) -> Task:
+        if self.task_file.is_file():
+            return restore(json.loads(self.task_file.read_text(encoding="utf-8")))
         if not self.classes_file.is_file():
             raise KitError(f"{self.path} has no classes.json; train first: python train.py --fold 0")
         return restore("multiclass", json.loads(self.classes_file.read_text(encoding="utf-8")))
@@ -101,9 +105,10 @@ class RunDir:
         differences from the setup already here; raises unless there are none or no fold model exists yet."""
         if not self.folds("last.pt") and not self.folds("best.pt"):
             return []                              # nothing trained here (or a run that crashed at once)
-        if self.classes_file.is_file() and self.task().names != task.names:
-            raise KitError(f"{self.path} holds models for other classes ({self.classes_file}); train into a new "
-                           f"--run-dir")
+        if (self.classes_file.is_file() or self.task_file.is_file()) and \
+                (self.task().names, self.task().kind) != (task.names, task.kind):
+            raise KitError(f"{self.path} holds models for other classes or another task ({self.classes_file}); train "
+                           f"into a new --run-dir")
         changes = setup_changes(self.config().to_dict(), cfg.to_dict()) if self.config_file.is_file() else []
         return changes
 
@@ -112,3 +117,4 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         config_mod.save_config(cfg, self.config_file)
         write_text(self.classes_file, json.dumps(task.names) + "\n")
+        write_text(self.task_file, json.dumps(task.to_dict()) + "\n")

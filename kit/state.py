@@ -30,7 +30,7 @@ def split_fingerprint(ids: list[str], val_rows: np.ndarray) -> str:
 def identity(cfg, task, fold: int, split: str, world_size: int) -> dict:
     """What a fold model is: enough to rebuild it (with the normalization, added once the model exists), and to
     refuse resuming it under another setup."""
-    return {"config": cfg.to_dict(), "classes": task.names, "task": task.kind, "fold": fold, "metric": cfg.metric,
+    return {"config": cfg.to_dict(), "classes": task.names, "task": task.to_dict(), "fold": fold, "metric": cfg.metric,
             "kit_version": __version__, "split": split, "world_size": world_size}
 
 

@@ -19,7 +19,7 @@ from .atomic import write_csv
 from .data import Table, read_csv, submission_table
 from .errors import KitError
 from .predictor import Predictor
-from .task import Task, from_labels
+from .task import Task, build
 
 log = logging.getLogger(__name__)
 _MISSING = ("", "nan", "NaN", "inf", "-inf")
@@ -29,9 +29,24 @@ def check_classes(task: Task, meta: Metadata, train_csv: Path, onnx_path: str | 
     """A graph exported from another competition's run must not label this one's test set."""
     if not train_csv.is_file():
         return
-    header, rows, _ = read_csv(train_csv, [meta.label_col], "")
-    column = header.index(meta.label_col)
-    here = from_labels(task.kind, [r[column] for r in rows]).names
+    header, rows, _ = read_csv(train_csv, [meta.id_col], "")
+    if meta.label_col in header:
+        column = header.index(meta.label_col)
+        labels = [r[column] for r in rows]
+    elif task.kind == "multilabel":                    # one 0/1 column per tag: the tags must be its columns
+        missing = [t for t in task.names if t not in header]
+        if missing:
+            raise KitError(f"{onnx_path} was exported for tags {task.names[:10]} but {train_csv} has no column "
+                           f"{missing[0]!r}: it comes from another run")
+        return
+    else:
+        raise KitError(f"{train_csv} has no column {meta.label_col!r}, which {onnx_path} was trained on: it comes "
+                       f"from another competition")
+    try:
+        here = build(task.kind, labels, meta.label_col).names
+    except KitError as e:
+        raise KitError(f"{onnx_path} is a {task.kind} model but {train_csv} does not fit it ({e}): it comes from "
+                       f"another competition") from None
     if here != task.names:
         raise KitError(f"{onnx_path} was exported for {len(task.names)} classes {task.names[:10]} but {train_csv} has "
                        f"{len(here)} classes {here[:10]}: it comes from another run. Export the ensemble of this "
@@ -111,3 +126,19 @@ def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, provi
              f"{seconds:.2f}s ({rate:.1f} images/s, decode included) -> {out}")
     return {"images": len(sample.ids), "providers": predictor.providers, "seconds": seconds, "images_per_s": rate,
             "outputs": outputs, "meta": meta}
+
+
+def main(onnx_path: str | Path, settings: dict) -> None:
+    """The command line of a deployed graph (kit.bundle's predict.py): the competition folder in, the CSV out."""
+    import argparse
+    p = argparse.ArgumentParser(description="Predict a competition folder's test images and write the submission.")
+    p.add_argument("--data-dir", required=True, help="the competition folder (may be read-only)")
+    p.add_argument("--out", required=True, help="the submission CSV to write")
+    p.add_argument("--probs", help="also write per-class probabilities to this CSV")
+    p.add_argument("--onnx", default=str(onnx_path), help="the exported graph (default: the bundled one)")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args()
+    make_submission(args.onnx, args.data_dir, args.out, args.provider, args.batch_size, args.probs,
+                    settings.get("sample_submission", "sample_submission.csv"),
+                    settings.get("test_images", "test_images"), settings.get("train_csv", "train.csv"))

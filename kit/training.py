@@ -17,7 +17,7 @@ from .model import check_model_name
 from .oof import Oof, write_oof
 from .report import write_reports
 from .rundir import RunDir
-from .task import from_labels
+from .task import Task, build, infer_kind
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,23 @@ def parse_fold_arg(fold: str, num_folds: int, folds_csv: str) -> list[int]:
     return [k]
 
 
+def resolve_task(cfg: Config, table) -> "Task":
+    """The run's task: cfg.task, or inferred from the labels; cfg.task and cfg.metric are set to what they
+    resolve to, so the saved config says what ran."""
+    kind = cfg.task
+    if kind == "auto":
+        kind, why = infer_kind(table.labels, from_columns=table.tag_columns is not None)
+        log.info(f"task: {kind} ({why}; pass --task to choose another)")
+    if kind != "multilabel":
+        if table.tag_columns is not None:
+            raise KitError(f"{table.csv_path} has no column {cfg.label_col!r} (its columns: {', '.join(table.header)}); "
+                           f"one 0/1 column per tag is a multilabel table: pass --task multilabel, or set label_col")
+        table.require_labels(cfg.label_col)
+    task = build(kind, table.labels, cfg.label_col, cfg.regression_loss, cfg.min_labels)
+    cfg.task, cfg.metric = kind, task.check_metric(cfg.metric)
+    return task
+
+
 def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False) -> dict:
     """Train the asked folds. Under torchrun every process runs this; the checks below are deterministic, so
     every rank stops on the same error, and only rank 0 writes."""
@@ -48,10 +65,10 @@ def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool =
 
 def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist) -> dict:
     table = train_table(cfg)
-    task = from_labels("multiclass", table.labels)
+    task = resolve_task(cfg, table)
     check_images_readable(table.paths)
     fold_of_row = folds_mod.load_or_create(cfg.folds_csv, table, task.stratify_key(table.labels), cfg.num_folds,
-                                           cfg.seed, write=d.main)
+                                           cfg.seed, write=d.main, names=task.names)
     cfg.num_folds = int(fold_of_row.max()) + 1
     todo = parse_fold_arg(fold, cfg.num_folds, cfg.folds_csv)
     run_dir = RunDir(cfg.run_dir)

@@ -66,6 +66,17 @@ def save_crafted_checkpoint(path: Path, key: str, marker: Path) -> None:
 
 
 @pytest.fixture
+def kit_log(caplog):
+    """caplog, receiving the kit's messages (the entry points stop them from reaching the root logger)."""
+    import logging
+    logger = logging.getLogger("kit")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="kit")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
 def competition(tmp_path) -> Path:
     return make_competition(tmp_path / "comp")
 
@@ -79,7 +90,7 @@ def run_entry(capsys, script: str, *args) -> subprocess.CompletedProcess:
     """Run train.py / infer.py in this process, exactly as its __main__ does (same error handling and exit
     code), without paying a fresh interpreter's torch import. Anything but a KitError propagates (a traceback)."""
     import importlib
-    from kit.cli import main_guard
+    from kit.entry import main_guard
     module = importlib.import_module(script.removesuffix(".py"))
     argv, sys.argv = sys.argv, [script, *map(str, args)]
     capsys.readouterr()
@@ -129,13 +140,13 @@ def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, **settings):
     from kit.engine import FoldData
     from kit.folds import load_or_create
     from kit.rundir import RunDir
-    from kit.task import Multiclass
+    from kit.training import resolve_task
     comp = make_competition(tmp_path / "comp", per_class=per_class)
     cfg = load_config(None, {"data_dir": str(comp), "run_dir": str(tmp_path / "run"), "model": "test_nfnet",
                              "pretrained": False, "img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0,
                              "folds_csv": str(tmp_path / "folds.csv"), **settings})
     table = train_table(cfg)
-    task = Multiclass.from_labels(table.labels)
+    task = resolve_task(cfg, table)
     fold_of_row = load_or_create(cfg.folds_csv, table, table.labels, 2, cfg.seed)
     cfg.num_folds = 2
     run = RunDir(cfg.run_dir)

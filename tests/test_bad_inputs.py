@@ -268,7 +268,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
     assert not (run / "ensemble.onnx").exists()
     r = run_entry(capsys, "train.py", "--data-dir", trained[0], "--run-dir", run, "--folds-csv", trained[2], "--fold", "1",
                 "--model", "nf_resnet26", "--resume")
-    assert_user_error(r, r"cannot resume fold 1: model: 'test_nfnet' -> 'nf_resnet26'")
+    assert_user_error(r, r"cannot resume fold 1: (recipe: [^;]*; )?model: 'test_nfnet' -> 'nf_resnet26'")
 
 
 def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):

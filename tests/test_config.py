@@ -26,7 +26,7 @@ def test_base_layer_is_below_yaml(tmp_path):
     ("epochs: three\n", "'epochs' must be int"),
     ("ema: 1\n", "'ema' must be bool"),
     ("optimizer: lion\n", "optimizer must be sgd or adamw"),
-    ("metric: top5\n", "metric must be one of"),
+    ("metric: top5\n", "metric must be auto or one of"),
     ("- a\n- b\n", "must be a mapping"),
 ])
 def test_bad_config_names_the_problem(tmp_path, text, needle):

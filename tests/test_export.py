@@ -16,12 +16,14 @@ from kit.model import create_model
 from kit.parity import parity_check
 from kit.predictor import Predictor
 from kit.rundir import RunDir
+from kit.task import Multiclass
 
 
-def ensemble(models, mean, std, tta):
+def ensemble(models, mean, std, tta, size=24):
     """A single-normalization ensemble of equally weighted classifiers."""
-    return Ensemble(models, [mean] * len(models), [std] * len(models), [1 / len(models)] * len(models),
-                    "multiclass", tta)
+    n = len(models)
+    views = ["identity", "hflip"] if tta else ["identity"]
+    return Ensemble(models, [size] * n, [mean] * n, [std] * n, [views] * n, [1 / n] * n, Multiclass(["a", "b", "c"]))
 
 
 @pytest.mark.parametrize("conv", [
@@ -65,8 +67,10 @@ def test_ensemble_is_the_mean_of_fold_softmaxes(tta):
     views = [x, x.flip(3)] if tta else [x]
     with torch.no_grad():
         want = torch.stack([m(v).softmax(1) for m in models for v in views]).mean(0)
-        got = ensemble(models, mean, std, tta)(images)
+        got, each = ensemble(models, mean, std, tta)(images)
+        want_each = torch.stack([torch.stack([m(v).softmax(1) for v in views]).mean(0) for m in models], 1)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(each, want_each, atol=1e-6, rtol=1e-5)       # every member's own output
     assert torch.allclose(got.sum(1), torch.ones(4))
 
 
@@ -86,9 +90,14 @@ def test_export_metadata_round_trips(exported, trained):
     assert meta.classes == ["cat", "dog", "fox"] and meta.img_size == 32 and meta.task == "multiclass"
     assert meta.folds == [0, 1, 2] and meta.model == "test_nfnet"
     assert meta.fold_scores == [c["score"] for c in ckpts]
-    assert meta.mean == ckpts[0]["mean"] and meta.tta is True and meta.int8 is False
+    assert meta.mean == ckpts[0]["mean"] and meta.int8 is False
+    (member,) = meta.members
+    assert member["run"] == str(run_dir) and member["folds"] == [0, 1, 2] and member["weight"] == 1.0
+    assert member["img_size"] == 32 and member["model"] == "test_nfnet" and member["views"][0] == "identity"
+    assert meta.tta == (len(member["views"]) > 1) and meta.cv_score == pytest.approx(member["cv"])
+    # the OOF predictions recomputed through the graph's pixels reproduce training's CV exactly
     cv_line = [ln for ln in trained[3].stdout.splitlines() if ln.startswith("CV accuracy:")][0]
-    assert f"{meta.cv_score:.4f}" in cv_line
+    assert f"CV accuracy: {summary['identity_cv'][0]:.4f} over 30" in cv_line
     assert summary["folded_convs"] > 0 and summary["parity_max_abs_diff"] <= 1e-4
     graph_ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "BatchNormalization" not in graph_ops
@@ -117,7 +126,10 @@ def test_int8_graph_and_its_agreement_report(exported, trained):
 
 def test_parity_gate_refuses_a_tampered_graph(exported, tmp_path):
     run_dir, out, _ = exported
-    reference = Ensemble.of(load_members(RunDir(run_dir)), tta=True).eval()
+    members = load_members(RunDir(run_dir))
+    for m in members:
+        m.views = tuple(Predictor(out, "cpu").meta.members[0]["views"])       # as exported
+    reference = Ensemble.of(members).eval()
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     assert parity_check(out, reference, images) <= 1e-4
     graph = onnx.load(str(out))
@@ -169,12 +181,12 @@ def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
         load_members(RunDir(copy_dir), [0])
 
 
-def test_unfinished_folds_are_left_out(trained, tmp_path, caplog):
+def test_unfinished_folds_are_left_out(trained, tmp_path, kit_log):
     _, run_dir, _, _ = trained
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     metrics = (run / "fold2" / "metrics.csv").read_text().splitlines()
     (run / "fold2" / "metrics.csv").write_text("\n".join(metrics[:2]) + "\n")      # 1 of 2 epochs done
     assert [m.fold for m in load_members(RunDir(run))] == [0, 1]
-    assert "leaving out fold(s) [2], still training" in caplog.text
+    assert "leaving out fold(s) [2], still training" in kit_log.text
     assert [m.fold for m in load_members(RunDir(run), [2])] == [2]        # asked for explicitly: allowed

@@ -215,7 +215,7 @@ def test_int_labels_trained_fold_by_fold_into_one_run_dir(tmp_path, capsys):
         assert r.returncode == 0, r.stderr
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "sub.csv")
     assert r.returncode == 0, r.stderr
-    assert "export: 2 fold(s) [0, 1]" in r.stdout and {row[1] for row in rows_of(tmp_path / "sub.csv")[1:]} <= {"0", "1", "2"}
+    assert "export: 2 fold model(s) [0, 1]" in r.stdout and {row[1] for row in rows_of(tmp_path / "sub.csv")[1:]} <= {"0", "1", "2"}
 
 
 def test_renamed_columns_and_folders_end_to_end(tmp_path, capsys):

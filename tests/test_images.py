@@ -7,7 +7,7 @@ from PIL import Image
 
 from kit.errors import KitError
 from kit.images import load_rgb, open_rgb
-from kit.loader import ImageDataset
+from kit.loader import ImageDataset, decoder
 from kit.predictor import image_batches
 
 GRADIENT = np.linspace(0, 65535, 16 * 16).reshape(16, 16)
@@ -65,7 +65,7 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_training_validation_and_predictor_see_the_same_pixels(tmp_path):
     paths = [_save(tmp_path / "a.png", GRADIENT.astype(np.uint16)),
              _save(tmp_path / "b.png", (np.arange(16 * 16 * 3) % 256).reshape(16, 16, 3).astype(np.uint8))]
-    dataset = ImageDataset(paths, np.zeros(2, dtype=np.int64), 12)
+    dataset = ImageDataset(paths, np.zeros(2, dtype=np.int64), decoder(12))
     loaded = np.stack([dataset[(i, -1)][0].numpy() for i in range(2)])
     predicted = next(image_batches(paths, 12, 2, workers=2))
     assert np.array_equal(loaded, predicted)

@@ -13,8 +13,8 @@ KIT = ROOT / "kit"
 MODULES = sorted(p.stem for p in KIT.glob("*.py") if p.stem != "__init__")
 HEAVY = ("torch", "timm", "cv2", "albumentations")
 TORCH_FREE = ["data", "images", "rundir", "oof", "report", "artifact", "predictor", "submission", "task", "metrics",
-              "folds", "config", "demo", "errors", "atomic", "log"]
-DEPLOY = ["artifact", "predictor", "submission"]
+              "folds", "config", "demo", "errors", "atomic", "log", "entry", "blend", "serve", "web"]
+DEPLOY = ["artifact", "predictor", "submission", "serve", "web"]
 
 
 def imports(module: str) -> tuple[set[str], set[str]]:
@@ -115,3 +115,12 @@ def test_every_config_field_has_its_flag():
             assert getattr(train.parse_args([flag, text]), name) == value, name
         assert getattr(train.parse_args([]), name) is None           # not given: the YAML and defaults decide
     assert len(FIELDS) == len(Config().to_dict())
+
+
+def test_the_predictor_wheel_holds_everything_the_deploy_side_imports():
+    from kit.bundle import MODULES
+    needed = {"submission", "predictor", "entry"} | reach("submission") | reach("predictor") | reach("entry")
+    # kit.task imports kit.metrics (scikit-learn) lazily, to score and fit thresholds: training and export only;
+    # tests/test_deploy.py predicts from the wheel in a venv without scikit-learn
+    assert needed - {"metrics"} <= set(MODULES), needed - set(MODULES)
+    assert not {pkg for m in MODULES if m != "__init__" for pkg in imports(m)[1]} & {*HEAVY, "yaml", "sklearn", "scipy"}

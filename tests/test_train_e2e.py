@@ -111,7 +111,7 @@ def test_cli_user_errors_are_one_line(tmp_path, args, needle, capsys):
     assert len(errors) == 1 and __import__("re").search(needle, errors[0]), r.stderr
 
 
-def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(tmp_path, capsys, caplog):
+def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(tmp_path, capsys, kit_log):
     """Fold 0 trained 2 epochs, fold 1 asked for 1: once that left fold 1 out of the ensemble as 'still
     training'. Now the run dir refuses the mixed setup, and when forced, each fold counts as finished by its
     own epochs."""
@@ -126,8 +126,8 @@ def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(
     assert not (tmp_path / "run" / "fold1").exists()
     r = run_entry(capsys, "train.py", *base, "--fold", "1", "--epochs", "1", "--force-resume")
     assert r.returncode == 0, r.stderr
-    assert "training into it anyway because --force-resume was given" in caplog.text
+    assert "training into it anyway because --force-resume was given" in kit_log.text
     run = RunDir(tmp_path / "run")
     assert run.finished(0) and run.finished(1)
     assert [m.fold for m in load_members(run)] == [0, 1]
-    assert "fold 1 of" in caplog.text and "was trained with another setup than fold 0 (epochs: 2 -> 1)" in caplog.text
+    assert "fold 1 of" in kit_log.text and "was trained with another setup than fold 0 (epochs: 2 -> 1)" in kit_log.text

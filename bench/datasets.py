@@ -1,0 +1,118 @@
+"""Benchmark competitions in Kaggle layout, built from data that ships inside installed packages (no download):
+
+  digits        the kit's demo: scikit-learn's UCI handwritten digits (1797 8x8 scans), 1437 train / 360 test
+  digits-hard   the same ids, labels and split; each scan rotated up to ±30°, blurred (5x5 and back), noised
+  photo-patches 12 classes = 12 of scikit-image's bundled sample photos (astronaut, brick, camera, chelsea, coffee,
+                coins, grass, gravel, hubble_deep_field, immunohistochemistry, moon, rocket); each image is a
+                random window (12-30 % of the photo's side, random aspect) of one of them, rotated, flipped,
+                colour-jittered, sometimes grey, JPEG-compressed at 96x96 px. Train windows come from the left
+                70 % of each photo and test windows from the right 30 %, so no test pixel was seen in training.
+                1440 train / 480 test. A natural-photo task: which photo does this patch come from?
+
+Each folder also has solution.csv (the test labels) for scoring.
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "hubble_deep_field",
+          "immunohistochemistry", "moon", "rocket")
+
+
+def _write_csvs(root: Path, train: list, test: list) -> None:
+    for name, rows in (("train.csv", train), ("sample_submission.csv", [(i, train[0][1]) for i, _ in test]),
+                       ("solution.csv", test)):
+        with open(root / name, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["image_id", "label"])
+            w.writerows(rows)
+
+
+def digits(root: Path) -> Path:
+    from kit import demo
+    return demo.materialize(root)
+
+
+def digits_hard(root: Path, seed: int = 0) -> Path:
+    """Same ids, labels and split as digits; each image rotated up to ±30°, down-scaled to 5x5 and back, noised."""
+    if (root / "train.csv").exists():
+        return root
+    src = digits(root.with_name("digits"))
+    rng = np.random.default_rng(seed)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in ("train_images", "test_images"):
+        (tmp / folder).mkdir(parents=True)
+        for path in sorted((src / folder).iterdir()):
+            img = Image.open(path).convert("L").resize((32, 32), Image.BILINEAR)
+            img = img.rotate(float(rng.uniform(-30, 30)), resample=Image.BILINEAR)
+            img = img.resize((5, 5), Image.BILINEAR).resize((8, 8), Image.BILINEAR)
+            arr = np.clip(np.asarray(img, np.float32) + rng.normal(0, 40, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp / folder / path.name)
+    for name in ("train.csv", "sample_submission.csv", "solution.csv"):
+        shutil.copy(src / name, tmp / name)
+    tmp.rename(root)
+    return root
+
+
+def _photo(name: str) -> Image.Image:
+    import skimage.data
+    arr = np.asarray(getattr(skimage.data, name)())
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, -1)
+    return Image.fromarray(arr[..., :3].astype(np.uint8))
+
+
+def _patch(photo: Image.Image, x0: float, x1: float, rng: np.random.Generator, out: int = 96) -> Image.Image:
+    w, h = photo.size
+    side = rng.uniform(0.12, 0.30) * min(w, h)
+    aspect = np.exp(rng.uniform(np.log(0.75), np.log(1.33)))
+    pw, ph = side * aspect ** 0.5, side / aspect ** 0.5
+    left = rng.uniform(x0 * w, max(x0 * w, x1 * w - pw))
+    top = rng.uniform(0, h - ph)
+    im = photo.crop((int(left), int(top), int(left + pw), int(top + ph))).resize((out, out), Image.BILINEAR)
+    im = im.rotate(float(rng.uniform(-180, 180)), resample=Image.BILINEAR, fillcolor=tuple(rng.integers(0, 256, 3)))
+    if rng.random() < 0.5:
+        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.6, 1.4))
+    im = ImageEnhance.Contrast(im).enhance(rng.uniform(0.6, 1.4))
+    im = ImageEnhance.Color(im).enhance(rng.uniform(0.3, 1.7))
+    if rng.random() < 0.25:
+        im = im.convert("L").convert("RGB")
+    arr = np.asarray(im, np.float32) + rng.normal(0, 12, (out, out, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 40, seed: int = 0) -> Path:
+    if (root / "train.csv").exists():
+        return root
+    rng = np.random.default_rng(seed)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "train_images").mkdir(parents=True)
+    (tmp / "test_images").mkdir()
+    train, test = [], []
+    for label in PHOTOS:
+        photo = _photo(label)
+        for split, rows, n, (x0, x1) in (("train_images", train, train_per_class, (0.0, 0.7)),
+                                         ("test_images", test, test_per_class, (0.7, 1.0))):
+            for _ in range(n):
+                image_id = f"p{len(train) + len(test):05d}"
+                _patch(photo, x0, x1, rng).save(tmp / split / f"{image_id}.jpg", quality=85)
+                rows.append((image_id, label))
+    order = rng.permutation(len(train))
+    _write_csvs(tmp, [train[i] for i in order], sorted(test))
+    tmp.rename(root)
+    return root
+
+
+DATASETS = {"digits": digits, "digits-hard": digits_hard, "photo-patches": photo_patches}
+
+
+def build(name: str, data_root: Path = Path("data")) -> Path:
+    return DATASETS[name](data_root / name)

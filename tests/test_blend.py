@@ -1,0 +1,139 @@
+"""Blends of runs: one graph over every fold model of every run, each with its own preprocessing and views,
+weights fitted on OOF, an honest CV, and refusals where runs cannot be compared."""
+import csv
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import make_competition, run_cli, run_entry
+from kit.blend import choose_views, fit_weights, honest_cv
+from kit.ensemble import view
+from kit.errors import KitError
+from kit.predictor import Predictor
+from kit.task import Multiclass
+
+
+def rows_of(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="session")
+def second_run(trained, tmp_path_factory):
+    """Another architecture at another image size, trained on the same folds file as `trained`."""
+    comp, _, folds_csv, _ = trained
+    run = tmp_path_factory.mktemp("blend") / "resnet"
+    r = run_cli("train.py", "--data-dir", comp, "--fold", "all", "--run-dir", run, "--folds-csv", folds_csv,
+                "--model", "test_resnet", "--no-pretrained", "--img-size", "24", "--epochs", "2", "--batch-size", "8",
+                "--num-workers", "0", "--lr", "0.05")
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_views_match_their_names():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    assert torch.equal(view(x, "rot90"), torch.rot90(x, 1, (2, 3)))
+    assert torch.equal(view(x, "rot180"), torch.rot90(x, 2, (2, 3)))
+    assert torch.equal(view(x, "rot270"), torch.rot90(x, 3, (2, 3)))
+    assert torch.equal(view(x, "transpose"), x.transpose(2, 3)) and torch.equal(view(x, "hflip"), x.flip(3))
+
+
+def test_a_view_is_kept_only_if_it_improves_the_oof_score():
+    task = Multiclass(["a", "b"])
+    y = np.array([0, 0, 1, 1])
+    by_view = {"identity": np.array([[0.6, 0.4], [0.4, 0.6], [0.4, 0.6], [0.6, 0.4]]),    # 2 of 4 right
+               "hflip": np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.45, 0.55]]),       # fixes all four
+               "vflip": np.array([[0.1, 0.9]] * 4)}                                          # only hurts
+    assert choose_views(task, "accuracy", y, by_view) == ["identity", "hflip"]
+    assert choose_views(task, "accuracy", y, {"identity": by_view["hflip"], "vflip": by_view["vflip"]}) == ["identity"]
+
+
+def test_weights_are_a_convex_combination_that_drops_useless_members():
+    rng = np.random.default_rng(0)
+    task = Multiclass(["a", "b", "c"])
+    y = rng.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), y] = 0.8
+    noise = rng.dirichlet(np.ones(3), 300)
+    weights = fit_weights(task, "accuracy", y, [noise, good])
+    assert weights.sum() == pytest.approx(1) and (weights >= 0).all()
+    assert weights[0] == 0 and weights[1] == 1
+
+
+def test_honest_cv_refits_without_each_scored_fold():
+    """Fold 1's rows are where member A is right and B wrong; fitted on all rows A wins, but the weights fitted
+    without fold 1 favour B, so the honest CV of fold 1 is worse than the in-sample one."""
+    task = Multiclass(["a", "b"])
+    y = np.array([0, 1] * 10)
+    folds = np.repeat([0, 1], 10)
+    right = np.where(y[:, None] == np.arange(2), 0.9, 0.1)
+    wrong = 1 - right
+    a = np.where((folds == 1)[:, None], right, np.where(np.arange(20)[:, None] % 4 == 0, right, wrong))
+    b = np.where((folds == 1)[:, None], wrong, right)
+    cv, per_fold, blended = honest_cv(task, "accuracy", y, folds, [a, b])
+    in_sample = fit_weights(task, "accuracy", y, [a, b])
+    assert per_fold[1] < task.score("accuracy", y[folds == 1], np.tensordot(in_sample, np.stack([a, b])[:, folds == 1], 1))
+    weights0 = fit_weights(task, "accuracy", y[folds == 1], [a[folds == 1], b[folds == 1]])     # fitted without fold 0
+    np.testing.assert_allclose(blended[folds == 0], np.tensordot(weights0, np.stack([a, b])[:, folds == 0], 1))
+    assert cv == pytest.approx(task.score("accuracy", y, blended))
+
+
+def test_two_architectures_blend_into_one_graph(trained, second_run, tmp_path, capsys):
+    comp, first, _, _ = trained
+    out, probs = tmp_path / "sub.csv", tmp_path / "probs.csv"
+    graph = tmp_path / "blend.onnx"
+    r = run_entry(capsys, "infer.py", "--data-dir", comp, "--run-dir", first, "--run-dir", second_run, "--out", out,
+                  "--probs", probs, "--provider", "cpu", "--onnx-out", graph, "--int8")
+    assert r.returncode == 0, r.stderr
+    props = {p.key: p.value for p in onnx.load(str(graph)).metadata_props}
+    members = json.loads(props["kit.members"])
+    assert [m["run"] for m in members if m["weight"] > 0] == [m["run"] for m in members]         # zeros are dropped
+    kept = {m["model"]: m for m in members}
+    assert set(kept) <= {"test_nfnet", "test_resnet"} and sum(m["weight"] for m in members) == pytest.approx(1, abs=1e-5)
+    for m in members:
+        assert m["folds"] == [0, 1, 2] and m["img_size"] == (32 if m["model"] == "test_nfnet" else 24)
+        assert m["views"][0] == "identity" and {"run", "model", "folds", "img_size", "weight"} <= set(m)
+    predictor = Predictor(graph, "cpu")
+    assert predictor.meta.img_size == 32 and predictor.session.get_outputs()[1].name == "members"
+    assert predictor.session.get_outputs()[1].shape[1:] == [3 * len(members), 3]
+    report = (graph.parent / "blend.md").read_text()
+    assert "Honest CV (accuracy" in report and "test_resnet" in report and "Correlation" in report
+    sub = rows_of(out)
+    assert [row[0] for row in sub[1:]] == [row[0] for row in rows_of(comp / "sample_submission.csv")[1:]]
+    p = np.array([[float(v) for v in row[1:]] for row in rows_of(probs)[1:]])      # from the int8 graph
+    assert np.allclose(p.sum(1), 1, atol=2e-2)
+    int8 = Predictor(graph.with_name("blend.int8.onnx"), "cpu")
+    assert int8.meta.int8 and json.loads(json.dumps(int8.meta.members)) == members
+    from kit.images import load_rgb
+    images = np.stack([load_rgb(f, 32) for f in sorted((comp / "test_images").iterdir())])
+    blended, each = predictor.session.run(None, {"images": images})
+    weights = np.repeat([m["weight"] / 3 for m in members], 3)
+    np.testing.assert_allclose(blended, np.tensordot(each, weights, axes=([1], [0])), atol=1e-5)   # the weighted sum
+    np.testing.assert_allclose(blended.sum(1), 1, atol=1e-5)
+
+
+def test_runs_on_other_folds_are_refused(trained, tmp_path, capsys):
+    comp, first, _, _ = trained
+    other = tmp_path / "other"
+    r = run_entry(capsys, "train.py", "--data-dir", comp, "--fold", "all", "--run-dir", other, "--folds-csv",
+                  tmp_path / "folds.csv", "--num-folds", "3", "--seed", "7", "--model", "test_nfnet", "--no-pretrained",
+                  "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--num-workers", "0")
+    assert r.returncode == 0, r.stderr
+    r = run_entry(capsys, "infer.py", "--run-dir", first, "--run-dir", other, "--out", tmp_path / "s.csv",
+                  "--onnx-out", tmp_path / "b.onnx")
+    assert r.returncode == 2 and "do not share the folds file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "b.onnx").exists() and not (tmp_path / "s.csv").exists()
+    r = run_entry(capsys, "infer.py", "--run-dir", first, "--run-dir", first, "--out", tmp_path / "s.csv")
+    assert r.returncode == 2 and "a --run-dir is given twice" in r.stderr
+
+
+def test_a_zero_weight_run_is_left_out_of_the_graph(trained, second_run, tmp_path, monkeypatch):
+    import kit.export
+    monkeypatch.setattr(kit.export, "fit_weights", lambda task, metric, y, preds: np.array([1.0, 0.0]))
+    summary = kit.export.export([trained[1], second_run], out=tmp_path / "b.onnx")
+    assert [m["model"] for m in summary["members"]] == ["test_nfnet"]
+    graph = Predictor(tmp_path / "b.onnx", "cpu")
+    assert graph.session.get_outputs()[1].shape[1:] == [3, 3] and graph.meta.img_size == 32
