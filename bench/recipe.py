@@ -10,8 +10,8 @@ JSON-lines file, so an interrupted benchmark continues where it stopped.
 
 Arms (ARMS below): `kit` is `train.py` with nothing but the user's flags (--no-pretrained --img-size --epochs);
 `hand` is the hand-written ResNet18 loop (AdamW + OneCycle + horizontal flip, the common Kaggle baseline);
-`head-clipped`, `agc-0.01-b32` and `adamw` are the mistakes people make with NFNets; `no-*` arms switch one
-piece of the default recipe off.
+`head-clipped`, `agc-0.01-b32` and `adamw` are the mistakes people make with NFNets; `with-*` arms switch one
+piece the `scratch` recipe leaves off back on.
 """
 from __future__ import annotations
 
@@ -38,13 +38,14 @@ ARMS: dict[str, list | None] = {
     "head-clipped": ["!clip-head"],
     "agc-0.01-b32": ["--agc-clip", "0.01", "--batch-size", "32"],
     "adamw": ["--optimizer", "adamw", "--lr", "1e-3", "--agc-clip", "0.01"],
-    "no-mix": ["--mixup", "0", "--cutmix", "0"],
-    "no-randaugment": ["--randaugment", "0", "--no-trivialaugment"],
-    "no-crops": ["--crop-scale", "0"],
-    "no-fixres": ["--test-scale", "1"],
+    # the scratch recipe leaves these pieces off (bench/RESULTS.md): each arm switches one on
+    "with-mix": ["--mixup", "0.2", "--cutmix", "1.0", "--mix-prob", "0.5"],
+    "with-randaugment": ["--randaugment", "5", "--aug-shift-scale-rotate", "0", "--aug-brightness-contrast", "0"],
+    "with-crops": ["--crop-scale", "0.35"],
+    "with-fixres": ["--test-scale", "1.25"],
+    "with-regularizers": ["--drop-rate", "0.2", "--drop-path-rate", "0.1", "--aug-coarse-dropout", "0.3",
+                          "--aug-shift-scale-rotate", "0.5"],
     "agc-0.05": ["--agc-clip", "0.05"],
-    "old-default": ["--recipe", "scratch", "--mixup", "0", "--cutmix", "0", "--randaugment", "0", "--crop-scale", "0",
-                    "--test-scale", "1", "--agc-clip", "0.05", "--no-trivialaugment"],
 }
 
 
@@ -199,7 +200,7 @@ def run_all(args) -> None:
             folds_csv = split_file(work, dataset, seed)
             make_split(data, folds_csv, seed)
             for fold in [int(k) for k in args.folds.split(",")]:
-                for arm in args.arms.split(",") + list(extra):
+                for arm in dict.fromkeys([a for a in args.arms.split(",") if a] + list(extra)):
                     if (dataset, arm, seed, fold) in done:
                         continue
                     run_dir = work / "runs" / dataset / arm / f"seed{seed}"
@@ -243,12 +244,13 @@ def report(args) -> None:
             runs = [r for r in mine if r["arm"] == arm]
             val = np.array([r["val"] for r in runs])
             test = np.array([_accuracy(r["probs"], r["classes"], r["labels"]) for r in runs])
-            ens = []
+            ens, gain = [], []                 # the 5-fold ensemble's test accuracy, and its gain over the best fold
             for seed in sorted({r["seed"] for r in runs}):
                 members = [r for r in runs if r["seed"] == seed]
                 if len(members) == 5:
                     ens.append(_accuracy(np.mean([m["probs"] for m in members], 0), members[0]["classes"],
                                          members[0]["labels"]))
+                    gain.append(ens[-1] - max(_accuracy(m["probs"], m["classes"], m["labels"]) for m in members))
             pairs = [(by[(arm, r["seed"], r["fold"])]["val"], by[(args.baseline, r["seed"], r["fold"])]["val"])
                      for r in runs if (args.baseline, r["seed"], r["fold"]) in by]
             delta, p = "", ""
@@ -257,7 +259,8 @@ def report(args) -> None:
                 delta = f"{100 * d.mean():+.2f} ± {100 * d.std():.2f} pt (n={len(d)})"
                 if len(d) >= 5 and np.any(d != 0):
                     p = f"{wilcoxon(d).pvalue:.3g} / {ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue:.3g}"
-            ens_text = f"{np.mean(ens):.4f} ± {np.std(ens):.4f} ({len(ens)} seeds)" if ens else "-"
+            ens_text = (f"{np.mean(ens):.4f} ± {np.std(ens):.4f} ({len(ens)} seeds; {100 * np.mean(gain):+.2f} pt over "
+                        f"the best fold)" if ens else "-")
             print(f"| {arm} | {len(runs)} | {val.mean():.4f} ± {val.std():.4f} | {test.mean():.4f} ± {test.std():.4f} | "
                   f"{ens_text} | {delta} | {p} | {np.mean([r['seconds'] for r in runs]):.0f} |")
 

@@ -15,8 +15,10 @@ RECIPES: dict[str, dict] = {
     # timm's fine-tuning practice and the paper.
     "finetune": dict(crop_scale=0.35, randaugment=7, randaugment_ops=2, mixup=0.2, cutmix=1.0, mix_prob=0.5,
                      aug_shift_scale_rotate=0.0, aug_brightness_contrast=0.0, aug_coarse_dropout=0.0),
-    # Small images trained from random weights for a short schedule: chosen by bench/recipe.py.
-    "scratch": dict(),
+    # Small images trained from random weights for a short schedule, chosen by bench/recipe.py (bench/RESULTS.md):
+    # on 8-epoch runs at 32 px, MixUp/CutMix, RandAugment, source crops and FixRes each cost accuracy, and so did
+    # dropout, stochastic depth and coarse dropout: a short run on ~1,000 images underfits before it overfits.
+    "scratch": dict(drop_rate=0.0, drop_path_rate=0.0, aug_coarse_dropout=0.0, aug_shift_scale_rotate=0.25),
     # The NFNet paper's ImageNet recipe (Brock et al. 2021; deepmind-research nfnets/experiment_nfnets.py, F0):
     # SGD + Nesterov at lr 0.1 per 256 images, AGC 0.01, label smoothing 0.1, EMA, stochastic depth 0.25,
     # dropout 0.2, CutMix + MixUp + RandAugment (4 layers, magnitude 5), train at 3/4 of the test size.

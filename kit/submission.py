@@ -66,7 +66,7 @@ def fill(sample: Table, outputs: np.ndarray, task: Task, meta: Metadata) -> list
         elif column == meta.label_col:
             columns.append(task.label_cells(outputs))
         elif column in by_name:
-            columns.append([f"{p:.6g}" for p in outputs[:, by_name[column]]])
+            columns.append([f"{p:.9g}" for p in outputs[:, by_name[column]]])
         else:
             raise KitError(f"{sample.csv_path}: column {column!r} is neither the label column {meta.label_col!r} nor "
                            f"a class name; the kit does not know how to fill it")
@@ -93,8 +93,10 @@ def validate_submission(header: list[str], rows: list[list], expected_ids: list[
 
 
 def write_probabilities(path: str | Path, sample: Table, outputs: np.ndarray, task: Task, id_col: str) -> None:
+    """One column per output. 9 significant digits round-trip float32 exactly: with fewer, a probability within
+    rounding of a fitted threshold reads back on the other side of it."""
     write_csv(path, [id_col] + task.output_columns(),
-              ([i, *(f"{p:.6g}" for p in row)] for i, row in zip(sample.ids, outputs)))
+              ([i, *(f"{p:.9g}" for p in row)] for i, row in zip(sample.ids, outputs)))
 
 
 def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, provider: str = "auto",

@@ -47,3 +47,23 @@ def test_example_config_sets_every_key():
     path = ROOT / "configs" / "example.yaml"
     assert set(yaml.safe_load(path.read_text())) == set(Config().to_dict()) - {"mean", "std", "deterministic"}
     assert load_config(str(path)).img_size == 384
+
+
+def test_auto_recipe_follows_the_starting_weights():
+    """`train.py --no-pretrained ...` with nothing else set gets the benchmark's scratch recipe; pretrained
+    weights (downloaded or from a file) get finetune; a setting given explicitly beats the recipe's."""
+    from kit.recipes import RECIPES
+    scratch = load_config(None, {"pretrained": False})
+    assert scratch.recipe == "scratch"
+    assert all(getattr(scratch, k) == v for k, v in RECIPES["scratch"].items())
+    assert scratch.drop_path_rate != Config().drop_path_rate       # the recipe changed something
+    for overrides in ({}, {"pretrained": False, "pretrained_file": "w.pth"}):
+        tuned = load_config(None, overrides)
+        assert tuned.recipe == "finetune" and tuned.mixup == RECIPES["finetune"]["mixup"] > 0
+    explicit = load_config(None, {"pretrained": False, "drop_path_rate": 0.3, "recipe": "paper"})
+    assert (explicit.recipe, explicit.drop_path_rate, explicit.agc_clip) == ("paper", 0.3, "0.01")
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(KitError, match="unknown recipe 'fast'; recipes: auto, finetune, scratch, paper"):
+        load_config(None, {"recipe": "fast"})
