@@ -87,8 +87,12 @@ def bench_serve(args) -> None:
         print("| concurrency | requests/s | p50 latency | p99 latency | errors | service / offline |")
         print("|---:|---:|---:|---:|---:|---:|")
         for c in (1, 8, 32):
-            out = subprocess.run(["wrk", "-t2", f"-c{c}", f"-d{args.seconds}s", "--latency", "-s", script.name,
-                                  f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True).stdout
+            # wrk needs at least one connection per thread
+            done = subprocess.run(["wrk", f"-t{min(2, c)}", f"-c{c}", f"-d{args.seconds}s", "--latency", "-s",
+                                   script.name, f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True)
+            out = done.stdout
+            if "Requests/sec" not in out:
+                sys.exit(f"wrk at concurrency {c} failed:\n{out}\n{done.stderr}")
             rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
             p50 = re.search(r"50%\s+([0-9.]+\w+)", out).group(1)
             p99 = re.search(r"99%\s+([0-9.]+\w+)", out).group(1)
@@ -103,7 +107,8 @@ def bench_serve(args) -> None:
 def bench_web(args) -> None:
     from kit.predictor import Predictor
     from kit.web import make_page
-    from tests.test_deploy import chromium_driver, serve
+    sys.path.insert(0, str(ROOT / "tests"))      # the browser test's helpers ("tests" itself may be shadowed by an
+    from test_deploy import chromium_driver, serve  # installed package of that name)
     images = sorted(Path(args.images).iterdir())[:args.count]
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "page"

@@ -93,7 +93,7 @@ def run_kit(args, flags: list[str]) -> dict:
                            *[f for f in flags if not f.startswith("!")]])
     from kit.cli import config_overrides
     cfg = load_config(None, config_overrides(ns))
-    shutil.rmtree(args.run_dir, ignore_errors=True)
+    shutil.rmtree(Path(args.run_dir) / f"fold{args.fold}", ignore_errors=True)   # the seed's other folds stay: a run
     t0 = time.time()
     summary = training.run(cfg, str(args.fold))
     seconds = time.time() - t0
@@ -223,6 +223,11 @@ def run_all(args) -> None:
                           f"(epoch {result['epoch']}, {result['seconds']:.0f}s)", flush=True)
 
 
+def score(result: dict, key: str) -> float:
+    """A run's validation accuracy (its kept epoch) or its accuracy on the held-out test set."""
+    return result["val"] if key == "val" else _accuracy(result["probs"], result["classes"], result["labels"])
+
+
 def _accuracy(probs, classes, labels) -> float:
     pred = np.asarray(classes)[np.asarray(probs).argmax(1)]
     return float(np.mean(pred == np.asarray(labels)))
@@ -238,7 +243,7 @@ def report(args) -> None:
         by = {(r["arm"], r["seed"], r["fold"]): r for r in mine}
         print(f"\n## {dataset}\n")
         print("| arm | runs | val accuracy (mean ± std) | test accuracy, single fold | test accuracy, 5-fold ensemble "
-              f"| Δ val vs {args.baseline} (paired) | p (Wilcoxon / t) | s per fold |")
+              f"| Δ val vs {args.baseline} | Δ test vs {args.baseline} (paired; p Wilcoxon / t) | s per fold |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for arm in arms:
             runs = [r for r in mine if r["arm"] == arm]
@@ -251,18 +256,20 @@ def report(args) -> None:
                     ens.append(_accuracy(np.mean([m["probs"] for m in members], 0), members[0]["classes"],
                                          members[0]["labels"]))
                     gain.append(ens[-1] - max(_accuracy(m["probs"], m["classes"], m["labels"]) for m in members))
-            pairs = [(by[(arm, r["seed"], r["fold"])]["val"], by[(args.baseline, r["seed"], r["fold"])]["val"])
-                     for r in runs if (args.baseline, r["seed"], r["fold"]) in by]
-            delta, p = "", ""
-            if pairs and arm != args.baseline:
-                d = np.array([a - b for a, b in pairs])
-                delta = f"{100 * d.mean():+.2f} ± {100 * d.std():.2f} pt (n={len(d)})"
-                if len(d) >= 5 and np.any(d != 0):
-                    p = f"{wilcoxon(d).pvalue:.3g} / {ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue:.3g}"
+            delta = {}
+            for key in ("val", "test"):                 # paired by (seed, fold) with the baseline arm
+                pairs = [(score(by[(arm, r["seed"], r["fold"])], key), score(by[(args.baseline, r["seed"], r["fold"])], key))
+                         for r in runs if (args.baseline, r["seed"], r["fold"]) in by]
+                delta[key] = ""
+                if pairs and arm != args.baseline:
+                    d = np.array([a - b for a, b in pairs])
+                    delta[key] = f"{100 * d.mean():+.2f} ± {100 * d.std():.2f} pt (n={len(d)})"
+                    if len(d) >= 5 and np.any(d != 0):
+                        delta[key] += f", p {wilcoxon(d).pvalue:.2g} / {ttest_rel(*zip(*pairs)).pvalue:.2g}"
             ens_text = (f"{np.mean(ens):.4f} ± {np.std(ens):.4f} ({len(ens)} seeds; {100 * np.mean(gain):+.2f} pt over "
                         f"the best fold)" if ens else "-")
             print(f"| {arm} | {len(runs)} | {val.mean():.4f} ± {val.std():.4f} | {test.mean():.4f} ± {test.std():.4f} | "
-                  f"{ens_text} | {delta} | {p} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+                  f"{ens_text} | {delta['val']} | {delta['test']} | {np.mean([r['seconds'] for r in runs]):.0f} |")
 
 
 def main():

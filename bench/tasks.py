@@ -78,7 +78,7 @@ def regression(work: Path, args) -> None:
     print("regression demo (the digit's value), RMSE:")
     print("| loss | OOF RMSE | test RMSE | predicting the training mean (test) |")
     print("|---|---:|---:|---:|")
-    for loss in ("mse", "huber", "bce"):
+    for loss in args.losses.split(","):
         run_dir = run(work, "regression", f"regression-{loss}", args.folds, args.epochs, "--regression-loss", loss)
         oof = read_oof([run_dir / "oof.csv"])
         y = np.array([float(v) for v in oof.labels])
@@ -97,6 +97,7 @@ def main():
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--work", default="runs/bench_tasks")
     p.add_argument("--only", choices=["multilabel", "regression"])
+    p.add_argument("--losses", default="mse,huber,bce", help="regression losses to compare")
     args = p.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)

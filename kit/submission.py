@@ -75,8 +75,9 @@ def fill(sample: Table, outputs: np.ndarray, task: Task, meta: Metadata) -> list
 
 
 def validate_submission(header: list[str], rows: list[list], expected_ids: list[str], expected_header: list[str],
-                        id_col: str) -> None:
-    """Exactly the sample's columns, ids once each in the sample's order (as written), no empty or NaN cell."""
+                        id_col: str, may_be_empty: str | None = None) -> None:
+    """Exactly the sample's columns, ids once each in the sample's order (as written), no empty or NaN cell but
+    in the column `may_be_empty` (a multilabel tag list: an image with no tag is a prediction)."""
     if header != expected_header:
         raise KitError(f"submission columns {header} differ from sample_submission's {expected_header}")
     id_at = header.index(id_col)
@@ -88,7 +89,8 @@ def validate_submission(header: list[str], rows: list[list], expected_ids: list[
         detail = f"{len(missing)} id(s) missing (e.g. {sorted(missing)[0]!r})" if missing else "ids out of order"
         raise KitError(f"submission does not match sample_submission: {detail}; nothing was written")
     for line, row in enumerate(rows, start=2):
-        if len(row) != len(header) or any(str(v).strip() in _MISSING for v in row):
+        if len(row) != len(header) or any(str(v).strip() in _MISSING and not (c == may_be_empty and v == "")
+                                          for c, v in zip(header, row)):
             raise KitError(f"submission line {line}: empty or NaN value in {row}; nothing was written")
 
 
@@ -119,7 +121,7 @@ def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, provi
     seconds = time.perf_counter() - t0
     rows = fill(sample, outputs, task, meta)
     validate_submission(sample.header, rows, [r[sample.header.index(meta.id_col)] for r in sample.rows],
-                        sample.header, meta.id_col)
+                        sample.header, meta.id_col, meta.label_col if task.kind == "multilabel" else None)
     write_csv(out, sample.header, rows)
     if probs_out:
         write_probabilities(probs_out, sample, outputs, task, meta.id_col)

@@ -33,6 +33,27 @@ def test_the_loop_clips_every_parameter_but_the_head_once_per_optimizer_step(tmp
         assert {id(p) for p in params} == {id(p) for p in body}          # the whole body, never the head
 
 
+def test_agc_sees_unscaled_gradients_under_a_loss_scaler(tmp_path, monkeypatch):
+    """AMP's loss scaling multiplies every gradient by the scale (2^16 here); AGC must see the true gradients,
+    or it compares the weights with gradients 65,536 times too large and clips every unit. The same step with
+    and without an enabled scaler must hand AGC the same gradients (GradScaler runs on the CPU too)."""
+    import kit.engine
+    seen = {}
+    real = kit.engine.adaptive_clip_grad_
+
+    def record(params, *a):
+        seen.setdefault(key, [p.grad.detach().clone() for p in params])
+        return real(params, *a)
+    monkeypatch.setattr(kit.engine, "adaptive_clip_grad_", record)
+    for key in ("plain", "scaled"):
+        t = trainer(tmp_path / key, epochs=1)
+        if key == "scaled":
+            t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+        t.fit()
+    for plain, scaled in zip(seen["plain"], seen["scaled"]):
+        torch.testing.assert_close(scaled, plain, rtol=1e-4, atol=1e-7)
+
+
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
     """2 accumulated batches of 4 = 1 batch of 8: same images, same augmentation, same updates."""
     settings = dict(epochs=1, drop_rate=0.0, drop_path_rate=0.0, per_class=12)     # 18 training images

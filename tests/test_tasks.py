@@ -171,6 +171,26 @@ def test_multilabel_from_0_1_columns_with_probability_columns(tmp_path, capsys):
     assert r.returncode == 2 and "column 'swan' is neither the label column" in r.stderr
 
 
+def test_an_image_with_no_tag_gets_an_empty_cell(tmp_path, capsys, monkeypatch):
+    """Below every threshold is a prediction (no tag), not a missing value: the submission is written with an
+    empty tag list (--min-labels 1 is for competitions that score that as wrong)."""
+    comp = make_competition(tmp_path / "comp", per_class=8, classes=("x", "y", "z"))
+    rows = rows_of(comp / "train.csv")[1:]
+    tags = {"x": "", "y": "ngt cvc", "z": "ett"}                   # class x: no tag at all, as digit 1 in the demo
+    write_rows(comp / "train.csv", ["image_id", "label"], [[i, tags[lab]] for i, lab in rows])
+    args = ["--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv", "--num-folds", "2",
+            "--task", "multilabel", *TINY[:-4], "--epochs", "1", "--num-workers", "0"]
+    assert run_entry(capsys, "train.py", *args, "--fold", "all").returncode == 0
+    import kit.predictor
+    real = kit.predictor.Predictor.predict_files
+    monkeypatch.setattr(kit.predictor.Predictor, "predict_files",
+                        lambda self, *a, **k: np.vstack([np.zeros((1, 3), np.float32), real(self, *a, **k)[1:]]))
+    r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "s.csv")
+    assert r.returncode == 0, r.stderr
+    sub = rows_of(tmp_path / "s.csv")
+    assert sub[1][1] == "" and len(sub) == len(rows_of(comp / "sample_submission.csv"))
+
+
 def test_task_specific_bad_input(tmp_path, capsys):
     comp = make_competition(tmp_path / "comp", per_class=5)
     base = ["--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv", "--num-folds", "2",
