@@ -11,24 +11,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from timm.utils.agc import adaptive_clip_grad
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import median_time  # noqa: E402
 from kit.agc import adaptive_clip_grad_  # noqa: E402
 from kit.model import create_model, split_head_params  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench(name: str, img_size: int, batch_size: int, steps: int, repeats: int) -> None:

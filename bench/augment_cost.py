@@ -11,25 +11,19 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import median_time  # noqa: E402
 
 
 def median_ms(fn, rounds: int) -> float:
     fn()                                                        # warm-up
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return 1000 * median_time(fn, rounds)
 
 
 def main():

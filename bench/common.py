@@ -1,11 +1,23 @@
-"""Shared by the benchmarks: a synthetic photo-sized JPEG competition."""
+"""Shared by the benchmarks: a timer and a synthetic photo-sized JPEG competition."""
 from __future__ import annotations
 
 import csv
+import statistics
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def make_jpeg_competition(root: Path, n: int, size: int, num_classes: int = 2) -> None:

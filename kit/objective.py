@@ -7,7 +7,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from timm.loss import SoftTargetCrossEntropy
 
 from .task import Regression, Task
 
@@ -31,7 +30,6 @@ class Objective:
         self.label_smoothing = label_smoothing
         self.regression_loss = regression_loss
         self.activate = activation(task)
-        self.soft_loss = SoftTargetCrossEntropy()
 
     def _targets(self, target: torch.Tensor, smoothing: float) -> torch.Tensor:
         """The float target matrix the loss compares with: smoothed one-hot (multiclass), smoothed 0/1 tags
@@ -48,7 +46,7 @@ class Objective:
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
         if self.task.kind == "multiclass":
-            loss = torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1)
+            loss = F.cross_entropy(logits, target, reduction="none")     # probability targets
         elif self.task.kind == "multilabel" or self.regression_loss == "bce":
             loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
         elif self.regression_loss == "huber":

@@ -114,6 +114,18 @@ def test_losses_and_activations_per_task():
     torch.testing.assert_close(activation(unit)(torch.tensor([[0.0]])), torch.tensor([[50.5]]))
 
 
+
+def test_mixed_multiclass_loss_is_timms_soft_target_cross_entropy():
+    """Under MixUp/CutMix the multiclass loss is timm's: SoftTargetCrossEntropy on mixup_target (label smoothing
+    folded in before mixing), with the batch mixed with its mirror at weight lam."""
+    from timm.data.mixup import mixup_target
+    from timm.loss import SoftTargetCrossEntropy
+    torch.manual_seed(0)
+    logits, y, lam = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0]), 0.7
+    mix = lam * torch.eye(6) + (1 - lam) * torch.eye(6).flip(0)
+    got = Objective(Multiclass(["a", "b", "c"]), label_smoothing=0.1).train_loss(logits, y, mix)
+    torch.testing.assert_close(got, SoftTargetCrossEntropy()(logits, mixup_target(y, 3, lam, 0.1)))
+
 @pytest.mark.parametrize("variant", ["multilabel", "regression"])
 def test_demo_variants_end_to_end(tmp_path, variant):
     """From nothing: `train.py --demo VARIANT`, then infer.py on its run dir; the submission has the task's format
