@@ -121,7 +121,7 @@ def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, provi
     seconds = time.perf_counter() - t0
     rows = fill(sample, outputs, task, meta)
     validate_submission(sample.header, rows, [r[sample.header.index(meta.id_col)] for r in sample.rows],
-                        sample.header, meta.id_col, meta.label_col if task.kind == "multilabel" else None)
+                        sample.header, meta.id_col, meta.label_col if task.empty_label_is_a_prediction else None)
     write_csv(out, sample.header, rows)
     if probs_out:
         write_probabilities(probs_out, sample, outputs, task, meta.id_col)

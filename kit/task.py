@@ -35,6 +35,7 @@ class Task:
     kind: str
     activation: str                 # what the exported graph applies to the model's outputs
     default_metric: str
+    empty_label_is_a_prediction = False   # multilabel: an image with no tag; elsewhere an empty cell is missing
 
     def __init__(self, names: Sequence[str]):
         self.names = list(names)    # one per model output
@@ -126,6 +127,7 @@ class Multilabel(Task):
     kind = "multilabel"
     activation = "sigmoid"
     default_metric = "f1_micro"
+    empty_label_is_a_prediction = True
 
     def __init__(self, names: Sequence[str], thresholds: Optional[Sequence[float]] = None, min_labels: int = 0):
         super().__init__(names)
