@@ -1,12 +1,12 @@
 """Train fold models: `python train.py --fold 0` (the digits demo) or `--data-dir DIR --fold all`.
 
-Settings: every flag below the first group is a field of kit/config.py (same name, with dashes); a --config
-YAML file sets the same names, and flags win.
+Settings: every flag below the first group is a field of kit/settings/config.py (same name, with dashes); a
+--config YAML file sets the same names, and flags win.
 """
 import argparse
 
-from kit.cli import add_config_flags, config_overrides
-from kit.entry import main_guard
+from kit.core.entry import main_guard
+from kit.settings.cli import add_config_flags, config_overrides
 
 
 def parse_args(argv=None):
@@ -23,19 +23,8 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    from kit import demo, training
-    from kit.config import load_config
-
-    overrides = config_overrides(args)
-    cfg = load_config(args.config, overrides)
-    if cfg.data_dir is None:
-        variant = args.demo or "multiclass"
-        root = demo.materialize(variant=variant)
-        cfg = load_config(args.config, {**overrides, "data_dir": str(root)}, base=demo.settings(variant))
-    elif args.demo:
-        from kit.errors import KitError
-        raise KitError("--demo trains an embedded demo competition; drop --data-dir (or --demo)")
-    training.run(cfg, args.fold, args.resume, args.force_resume)
+    from kit.train.run import train
+    train(args.config, config_overrides(args), args.fold, args.resume, args.force_resume, args.demo)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Cost of Adaptive Gradient Clipping in a CPU training step: none vs timm's adaptive_clip_grad vs kit.agc.
+"""Cost of Adaptive Gradient Clipping in a CPU training step: none vs timm's adaptive_clip_grad vs kit.train.agc.
 
     python bench/agc.py [--models nfnet_l0,dm_nfnet_f0] [--img-size 160] [--batch-size 8]
 
@@ -18,8 +18,8 @@ from timm.utils.agc import adaptive_clip_grad
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_time  # noqa: E402
-from kit.agc import adaptive_clip_grad_  # noqa: E402
-from kit.model import create_model, split_head_params  # noqa: E402
+from kit.train.agc import adaptive_clip_grad_  # noqa: E402
+from kit.train.model import create_model, split_head_params  # noqa: E402
 
 
 def bench(name: str, img_size: int, batch_size: int, steps: int, repeats: int) -> None:

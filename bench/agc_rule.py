@@ -1,5 +1,5 @@
 """Which AGC clip factor λ works at which batch size, for SGD and for AdamW: the measurements behind
-`--agc-clip auto` (kit.agc.clip_factor).
+`--agc-clip auto` (kit.train.agc.clip_factor).
 
 Each cell is the kit trained exactly as `train.py` trains it (the default recipe otherwise), on the same folds of
 a benchmark competition, at one batch size and one λ; SGD's learning rate scales linearly with the batch

@@ -34,9 +34,9 @@ def main():
     p.add_argument("--rounds", type=int, default=10)
     args = p.parse_args()
     import timm
-    from kit.augment import TrainAugment
-    from kit.batch import Mixer
-    from kit.config import load_config
+    from kit.train.augment import TrainAugment
+    from kit.train.batch import Mixer
+    from kit.settings.config import load_config
     torch.manual_seed(0)
     cfg = load_config(None, {"pretrained": False, "img_size": args.img_size, "batch_size": args.batch_size,
                              "mixup": 0.2, "cutmix": 1.0, "mix_prob": 1.0})

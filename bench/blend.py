@@ -1,7 +1,7 @@
 """Does a blend of two architectures beat the better single run, honestly, and what does each member cost?
 
 Trains (unless already there) two runs on one shared folds file of a benchmark competition, with `train.py`
-exactly as a user would, then exports each run alone and the blend of both through `kit.export`, and reports:
+exactly as a user would, then exports each run alone and the blend of both through `kit.export.build`, and reports:
 each run's OOF score with its chosen views, the blend's honest CV (weights refitted without each scored fold)
 and its optimistic in-sample CV, the weights, the members' OOF correlation, the test accuracy of each graph
 (solution.csv), and onnxruntime images/s of each graph on this machine.
@@ -33,8 +33,8 @@ def train(data: Path, run: Path, folds_csv: Path, model: str, size: int, epochs:
 
 
 def test_accuracy_and_rate(graph: bytes, data: Path, rounds: int = 3) -> tuple[float, float]:
-    from kit.images import load_rgb
-    from kit.predictor import Predictor
+    from kit.core.images import load_rgb
+    from kit.runtime.predictor import Predictor
     with open(data / "solution.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     predictor = Predictor("graph", "cpu", graph=graph)
@@ -59,7 +59,7 @@ def main():
     p.add_argument("--work", default="runs/bench_blend")
     args = p.parse_args()
     from bench.datasets import build
-    from kit.export import export
+    from kit.export.build import export
     data = build(args.dataset)
     work = Path(args.work) / args.dataset
     folds_csv = work / "folds.csv"

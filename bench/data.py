@@ -16,12 +16,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import make_jpeg_competition  # noqa: E402
-from kit.augment import TrainAugment  # noqa: E402
-from kit.config import Config, load_config  # noqa: E402
-from kit.data import train_table  # noqa: E402
-from kit.loader import EpochSampler, ImageDataset, make_loader, train_decoder  # noqa: E402
-from kit.task import Multiclass  # noqa: E402
-from kit.model import create_model  # noqa: E402
+from kit.train.augment import TrainAugment  # noqa: E402
+from kit.settings.config import Config, load_config  # noqa: E402
+from kit.core.table import train_table  # noqa: E402
+from kit.train.loader import EpochSampler, ImageDataset, make_loader, train_decoder  # noqa: E402
+from kit.core.task import Multiclass  # noqa: E402
+from kit.train.model import create_model  # noqa: E402
 
 
 def pipeline_rate(dataset, rows, batch_size, workers, batches) -> float:

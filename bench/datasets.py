@@ -34,7 +34,7 @@ def _write_csvs(root: Path, train: list, test: list) -> None:
 
 
 def digits(root: Path) -> Path:
-    from kit import demo
+    from kit.prepare import demo
     return demo.materialize(root)
 
 

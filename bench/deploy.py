@@ -4,14 +4,14 @@
     python bench/deploy.py web    [--onnx ...] [--images ...]
     python bench/deploy.py bundle [--run-dir runs/default] [--data data/digits]
 
-serve   `python -m kit.serve` in its own process, loaded by wrk (Debian's package) over 127.0.0.1 at concurrency
+serve   `python -m kit.runtime.serve` in its own process, loaded by wrk (Debian's package) over 127.0.0.1 at concurrency
         1, 8 and 32 for --seconds each: requests/s, p50 and p99 latency; the offline predictor's images/s
         (decode included, batch 32) on the same graph and images. wrk, the service and onnxruntime share the cores.
 serve   (the ratio: service requests/s at concurrency 32 over offline images/s)
-web     the page of `python -m kit.web` in headless Chromium (Debian's): megabytes the page downloads, time to
+web     the page of `python -m kit.deploy.web` in headless Chromium (Debian's): megabytes the page downloads, time to
         ready, the first prediction, and steady-state latency per image; against the Python predictor one image
         at a time and batched.
-bundle  `python -m kit.bundle`, then a fresh venv: install from the bundle only (no network) and predict; wall times.
+bundle  `python -m kit.deploy.bundle`, then a fresh venv: install from the bundle only (no network) and predict; wall times.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def offline_rate(onnx: Path, images: list[Path], batch: int) -> float:
-    from kit.predictor import Predictor
+    from kit.runtime.predictor import Predictor
     predictor = Predictor(onnx, "cpu")
     predictor.predict_files(images[:batch], batch)
     times = []
@@ -105,8 +105,8 @@ def bench_serve(args) -> None:
 
 
 def bench_web(args) -> None:
-    from kit.predictor import Predictor
-    from kit.web import make_page
+    from kit.runtime.predictor import Predictor
+    from kit.deploy.web import make_page
     sys.path.insert(0, str(ROOT / "tests"))      # the browser test's helpers ("tests" itself may be shadowed by an
     from test_deploy import chromium_driver, serve  # installed package of that name)
     images = sorted(Path(args.images).iterdir())[:args.count]
@@ -136,7 +136,7 @@ def bench_web(args) -> None:
             driver.quit()
             server.shutdown()
     predictor = Predictor(args.onnx, "cpu")
-    from kit.images import load_rgb
+    from kit.core.images import load_rgb
     single = []
     for p in images[:50]:
         t = time.perf_counter()

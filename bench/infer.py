@@ -25,13 +25,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.peak import gemm_peak  # noqa: E402
-from kit.ensemble import Ensemble, fold_weight_standardization, load_members  # noqa: E402
-from kit.int8 import quantize_graph  # noqa: E402
-from kit.model import create_model, normalization  # noqa: E402
-from kit.onnx_export import export_onnx  # noqa: E402
-from kit.predictor import create_session  # noqa: E402
-from kit.rundir import RunDir  # noqa: E402
-from kit.task import Multiclass  # noqa: E402
+from kit.export.ensemble import Ensemble, fold_weight_standardization, load_members  # noqa: E402
+from kit.export.int8 import quantize_graph  # noqa: E402
+from kit.train.model import create_model, normalization  # noqa: E402
+from kit.export.onnx_export import export_onnx  # noqa: E402
+from kit.runtime.predictor import create_session  # noqa: E402
+from kit.evaluate.rundir import RunDir  # noqa: E402
+from kit.core.task import Multiclass  # noqa: E402
 
 
 def build(args):
@@ -69,11 +69,11 @@ def quantized(fp32: Path, members, size: int) -> tuple[Path, str]:
     if members is None:
         quantize_graph(fp32, out, np.random.default_rng(1).integers(0, 256, (32, size, size, 3), dtype=np.uint8))
         return out, "agreement: n/a (random weights)"
-    from kit.data import train_table, training_images
-    from kit.export import sample_rows
-    from kit.images import load_rgb
-    from kit.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
-    from kit.oof import read_oof
+    from kit.core.table import train_table, training_images
+    from kit.export.build import sample_rows
+    from kit.core.images import load_rgb
+    from kit.export.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
+    from kit.evaluate.oof import read_oof
     cfg = members[0].config
     oof = read_oof([m.run.oof(m.fold) for m in members])
     rows = sample_rows(oof, EVAL_IMAGES)

@@ -54,9 +54,9 @@ def split_file(work: Path, dataset: str, seed: int) -> Path:
 
 
 def make_split(data: Path, folds_csv: Path, seed: int) -> np.ndarray:
-    from kit.config import load_config
-    from kit.data import train_table
-    from kit.folds import load_or_create
+    from kit.settings.config import load_config
+    from kit.core.table import train_table
+    from kit.prepare.folds import load_or_create
     cfg = load_config(None, {"data_dir": str(data), "pretrained": False})
     table = train_table(cfg)
     return load_or_create(folds_csv, table, table.labels, 5, seed)
@@ -65,7 +65,7 @@ def make_split(data: Path, folds_csv: Path, seed: int) -> np.ndarray:
 def test_set(data: Path):
     """(paths, labels) of the held-out test images."""
     import csv
-    from kit.data import resolve_images
+    from kit.core.table import resolve_images
     with open(data / "solution.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return resolve_images(data / "test_images", [r["image_id"] for r in rows], data / "solution.csv"), \
@@ -76,22 +76,22 @@ def test_set(data: Path):
 
 def run_kit(args, flags: list[str]) -> dict:
     import torch
-    from kit import training
-    from kit.config import load_config, test_size
-    from kit.ensemble import Ensemble, load_members
-    from kit.images import load_rgb
-    from kit.rundir import RunDir
+    from kit.train import run as training
+    from kit.settings.config import load_config, test_size
+    from kit.export.ensemble import Ensemble, load_members
+    from kit.core.images import load_rgb
+    from kit.evaluate.rundir import RunDir
     if "!clip-head" in flags:                       # the mistake: AGC over every parameter, the head included
-        import kit.model
-        kit.model.split_head_params = lambda model: (list(model.parameters()), [])
-        import kit.engine
-        kit.engine.split_head_params = kit.model.split_head_params
+        import kit.train.model
+        kit.train.model.split_head_params = lambda model: (list(model.parameters()), [])
+        import kit.train.fold
+        kit.train.fold.split_head_params = kit.train.model.split_head_params
     import train
     ns = train.parse_args(["--data-dir", args.data, "--no-pretrained", "--img-size", str(args.img_size), "--epochs",
                            str(args.epochs), "--fold", str(args.fold), "--seed", str(args.seed), "--folds-csv",
                            args.folds_csv, "--run-dir", args.run_dir, "--num-workers", str(args.num_workers),
                            *[f for f in flags if not f.startswith("!")]])
-    from kit.cli import config_overrides
+    from kit.settings.cli import config_overrides
     cfg = load_config(None, config_overrides(ns))
     shutil.rmtree(Path(args.run_dir) / f"fold{args.fold}", ignore_errors=True)   # the seed's other folds stay: a run
     t0 = time.time()
@@ -117,10 +117,10 @@ def run_hand(args) -> dict:
     ImageNet normalization, the best epoch by validation accuracy (the same selection the kit makes)."""
     import timm
     import torch
-    from kit.config import load_config
-    from kit.data import train_table
-    from kit.images import load_rgb
-    from kit.task import Multiclass
+    from kit.settings.config import load_config
+    from kit.core.table import train_table
+    from kit.core.images import load_rgb
+    from kit.core.task import Multiclass
     torch.manual_seed(args.seed)
     cfg = load_config(None, {"data_dir": args.data, "pretrained": False})
     table = train_table(cfg)

@@ -44,10 +44,10 @@ def rows(path: Path) -> dict:
 
 def multilabel(work: Path, args) -> None:
     from sklearn.metrics import f1_score
-    from kit.oof import read_oof
-    from kit.report import nested_thresholds
-    from kit.rundir import RunDir
-    from kit.metrics import best_thresholds
+    from kit.evaluate.oof import read_oof
+    from kit.evaluate.report import nested_thresholds
+    from kit.evaluate.rundir import RunDir
+    from kit.core.metrics import best_thresholds
     run_dir = run(work, "multilabel", "multilabel", args.folds, args.epochs)
     task = RunDir(run_dir).task()
     oof = read_oof([run_dir / "oof.csv"])
@@ -61,8 +61,8 @@ def multilabel(work: Path, args) -> None:
     names = task.names
     yt = np.array([[t in v.split() for t in names] for v in truth.values()])
     exported = np.array([[t in sub[i].split() for t in names] for i in truth])
-    from kit.predictor import Predictor
-    from kit.images import load_rgb
+    from kit.runtime.predictor import Predictor
+    from kit.core.images import load_rgb
     predictor = Predictor(run_dir / "ensemble.onnx", "cpu")
     images = np.stack([load_rgb(work / "data/digits-multilabel/test_images" / f"{i}.png", predictor.meta.img_size)
                        for i in truth])
@@ -73,7 +73,7 @@ def multilabel(work: Path, args) -> None:
 
 
 def regression(work: Path, args) -> None:
-    from kit.oof import read_oof
+    from kit.evaluate.oof import read_oof
     truth = rows(work / "data/digits-regression/solution.csv") if (work / "data/digits-regression").exists() else None
     print("regression demo (the digit's value), RMSE:")
     print("| loss | OOF RMSE | test RMSE | predicting the training mean (test) |")

@@ -3,7 +3,7 @@ batch and images, measured in one run.
 
     python bench/train_step.py [--model eca_nfnet_l0] [--img-size 64] [--batch-size 32] [--images 512]
 
-The kit side is kit.engine.train_fold itself (its data pipeline with albumentations, AGC, EMA, warmup-cosine
+The kit side is kit.train.fold.train_fold itself (its data pipeline with albumentations, AGC, EMA, warmup-cosine
 schedule, NaN check, progress bar; AMP on CUDA); its images/s come from metrics.csv (training loop only,
 validation excluded). The hand loop decodes the same files with the same loader, normalizes, and runs
 forward/backward/SGD on the same model (the kit's architecture, dropout and drop-path rates and memory
@@ -28,15 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import make_jpeg_competition  # noqa: E402
-from kit.config import load_config  # noqa: E402
-from kit.data import train_table  # noqa: E402
-from kit.device import activation_layout, resolve_device  # noqa: E402
-from kit.engine import FoldData, train_fold  # noqa: E402
-from kit.images import load_rgb  # noqa: E402
-from kit.model import create_model, normalization  # noqa: E402
-from kit.oof import read_history  # noqa: E402
-from kit.rundir import RunDir  # noqa: E402
-from kit.task import Multiclass  # noqa: E402
+from kit.settings.config import load_config  # noqa: E402
+from kit.core.table import train_table  # noqa: E402
+from kit.train.device import activation_layout, resolve_device  # noqa: E402
+from kit.train.fold import FoldData, train_fold  # noqa: E402
+from kit.core.images import load_rgb  # noqa: E402
+from kit.train.model import create_model, normalization  # noqa: E402
+from kit.evaluate.oof import read_history  # noqa: E402
+from kit.evaluate.rundir import RunDir  # noqa: E402
+from kit.core.task import Multiclass  # noqa: E402
 
 
 def hand_loop(table, y, train_rows, cfg, device, epochs) -> list[float]:

@@ -90,7 +90,7 @@ def run_entry(capsys, script: str, *args) -> subprocess.CompletedProcess:
     """Run train.py / infer.py in this process, exactly as its __main__ does (same error handling and exit
     code), without paying a fresh interpreter's torch import. Anything but a KitError propagates (a traceback)."""
     import importlib
-    from kit.entry import main_guard
+    from kit.core.entry import main_guard
     module = importlib.import_module(script.removesuffix(".py"))
     argv, sys.argv = sys.argv, [script, *map(str, args)]
     capsys.readouterr()
@@ -134,13 +134,13 @@ def onnx_file(trained, tmp_path_factory):
 
 def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, **settings):
     """(cfg, task, FoldData, RunDir) of fold `fold` of a 2-fold split of a small competition, for driving
-    kit.engine.Trainer in this process."""
-    from kit.config import load_config
-    from kit.data import train_table
-    from kit.engine import FoldData
-    from kit.folds import load_or_create
-    from kit.rundir import RunDir
-    from kit.training import resolve_task
+    kit.train.fold.Trainer in this process."""
+    from kit.settings.config import load_config
+    from kit.core.table import train_table
+    from kit.train.fold import FoldData
+    from kit.prepare.folds import load_or_create
+    from kit.evaluate.rundir import RunDir
+    from kit.train.run import resolve_task
     comp = make_competition(tmp_path / "comp", per_class=per_class)
     cfg = load_config(None, {"data_dir": str(comp), "run_dir": str(tmp_path / "run"), "model": "test_nfnet",
                              "pretrained": False, "img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0,

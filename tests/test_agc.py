@@ -4,8 +4,8 @@ import pytest
 import torch
 from timm.utils.agc import adaptive_clip_grad as timm_agc
 
-from kit.agc import adaptive_clip_grad_
-from kit.model import classifier_prefix, create_model, split_head_params
+from kit.train.agc import adaptive_clip_grad_
+from kit.train.model import classifier_prefix, create_model, split_head_params
 
 
 def reference_agc(weight, grad, clip, eps=1e-3):

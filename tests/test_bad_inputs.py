@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from conftest import TINY, make_competition, run_entry, save_crafted_checkpoint, write_rows
-from kit.config import load_config
-from kit.data import train_table
-from kit.folds import load_or_create
+from kit.settings.config import load_config
+from kit.core.table import train_table
+from kit.prepare.folds import load_or_create
 
 
 def rows_of(path):
@@ -257,7 +257,7 @@ def test_onnx_from_another_run(onnx_file, tmp_path, capsys):
 
 
 def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
-    from kit import checkpoint
+    from kit.train import checkpoint
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     ckpt = checkpoint.load(run / "fold1" / "best.pt")
@@ -300,7 +300,7 @@ def test_out_pointing_at_a_directory(onnx_file, trained, tmp_path, capsys):
 
 
 def test_checkpoint_without_its_config(trained, tmp_path, capsys):
-    from kit import checkpoint
+    from kit.train import checkpoint
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     ckpt = checkpoint.load(run / "fold0" / "best.pt")

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import make_competition, run_cli, run_entry
-from kit.blend import choose_views, fit_weights, honest_cv
-from kit.ensemble import view
-from kit.errors import KitError
-from kit.predictor import Predictor
-from kit.task import Multiclass
+from kit.evaluate.blend import choose_views, fit_weights, honest_cv
+from kit.export.ensemble import view
+from kit.core.errors import KitError
+from kit.runtime.predictor import Predictor
+from kit.core.task import Multiclass
 
 
 def rows_of(path):
@@ -107,7 +107,7 @@ def test_two_architectures_blend_into_one_graph(trained, second_run, tmp_path, c
     assert np.allclose(p.sum(1), 1, atol=2e-2)
     int8 = Predictor(graph.with_name("blend.int8.onnx"), "cpu")
     assert int8.meta.int8 and json.loads(json.dumps(int8.meta.members)) == members
-    from kit.images import load_rgb
+    from kit.core.images import load_rgb
     images = np.stack([load_rgb(f, 32) for f in sorted((comp / "test_images").iterdir())])
     blended, each = predictor.session.run(None, {"images": images})
     weights = np.repeat([m["weight"] / 3 for m in members], 3)
@@ -131,9 +131,9 @@ def test_runs_on_other_folds_are_refused(trained, tmp_path, capsys):
 
 
 def test_a_zero_weight_run_is_left_out_of_the_graph(trained, second_run, tmp_path, monkeypatch):
-    import kit.export
-    monkeypatch.setattr(kit.export, "fit_weights", lambda task, metric, y, preds: np.array([1.0, 0.0]))
-    summary = kit.export.export([trained[1], second_run], out=tmp_path / "b.onnx")
+    import kit.export.build
+    monkeypatch.setattr(kit.export.build, "fit_weights", lambda task, metric, y, preds: np.array([1.0, 0.0]))
+    summary = kit.export.build.export([trained[1], second_run], out=tmp_path / "b.onnx")
     assert [m["model"] for m in summary["members"]] == ["test_nfnet"]
     graph = Predictor(tmp_path / "b.onnx", "cpu")
     assert graph.session.get_outputs()[1].shape[1:] == [3, 3] and graph.meta.img_size == 32

@@ -1,7 +1,7 @@
 import pytest
 
-from kit.config import Config, load_config
-from kit.errors import KitError
+from kit.settings.config import Config, load_config
+from kit.core.errors import KitError
 
 
 def test_defaults_then_yaml_then_cli(tmp_path):
@@ -52,7 +52,7 @@ def test_example_config_sets_every_key():
 def test_auto_recipe_follows_the_starting_weights():
     """`train.py --no-pretrained ...` with nothing else set gets the benchmark's scratch recipe; pretrained
     weights (downloaded or from a file) get finetune; a setting given explicitly beats the recipe's."""
-    from kit.recipes import RECIPES
+    from kit.settings.recipes import RECIPES
     scratch = load_config(None, {"pretrained": False})
     assert scratch.recipe == "scratch"
     assert all(getattr(scratch, k) == v for k, v in RECIPES["scratch"].items())

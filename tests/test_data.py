@@ -3,11 +3,11 @@ import pytest
 from PIL import Image
 
 from conftest import make_competition, write_rows
-from kit.config import load_config
-from kit.data import check_images_readable, submission_table, train_table
-from kit.errors import KitError
-from kit.images import load_rgb
-from kit.task import Multiclass, label_order
+from kit.settings.config import load_config
+from kit.core.table import check_images_readable, submission_table, train_table
+from kit.core.errors import KitError
+from kit.core.images import load_rgb
+from kit.core.task import Multiclass, label_order
 
 
 def cfg_for(root):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from kit.predictor import Predictor
+from kit.runtime.predictor import Predictor
 
 
 def rows_of(path):
@@ -88,8 +88,8 @@ def test_the_page_in_a_real_browser_matches_the_python_predictor(onnx_file, trai
 def test_the_web_graph_resizes_like_the_predictor(onnx_file, trained, tmp_path):
     """The resize moved into model.onnx gives load_rgb's pixels: the same outputs from the file's own pixels."""
     import onnxruntime as ort
-    from kit.images import open_rgb
-    from kit.web import with_resize
+    from kit.core.images import open_rgb
+    from kit.deploy.web import with_resize
     with_resize(onnx_file, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, "height", "width", 3]

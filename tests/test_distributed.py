@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, make_competition, run_cli
-from kit import checkpoint
+from kit.train import checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

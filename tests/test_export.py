@@ -8,15 +8,15 @@ import pytest
 import torch
 from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 
-from kit import checkpoint
-from kit.ensemble import Ensemble, fold_weight_standardization, load_members
-from kit.errors import KitError
-from kit.export import export
-from kit.model import create_model
-from kit.parity import parity_check
-from kit.predictor import Predictor
-from kit.rundir import RunDir
-from kit.task import Multiclass
+from kit.train import checkpoint
+from kit.export.ensemble import Ensemble, fold_weight_standardization, load_members
+from kit.core.errors import KitError
+from kit.export.build import export
+from kit.train.model import create_model
+from kit.export.parity import parity_check
+from kit.runtime.predictor import Predictor
+from kit.evaluate.rundir import RunDir
+from kit.core.task import Multiclass
 
 
 def ensemble(models, mean, std, tta, size=24):
@@ -111,8 +111,8 @@ def test_int8_graph_and_its_agreement_report(exported, trained):
     ops = {n.op_type for n in onnx.load(int8["path"]).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     # the reported agreement is what the two graphs do on the run's 30 OOF images
-    from kit.images import load_rgb
-    from kit.oof import read_oof
+    from kit.core.images import load_rgb
+    from kit.evaluate.oof import read_oof
     oof = read_oof([trained[1] / "oof.csv"])
     images = np.stack([load_rgb(next((trained[0] / "train_images").glob(i + ".*")), 32) for i in oof.ids])
     fp32_out = Predictor(out, "cpu").predict_images(images)
@@ -144,7 +144,7 @@ def test_parity_gate_refuses_a_tampered_graph(exported, tmp_path):
 
 def test_failed_parity_writes_nothing(trained, tmp_path, monkeypatch):
     _, run_dir, _, _ = trained
-    import kit.export as ex
+    import kit.export.build as ex
     real = ex.fold_weight_standardization
 
     def broken(model):

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, make_competition, run_cli, run_entry, write_rows
-from kit import atomic, checkpoint
-from kit.errors import KitError
-from kit.images import load_rgb
-from kit.predictor import Predictor
+from kit.core import atomic
+from kit.train import checkpoint
+from kit.core.errors import KitError
+from kit.core.images import load_rgb
+from kit.runtime.predictor import Predictor
 
 
 def rows_of(path):
@@ -55,8 +56,8 @@ def test_infer_predicts_with_the_graph_it_exported(trained, tmp_path, capsys, mo
     """Another export replacing ensemble.onnx between this run's export and its prediction changes nothing."""
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
-    import kit.export
-    real = kit.export.export
+    import kit.export.build
+    real = kit.export.build.export
 
     def export_then_replaced(*args, **kwargs):
         summary = real(*args, **kwargs)
@@ -67,7 +68,7 @@ def test_infer_predicts_with_the_graph_it_exported(trained, tmp_path, capsys, mo
         onnx.save(graph, summary["path"])                     # what a concurrent `infer.py --folds 0` would do
         return summary
 
-    monkeypatch.setattr(kit.export, "export", export_then_replaced)
+    monkeypatch.setattr(kit.export.build, "export", export_then_replaced)
     probs = tmp_path / "probs.csv"
     r = run_entry(capsys, "infer.py", "--run-dir", run, "--out", tmp_path / "sub.csv", "--probs", probs)
     assert r.returncode == 0, r.stderr
@@ -82,13 +83,13 @@ def test_infer_predicts_with_the_graph_it_exported(trained, tmp_path, capsys, mo
 
 def test_predictions_land_on_their_own_ids(onnx_file, trained, tmp_path):
     """sample_submission in shuffled order, batches of 2: every row gets the prediction of its own image."""
-    from kit.submission import make_submission
+    from kit.runtime.submission import make_submission
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
     rows = rows_of(comp / "sample_submission.csv")[1:]
     order = np.random.default_rng(3).permutation(len(rows))
     write_rows(comp / "sample_submission.csv", ["image_id", "label"], [rows[i] for i in order])
-    make_submission(onnx_file, str(comp), tmp_path / "sub.csv", "cpu", batch_size=2, probs_out=tmp_path / "p.csv")
+    make_submission(onnx_file, str(comp), tmp_path / "sub.csv", provider="cpu", batch_size=2, probs_out=tmp_path / "p.csv")
     predictor = Predictor(onnx_file, "cpu")
     got = {row[0]: np.array([float(v) for v in row[1:]]) for row in rows_of(tmp_path / "p.csv")[1:]}
     assert list(got) == [rows[i][0] for i in order]
@@ -99,13 +100,13 @@ def test_predictions_land_on_their_own_ids(onnx_file, trained, tmp_path):
 
 
 def test_sample_ids_as_written_and_id_column_anywhere(onnx_file, trained, tmp_path):
-    from kit.submission import make_submission
+    from kit.runtime.submission import make_submission
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
     rows = rows_of(comp / "sample_submission.csv")[1:]
     padded = [[lab, f" {i} " if k % 2 else i] for k, (i, lab) in enumerate(rows)]
     write_rows(comp / "sample_submission.csv", ["label", "image_id"], padded)
-    make_submission(onnx_file, str(comp), tmp_path / "sub.csv", "cpu")
+    make_submission(onnx_file, str(comp), tmp_path / "sub.csv", provider="cpu")
     sub = rows_of(tmp_path / "sub.csv")
     assert sub[0] == ["label", "image_id"]
     assert [r[1] for r in sub[1:]] == [r[1] for r in padded]          # ' te_1 ' comes back as ' te_1 '
@@ -259,7 +260,7 @@ def test_demo_score_only_for_the_demo(onnx_file, trained, tmp_path, capsys):
 
 
 def test_undefined_metrics_are_nan_not_a_traceback():
-    from kit.task import Multiclass
+    from kit.core.task import Multiclass
     task = Multiclass(["a", "b", "c"])
     nan_probs = np.full((4, 3), np.nan)
     for metric in ("accuracy", "macro_f1", "log_loss", "roc_auc"):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import write_rows
-from kit.config import load_config
-from kit.data import train_table
-from kit.errors import KitError
-from kit.folds import load_or_create, make_folds
+from kit.settings.config import load_config
+from kit.core.table import train_table
+from kit.core.errors import KitError
+from kit.prepare.folds import load_or_create, make_folds
 
 
 def test_stratified_deterministic_and_balanced():

@@ -1,4 +1,4 @@
-"""The ONNX rewrites of kit.graph keep the values and remove the activation-sized work they target."""
+"""The ONNX rewrites of kit.export.graph keep the values and remove the activation-sized work they target."""
 import collections
 
 import numpy as np
@@ -6,8 +6,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from kit import graph as kit_graph
-from kit.onnx_export import export_onnx
+from kit.export import graph as kit_graph
+from kit.export.onnx_export import export_onnx
 
 
 class EcaLikeBlock(torch.nn.Module):
@@ -39,7 +39,7 @@ def test_export_drops_expands_and_folds_scalar_muls_keeping_values(tmp_path, mon
         expected = block(torch.from_numpy(images)).numpy()
 
     export_onnx(block, 10, tmp_path / "simplified.onnx")
-    monkeypatch.setattr("kit.onnx_export.simplify", lambda graph: None)
+    monkeypatch.setattr("kit.export.onnx_export.simplify", lambda graph: None)
     export_onnx(block, 10, tmp_path / "raw.onnx")
 
     raw, simplified = _ops(tmp_path / "raw.onnx"), _ops(tmp_path / "simplified.onnx")
@@ -63,9 +63,9 @@ def test_a_scalar_mul_that_feeds_anything_but_convs_stays():
 
 def test_a_real_eca_nfnet_loses_its_expands_and_keeps_its_values(tmp_path, monkeypatch):
     """The kit's default model: every ECA expand_as gone, the scalar gains folded, the values unchanged."""
-    from kit.ensemble import Ensemble, fold_weight_standardization
-    from kit.task import Multiclass
-    from kit.model import create_model
+    from kit.export.ensemble import Ensemble, fold_weight_standardization
+    from kit.core.task import Multiclass
+    from kit.train.model import create_model
     torch.manual_seed(0)
     model = create_model("eca_nfnet_l0", 3).eval()
     fold_weight_standardization(model)
@@ -75,7 +75,7 @@ def test_a_real_eca_nfnet_loses_its_expands_and_keeps_its_values(tmp_path, monke
     with torch.no_grad():
         expected = ensemble(torch.from_numpy(images))[0].numpy()
     export_onnx(ensemble, 32, tmp_path / "simplified.onnx")
-    monkeypatch.setattr("kit.onnx_export.simplify", lambda graph: None)
+    monkeypatch.setattr("kit.export.onnx_export.simplify", lambda graph: None)
     export_onnx(ensemble, 32, tmp_path / "raw.onnx")
     raw, simplified = _ops(tmp_path / "raw.onnx"), _ops(tmp_path / "simplified.onnx")
     assert raw["Expand"] >= 9 and simplified["Expand"] == 0

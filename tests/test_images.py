@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from kit.errors import KitError
-from kit.images import load_rgb, open_rgb
-from kit.loader import ImageDataset, decoder
-from kit.predictor import image_batches
+from kit.core.errors import KitError
+from kit.core.images import load_rgb, open_rgb
+from kit.train.loader import ImageDataset, decoder
+from kit.runtime.predictor import image_batches
 
 GRADIENT = np.linspace(0, 65535, 16 * 16).reshape(16, 16)
 

@@ -1,8 +1,17 @@
-"""The module layout's contracts: no import cycle inside kit/ (lazy imports included), the deploy side never
-reaches the training side, the torch-free modules import without torch, timm, OpenCV and albumentations, and
-every Config field has its command-line flag."""
+"""The layout's contracts, read from the folders themselves (no module list is kept anywhere):
+
+- kit/ holds stage packages whose floors follow the data flow; an import never runs up a floor, and there is no
+  import cycle, lazy imports included;
+- the shipped runtime is whole folders (RUNTIME_PACKAGES): they import with torch, timm, OpenCV and
+  albumentations unimportable, and the predictor wheel holds exactly them;
+- no module outside the task package asks which kind of task it holds;
+- no function in kit/ is longer than 80 lines; docs/architecture.md maps every module, in data-flow order;
+- every Config field has its command-line flag.
+"""
 import ast
+import re
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -10,73 +19,120 @@ import pytest
 from conftest import ROOT, run_cli
 
 KIT = ROOT / "kit"
-MODULES = sorted(p.stem for p in KIT.glob("*.py") if p.stem != "__init__")
 HEAVY = ("torch", "timm", "cv2", "albumentations")
-TORCH_FREE = ["data", "images", "rundir", "oof", "report", "artifact", "predictor", "submission", "task", "metrics",
-              "folds", "config", "demo", "errors", "atomic", "log", "entry", "blend", "serve", "web"]
-DEPLOY = ["artifact", "predictor", "submission", "serve", "web"]
+# the order of the data flow, as import floors: a package imports only from lower floors (and itself)
+FLOORS = [("core",), ("settings", "prepare", "runtime"), ("evaluate",), ("train",), ("export",), ("deploy",)]
+FLOOR = {pkg: level for level, pkgs in enumerate(FLOORS) for pkg in pkgs}
+DATA_FLOW = ["core", "settings", "prepare", "train", "evaluate", "export", "runtime", "deploy"]
+MAX_FUNCTION_LINES = 80
 
 
-def imports(module: str) -> tuple[set[str], set[str]]:
-    """(kit modules, top-level packages) that `module` imports anywhere in its body, lazily or not."""
-    tree = ast.parse((KIT / f"{module}.py").read_text())
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(KIT.rglob("*.py"))}
+
+
+def package(module: str) -> str | None:
+    """The stage package of a kit module (None: kit/__init__.py and the top-level command modules)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (KIT / parts[1]).is_dir()) else None
+
+
+def imports(module: str, lazy: bool = True) -> tuple[set[str], set[str]]:
+    """(kit modules, top-level outside packages) that `module` imports: anywhere in its body when `lazy`, else
+    only at import time (module level, outside functions)."""
+    tree = ast.parse(MODULES[module].read_text())
+    nodes = ast.walk(tree) if lazy else _module_level(tree)
     inside, outside = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                inside.add(node.module.split(".")[0])
-            else:                                               # from . import x, y
-                inside.update(a.name for a in node.names if a.name in MODULES)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module.startswith("kit."):
-                inside.add(node.module.split(".")[1])
-            else:
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{module}: use absolute imports (from kit.<package>.<module> import ...)"
+            if node.module and (node.module == "kit" or node.module.startswith("kit.")):
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    inside.add(target if target in MODULES else node.module)
+            elif node.module:
                 outside.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
-            outside.update(a.name.split(".")[0] for a in node.names)
-    return inside & set(MODULES), outside
+            for alias in node.names:
+                (inside if alias.name.startswith("kit.") else outside).add(
+                    alias.name if alias.name.startswith("kit.") else alias.name.split(".")[0])
+    return {m for m in inside if m in MODULES}, outside
 
 
-GRAPH = {m: imports(m)[0] for m in MODULES}
+def _module_level(tree):
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
 
 
-def reach(module: str) -> set[str]:
+GRAPH = {m: imports(m)[0] - {m} for m in MODULES}
+
+
+def reach(module: str, graph=GRAPH) -> set[str]:
     seen, todo = set(), [module]
     while todo:
-        for nxt in GRAPH[todo.pop()]:
+        for nxt in graph[todo.pop()]:
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
 
 
+def cycles(graph) -> list[str]:
+    return [m for m in graph if m in reach(m, graph)]
+
+
+def upward(graph) -> list[tuple[str, str]]:
+    """Imports that run up a floor (or sideways into another package of the same floor), or from a stage
+    package into a top-level command module."""
+    return [(m, t) for m, targets in graph.items() for t in targets if package(m) and t != "kit" and
+            (package(t) is None or (package(t) != package(m) and FLOOR[package(t)] >= FLOOR[package(m)]))]
+
+
+def runtime_modules() -> list[str]:
+    from kit.deploy.bundle import RUNTIME_PACKAGES
+    return sorted(m for m in MODULES if package(m) in RUNTIME_PACKAGES)
+
+
 def test_the_import_graph_is_parsed():
-    assert "engine" in GRAPH["training"] and "artifact" in GRAPH["predictor"]      # the parser sees imports
-    assert "metrics" in GRAPH["task"]                                           # including lazy ones
+    assert "kit.train.fold" in GRAPH["kit.train.run"] and "kit.core.artifact" in GRAPH["kit.runtime.predictor"]
+    assert "kit.core.metrics" in GRAPH["kit.core.task.multiclass"]              # lazy imports count too
+    assert set(FLOOR) == {p.name for p in KIT.iterdir() if p.is_dir() and p.name != "__pycache__"}
 
 
-def test_no_import_cycles():
-    cycles = [m for m in MODULES if m in reach(m)]
-    assert cycles == [], f"modules on an import cycle: {cycles}"
+def test_top_level_holds_packages_and_at_most_8_plain_modules():
+    plain = [p.name for p in KIT.glob("*.py")]
+    assert len(plain) <= 8, plain
 
 
-def heavy(module: str) -> set[str]:
-    return {pkg for m in {module} | reach(module) for pkg in imports(m)[1] if pkg in HEAVY}
+def test_no_import_cycles_and_no_import_runs_up_a_floor():
+    assert cycles(GRAPH) == []
+    assert upward(GRAPH) == []
+    # the checks have teeth: the imports they forbid are found
+    assert upward({**GRAPH, "kit.core.errors": {"kit.train.model"}}) == [("kit.core.errors", "kit.train.model")]
+    assert cycles({**GRAPH, "kit.core.errors": {"kit.core.task"}, "kit.core.task": {"kit.core.errors"}})
 
 
-@pytest.mark.parametrize("module", DEPLOY)
-def test_deploy_side_never_reaches_the_training_side(module):
-    training_side = {m for m in MODULES if heavy(m)}
-    assert {"engine", "export", "model"} <= training_side                       # the rule has teeth
-    assert not reach(module) & training_side, reach(module) & training_side
+def test_runtime_folders_never_import_heavy_packages_at_import_time():
+    for m in runtime_modules():
+        for t in {m} | {x for x in reach(m)}:
+            assert package(t) in ("core", "runtime", None), f"{m} reaches {t}"
+        heavy = imports(m, lazy=False)[1] & set(HEAVY)
+        assert not heavy, f"{m} imports {heavy} at import time"
 
 
-def test_torch_free_modules_import_without_torch(trained, tmp_path):
-    for m in TORCH_FREE:
-        assert not heavy(m), f"kit.{m} reaches {heavy(m)}"
-    _, run_dir, _, _ = trained
+def test_runtime_folders_import_and_predict_without_torch(onnx_file, trained):
+    comp = trained[0]
     script = textwrap.dedent(f"""
-        import sys
+        import importlib, sys
 
         class Unimportable:                     # any import of these packages now raises ImportError
             def find_spec(self, name, path=None, target=None):
@@ -84,23 +140,59 @@ def test_torch_free_modules_import_without_torch(trained, tmp_path):
                     raise ImportError(name + " is made unimportable by this test")
 
         sys.meta_path.insert(0, Unimportable())
-        import importlib
-        for m in {TORCH_FREE!r}:
-            importlib.import_module("kit." + m)
-        from kit.report import write_reports
-        from kit.rundir import RunDir
-        result = write_reports(RunDir({str(run_dir)!r}), quiet=True)
+        for m in {runtime_modules()!r}:
+            importlib.import_module(m)
+        from kit.runtime.predictor import Predictor
+        p = Predictor({str(onnx_file)!r}, "cpu")
+        files = sorted(__import__("pathlib").Path({str(comp / "test_images")!r}).iterdir())[:3]
+        print([p.answer(row)["label"] for row in p.predict_files(files)])
         assert not set({HEAVY!r}) & set(sys.modules)
-        print("cv", round(result["cv"], 6), "folds", sorted(result["folds"]))
     """)
     r = run_cli("-c", script)
     assert r.returncode == 0, r.stderr
-    assert "folds [0, 1, 2]" in r.stdout
+    assert r.stdout.startswith("['")
+
+
+def test_the_predictor_wheel_holds_exactly_the_runtime_folders(tmp_path):
+    from kit.deploy.bundle import build_predictor_wheel
+    wheel = build_predictor_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as z:
+        shipped = sorted(n for n in z.namelist() if n.startswith("kit/"))
+    expected = sorted(["kit/__init__.py"] + [str(MODULES[m].relative_to(ROOT)) for m in runtime_modules()])
+    assert shipped == expected
+
+
+def test_no_module_outside_the_task_package_asks_for_a_kind():
+    test = re.compile(r"\.kind\s*(==|!=|in\b|not in\b)|\bkind\s*(==|!=)\s*[\"'](multiclass|multilabel|regression)")
+    offenders = [f"{m}:{i}" for m, path in MODULES.items() if not m.startswith("kit.core.task")
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if test.search(line)]
+    assert offenders == []
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for m, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{m}.{node.name}: {lines}")
+    assert long == []
+
+
+def test_the_architecture_doc_maps_every_module_in_data_flow_order():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    mentioned = re.findall(r"^- `(kit/[\w/]+\.py)` — ", doc, re.M)
+    files = [str(p.relative_to(ROOT)) for p in MODULES.values()]
+    assert sorted(mentioned) == sorted(files), set(files) ^ set(mentioned)           # each module once
+    stages = [package(module_name(ROOT / f)) for f in mentioned]
+    order = [DATA_FLOW.index(p) if p else len(DATA_FLOW) for p in stages]
+    assert order == sorted(order)
 
 
 def test_every_config_field_has_its_flag():
     import train
-    from kit.config import FIELDS, Config
+    from kit.settings.config import FIELDS, Config
     samples = {"int": ("3", 3), "float": ("0.25", 0.25), "str": ("x", "x")}
     for name, f in FIELDS.items():
         kind = f.type.replace("Optional[", "").rstrip("]")
@@ -115,12 +207,3 @@ def test_every_config_field_has_its_flag():
             assert getattr(train.parse_args([flag, text]), name) == value, name
         assert getattr(train.parse_args([]), name) is None           # not given: the YAML and defaults decide
     assert len(FIELDS) == len(Config().to_dict())
-
-
-def test_the_predictor_wheel_holds_everything_the_deploy_side_imports():
-    from kit.bundle import MODULES
-    needed = {"submission", "predictor", "entry"} | reach("submission") | reach("predictor") | reach("entry")
-    # kit.task imports kit.metrics (scikit-learn) lazily, to score and fit thresholds: training and export only;
-    # tests/test_deploy.py predicts from the wheel in a venv without scikit-learn
-    assert needed - {"metrics"} <= set(MODULES), needed - set(MODULES)
-    assert not {pkg for m in MODULES if m != "__init__" for pkg in imports(m)[1]} & {*HEAVY, "yaml", "sklearn", "scipy"}

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import fold_setup
-from kit import checkpoint
-from kit.engine import Trainer
-from kit.errors import KitError
-from kit.distributed import Dist
-from kit.oof import read_history
+from kit.train import checkpoint
+from kit.train.fold import Trainer
+from kit.core.errors import KitError
+from kit.train.distributed import Dist
+from kit.evaluate.oof import read_history
 
 
 def trainer(tmp_path, **settings) -> Trainer:
@@ -21,9 +21,9 @@ def trainer(tmp_path, **settings) -> Trainer:
 
 def test_the_loop_clips_every_parameter_but_the_head_once_per_optimizer_step(tmp_path, monkeypatch):
     calls = []
-    import kit.engine
-    real = kit.engine.adaptive_clip_grad_
-    monkeypatch.setattr(kit.engine, "adaptive_clip_grad_", lambda params, *a: calls.append(list(params)) or real(params, *a))
+    import kit.train.fold
+    real = kit.train.fold.adaptive_clip_grad_
+    monkeypatch.setattr(kit.train.fold, "adaptive_clip_grad_", lambda params, *a: calls.append(list(params)) or real(params, *a))
     t = trainer(tmp_path, epochs=1, accum_steps=2)
     t.fit()
     head = {id(p) for p in t.model.get_classifier().parameters()}
@@ -37,14 +37,14 @@ def test_agc_sees_unscaled_gradients_under_a_loss_scaler(tmp_path, monkeypatch):
     """AMP's loss scaling multiplies every gradient by the scale (2^16 here); AGC must see the true gradients,
     or it compares the weights with gradients 65,536 times too large and clips every unit. The same step with
     and without an enabled scaler must hand AGC the same gradients (GradScaler runs on the CPU too)."""
-    import kit.engine
+    import kit.train.fold
     seen = {}
-    real = kit.engine.adaptive_clip_grad_
+    real = kit.train.fold.adaptive_clip_grad_
 
     def record(params, *a):
         seen.setdefault(key, [p.grad.detach().clone() for p in params])
         return real(params, *a)
-    monkeypatch.setattr(kit.engine, "adaptive_clip_grad_", record)
+    monkeypatch.setattr(kit.train.fold, "adaptive_clip_grad_", record)
     for key in ("plain", "scaled"):
         t = trainer(tmp_path / key, epochs=1)
         if key == "scaled":

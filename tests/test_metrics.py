@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kit.task import Multiclass
+from kit.core.task import Multiclass
 
 TASK = Multiclass(["a", "b", "c"])
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kit.errors import KitError
-from kit.model import ImageNormalizer, create_model, normalization
+from kit.core.errors import KitError
+from kit.train.model import ImageNormalizer, create_model, normalization
 
 
 def test_pretrained_file_loads_weights_and_replaces_a_mismatched_head(tmp_path):

@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT, TINY, run_cli, write_rows
-from kit.artifact import check_graph
-from kit.errors import KitError
-from kit.predictor import Predictor, create_session
-from kit.submission import validate_submission
+from kit.core.artifact import check_graph
+from kit.core.errors import KitError
+from kit.runtime.predictor import Predictor, create_session
+from kit.runtime.submission import validate_submission
 
 
 def rows_of(path):
@@ -42,7 +42,7 @@ def test_predictor_runs_with_torch_unimportable(onnx_file, trained, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None          # any `import torch` now raises ImportError
-        from kit.submission import make_submission
+        from kit.runtime.submission import make_submission
         result = make_submission({str(onnx_file)!r}, {str(comp)!r}, {str(out)!r}, provider="cpu")
         assert "timm" not in sys.modules and "albumentations" not in sys.modules
         print("rows", result["images"])

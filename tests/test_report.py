@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, make_competition, run_cli
-from kit import checkpoint
+from kit.train import checkpoint
 
 CLASSES = ["cat", "dog", "fox"]
 

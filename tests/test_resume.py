@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import ROOT, make_competition, run_cli, save_crafted_checkpoint
-from kit import checkpoint
-from kit.errors import KitError
+from kit.train import checkpoint
+from kit.core.errors import KitError
 
 
 def digest(state: dict) -> str:
@@ -107,7 +107,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_second_trainer_on_the_same_fold_is_refused(tmp_path):
-    from kit.lock import FoldLock
+    from kit.train.lock import FoldLock
     comp = make_competition(tmp_path / "comp", per_class=6)
     (tmp_path / "run" / "fold0").mkdir(parents=True)
     with FoldLock(tmp_path / "run" / "fold0" / ".lock"):

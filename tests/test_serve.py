@@ -1,4 +1,4 @@
-"""The HTTP service, run the way it runs: `python -m kit.serve` in its own process, requests over loopback."""
+"""The HTTP service, run the way it runs: `python -m kit.runtime.serve` in its own process, requests over loopback."""
 import http.client
 import json
 import socket
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from kit.predictor import Predictor
+from kit.runtime.predictor import Predictor
 
 
 def free_port() -> int:

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, make_competition, run_cli, run_entry, write_rows
-from kit.errors import KitError
-from kit.folds import make_folds
-from kit.metrics import best_thresholds
-from kit.objective import Objective, activation
-from kit.task import Multiclass, Multilabel, Regression, infer_kind, restore
+from kit.core.errors import KitError
+from kit.prepare.folds import make_folds
+from kit.core.metrics import best_thresholds
+from kit.train.objective import Objective
+from kit.core.task import Multiclass, Multilabel, Regression, infer_kind, restore
 
 
 def rows_of(path):
@@ -103,15 +103,15 @@ def test_losses_and_activations_per_task():
     torch.testing.assert_close(multilabel.activate(logits), logits.sigmoid())
     task = Regression(["y"], {"kind": "standard", "shift": 10.0, "factor": 4.0})
     out, y = torch.tensor([[0.5], [-1.0]]), torch.tensor([[12.0], [6.0]])
-    torch.testing.assert_close(Objective(task, regression_loss="mse").train_loss(out, y),
-                               torch.mean((out - (y - 10) / 4) ** 2))
-    torch.testing.assert_close(Objective(task, regression_loss="huber").train_loss(out, y),
-                               torch.nn.functional.huber_loss(out, (y - 10) / 4))
-    torch.testing.assert_close(activation(task)(out), torch.tensor([[12.0], [6.0]]))      # back to the target scale
+    torch.testing.assert_close(Objective(task).train_loss(out, y), torch.mean((out - (y - 10) / 4) ** 2))
+    huber = Regression(["y"], task.scale, loss="huber")
+    torch.testing.assert_close(Objective(huber).train_loss(out, y), torch.nn.functional.huber_loss(out, (y - 10) / 4))
+    torch.testing.assert_close(task.activate(out), torch.tensor([[12.0], [6.0]]))      # back to the target scale
     unit = Regression(["y"], {"kind": "unit", "shift": 1.0, "factor": 99.0})
-    torch.testing.assert_close(Objective(unit, regression_loss="bce").train_loss(out, torch.tensor([[50.5], [1.0]])),
+    assert unit.loss_name == "bce"                                                  # the unit scaling is BCE's
+    torch.testing.assert_close(Objective(unit).train_loss(out, torch.tensor([[50.5], [1.0]])),
                                torch.nn.functional.binary_cross_entropy_with_logits(out, torch.tensor([[0.5], [0.0]])))
-    torch.testing.assert_close(activation(unit)(torch.tensor([[0.0]])), torch.tensor([[50.5]]))
+    torch.testing.assert_close(unit.activate(torch.tensor([[0.0]])), torch.tensor([[50.5]]))
 
 
 
@@ -141,7 +141,7 @@ def test_demo_variants_end_to_end(tmp_path, variant):
     solution = rows_of(tmp_path / f"data/digits-{variant}/solution.csv")
     assert [s[0] for s in sub] == [s[0] for s in solution]
     probs = np.array([[float(v) for v in row[1:]] for row in rows_of(tmp_path / "p.csv")[1:]])
-    from kit.predictor import Predictor
+    from kit.runtime.predictor import Predictor
     meta = Predictor(run / "ensemble.onnx", "cpu").meta
     if variant == "multilabel":
         assert rows_of(tmp_path / "p.csv")[0] == ["image_id", "prob_even", "prob_large", "prob_loop", "prob_prime"]
@@ -193,9 +193,9 @@ def test_an_image_with_no_tag_gets_an_empty_cell(tmp_path, capsys, monkeypatch):
     args = ["--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv", "--num-folds", "2",
             "--task", "multilabel", *TINY[:-4], "--epochs", "1", "--num-workers", "0"]
     assert run_entry(capsys, "train.py", *args, "--fold", "all").returncode == 0
-    import kit.predictor
-    real = kit.predictor.Predictor.predict_files
-    monkeypatch.setattr(kit.predictor.Predictor, "predict_files",
+    import kit.runtime.predictor
+    real = kit.runtime.predictor.Predictor.predict_files
+    monkeypatch.setattr(kit.runtime.predictor.Predictor, "predict_files",
                         lambda self, *a, **k: np.vstack([np.zeros((1, 3), np.float32), real(self, *a, **k)[1:]]))
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "s.csv")
     assert r.returncode == 0, r.stderr

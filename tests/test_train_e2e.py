@@ -1,14 +1,16 @@
 """The training CLI end to end on a small generated competition: every output file and its schema."""
 import csv
+import inspect
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import TINY, make_competition, run_cli, run_entry
-from kit import checkpoint
+from conftest import ROOT, TINY, make_competition, run_cli, run_entry
+from kit.train import checkpoint
 
 
 
@@ -81,7 +83,7 @@ def test_same_seed_same_weights(tmp_path):
 
 def test_pretrained_file_is_used(tmp_path):
     comp = make_competition(tmp_path / "comp", per_class=6)
-    from kit.model import create_model
+    from kit.train.model import create_model
     torch.manual_seed(123)
     weights = create_model("test_nfnet", 1000).state_dict()
     torch.save(weights, tmp_path / "w.pth")
@@ -115,8 +117,8 @@ def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(
     """Fold 0 trained 2 epochs, fold 1 asked for 1: once that left fold 1 out of the ensemble as 'still
     training'. Now the run dir refuses the mixed setup, and when forced, each fold counts as finished by its
     own epochs."""
-    from kit.ensemble import load_members
-    from kit.rundir import RunDir
+    from kit.export.ensemble import load_members
+    from kit.evaluate.rundir import RunDir
     comp = make_competition(tmp_path / "comp", per_class=6)
     base = ["--data-dir", comp, "--num-folds", "2", "--run-dir", tmp_path / "run", "--folds-csv",
             tmp_path / "folds.csv", *TINY[:5], "--batch-size", "8", "--num-workers", "0"]
@@ -131,3 +133,36 @@ def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(
     assert run.finished(0) and run.finished(1)
     assert [m.fold for m in load_members(run)] == [0, 1]
     assert "fold 1 of" in kit_log.text and "was trained with another setup than fold 0 (epochs: 2 -> 1)" in kit_log.text
+
+
+def documented_keys(doc: str, name: str) -> set[str]:
+    """The quoted keys of the `name` entry of a schema docstring (the entry and its continuation lines)."""
+    block = re.search(rf"^\s*{name}\s+\{{(.*?)\}}", doc, re.M | re.S)
+    assert block, name
+    return set(re.findall(r'"(\w+)"', block.group(1)))
+
+
+def test_the_checkpoint_docstring_is_what_the_files_hold(trained):
+    """kit/train/state.py describes best.pt and last.pt once; the files hold exactly those keys."""
+    from kit.train import state
+    run_dir = trained[1]
+    identity = documented_keys(state.__doc__, "identity")
+    assert set(checkpoint.load(run_dir / "fold0" / "best.pt")) == identity | documented_keys(state.__doc__, "best")
+    assert set(checkpoint.load(run_dir / "fold0" / "last.pt")) == identity | documented_keys(state.__doc__, "resumable")
+
+
+def test_the_file_formats_are_described_once_beside_their_writers(trained):
+    """The headers of oof.csv, metrics.csv and folds.csv and the ONNX metadata keys are the ones documented in the
+    modules that write them; the README links there instead of copying them."""
+    from kit.core import artifact
+    from kit.evaluate import oof
+    from kit.prepare import folds
+    comp, run_dir, folds_csv, _ = trained
+    header = lambda path: next(csv.reader(open(path, newline="")))      # noqa: E731
+    assert ",".join(header(run_dir / "fold0" / "metrics.csv")) in oof.__doc__
+    assert ",".join(header(run_dir / "fold0" / "oof.csv")[:3]) + ",<one column per model output>" in oof.__doc__
+    assert ",".join(header(folds_csv)) in folds.__doc__
+    for key in artifact.KEYS:                                   # every metadata field carries its description
+        assert re.search(rf"^    {key}: [^#\n]+# \w", inspect.getsource(artifact.Metadata), re.M), key
+    readme = (ROOT / "README.md").read_text()
+    assert "step_in_epoch" not in readme and "train_images_per_s" not in readme        # no copied schemas

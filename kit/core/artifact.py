@@ -1,0 +1,90 @@
+"""The exported file's contract: what kit.runtime.predictor, kit.runtime.submission and any deployment rely on. Torch-free.
+
+  input  "images"         uint8 [N, S, S, 3] RGB, S = img_size: each image as kit.core.images.load_rgb(path, S) gives it
+  output "probabilities"  float32 [N, C]: the task's predictions (multiclass: the weighted mean over members
+                          and views of each model's softmax); column i is the output `classes[i]`
+  output "members"        float32 [N, M, C]: each fold model's own prediction (its views averaged), in the
+                          order of `members` (runs) and their `folds`; what the parity gate checks member by member
+  metadata_props          "kit.<key>" -> JSON value, for every field of Metadata
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+from kit.core.errors import KitError
+from kit.core.task import Task, restore
+
+INPUT, OUTPUT, MEMBERS = "images", "probabilities", "members"
+PREFIX = "kit."
+
+
+@dataclass
+class Metadata:
+    task: str                   # kit.core.task kind: multiclass, multilabel or regression
+    classes: list               # output names (classes, tags, or the target), in output order
+    task_params: dict           # multilabel: thresholds (fitted on OOF), min_labels; regression: scale
+    img_size: int               # S of the input: the test size (kit.settings.config.test_size)
+    train_img_size: int         # the size the models trained at (below img_size under FixRes)
+    mean: list                  # the normalization inside the graph (informational)
+    std: list
+    model: str                  # timm architecture
+    folds: list                 # fold numbers in the ensemble
+    fold_scores: list           # each fold's best validation score
+    cv_score: float             # the metric over the OOF predictions of those folds
+    metric: str
+    tta: bool                   # flip views averaged inside the graph
+    int8: bool
+    id_col: str                 # the competition's id and label columns, for the submission
+    label_col: str
+    kit_version: str
+    members: list               # per run: {"run", "model", "folds", "img_size", "train_img_size", "weight", "views", "cv"}
+    answer: dict                # how a row of outputs becomes the JSON answer (kit/core/task: Task.answer_spec)
+
+    def task_(self) -> Task:
+        return restore({**self.task_params, "kind": self.task, "names": self.classes})
+
+
+KEYS = tuple(f.name for f in fields(Metadata))
+
+
+def write_metadata(path: str | Path, meta: Metadata) -> None:
+    """Replace the file's kit.* metadata and check the whole model (onnx.checker, full)."""
+    import onnx
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in asdict(meta).items():
+        model.metadata_props.add(key=PREFIX + key, value=json.dumps(value))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+
+
+def read_metadata(props: dict, path: str | Path = "") -> Metadata:
+    """Metadata from an onnxruntime session's custom_metadata_map (or onnx metadata_props as a dict)."""
+    if PREFIX + "classes" not in props:
+        raise KitError(f"{path} is not an ensemble exported by this kit (no kit.* metadata); export it with "
+                       f"`python infer.py --export-only`")
+    values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+    values.setdefault("task", "multiclass")             # files exported before tasks had a name
+    values.setdefault("train_img_size", values.get("img_size"))         # ... or FixRes
+    values.setdefault("members", [])                                    # ... or blends
+    values.setdefault("task_params", {})
+    if "answer" not in values and "classes" in values:                 # ... or answer specs
+        values["answer"] = restore({**values["task_params"], "kind": values["task"],
+                                    "names": values["classes"]}).answer_spec()
+    missing = [k for k in KEYS if k not in values]
+    if missing:
+        raise KitError(f"{path}: its kit.* metadata lacks {', '.join(missing)}; re-export it with this kit")
+    return Metadata(**{k: values[k] for k in KEYS})
+
+
+def check_graph(input_shape: list, output_shape: list, meta: Metadata, path: str | Path = "") -> None:
+    """The graph's own shapes must agree with its metadata (a file from another run, or a hand-edited one)."""
+    if list(input_shape[1:]) != [meta.img_size, meta.img_size, 3]:
+        raise KitError(f"{path}: the graph takes images of shape {input_shape[1:]} but its metadata says "
+                       f"{meta.img_size}px; re-export it")
+    outputs: Optional[int] = output_shape[-1] if isinstance(output_shape[-1], int) else None
+    if outputs is not None and outputs != len(meta.classes):
+        raise KitError(f"{path}: the graph outputs {outputs} classes but its metadata lists {len(meta.classes)}")

@@ -1,0 +1,215 @@
+"""An offline Kaggle bundle: one folder to upload as a Kaggle dataset and run in a notebook with no internet.
+
+    python -m kit.deploy.bundle --run-dir RUN --out DIR [--test-images N --time-limit 9h]     (or --onnx FILE)
+
+DIR/model/ensemble.onnx   the exported graph (from the run, or the file given)
+DIR/wheels/               the torch-free predictor as a wheel (nfnet-kit-predict: kit's deploy modules only) and
+                          the wheels of its dependencies, downloaded for --platform / --python-version
+DIR/requirements.txt      what to install from DIR/wheels, pinned to the versions this bundle was tested with
+DIR/predict.py            reads a (read-only) competition folder, writes the submission to a writable path
+DIR/settings.json         the competition's file and folder names, from the run
+DIR/budget.md             images/s measured here, whether the hidden test set fits the time limit, what to drop
+
+In the notebook:
+    pip install --no-index --find-links DIR/wheels -r DIR/requirements.txt
+    python DIR/predict.py --data-dir /kaggle/input/COMPETITION --out /kaggle/working/submission.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from kit import __version__
+from kit.core.atomic import write_text
+from kit.core.errors import KitError
+
+log = logging.getLogger(__name__)
+PACKAGE = "nfnet-kit-predict"
+# the shipped runtime: these folders of kit/, whole (tests/test_layout.py keeps them torch-free at import)
+RUNTIME_PACKAGES = ("core", "runtime")
+DEPENDENCIES = ("onnxruntime", "numpy", "pillow", "tqdm")
+
+PREDICT_SCRIPT = '''"""Predict a competition's test images with the bundled ensemble and write the submission (no network,
+no PyTorch). Installed by: pip install --no-index --find-links wheels -r requirements.txt"""
+import json
+from pathlib import Path
+
+from kit.core.entry import main_guard
+from kit.runtime.submission import main
+
+HERE = Path(__file__).resolve().parent
+
+if __name__ == "__main__":
+    main_guard(lambda: main(HERE / "model" / "ensemble.onnx", json.loads((HERE / "settings.json").read_text())))
+'''
+
+
+def parse_hours(text: str) -> float:
+    """'9h', '540m', '2.5' (hours) -> hours."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([hm]?)\s*", text or "")
+    if not match:
+        raise KitError(f"--time-limit must look like 9h, 540m or 2.5 (hours), got {text!r}")
+    value = float(match.group(1))
+    return value / 60 if match.group(2) == "m" else value
+
+
+def build_predictor_wheel(out: Path) -> Path:
+    """A wheel of the shipped runtime only (kit/core, kit/runtime), depending on onnxruntime, numpy, pillow and tqdm."""
+    kit_dir = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp)
+        (src / "kit").mkdir()
+        shutil.copy(kit_dir / "__init__.py", src / "kit" / "__init__.py")
+        for package in RUNTIME_PACKAGES:
+            shutil.copytree(kit_dir / package, src / "kit" / package, ignore=shutil.ignore_patterns("__pycache__"))
+        write_text(src / "pyproject.toml", f"""[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{PACKAGE}"
+version = "{__version__}"
+description = "The torch-free predictor of nfnet-kit: exported ensembles -> Kaggle submissions"
+requires-python = ">=3.9"
+dependencies = [{", ".join(f'"{d}"' for d in DEPENDENCIES)}]
+
+[tool.setuptools.packages.find]
+include = ["kit", "kit.*"]
+""")
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                 "-w", str(out), str(src)], capture_output=True, text=True)
+        if result.returncode:
+            raise KitError(f"building the predictor wheel failed: {result.stderr.strip()[-500:]}")
+    return next(out.glob("nfnet_kit_predict-*.whl"))
+
+
+def pinned() -> list[str]:
+    """The dependencies at the versions installed here: the ones the tests ran with."""
+    return [f"{d}=={importlib_metadata.version(d)}" for d in DEPENDENCIES]
+
+
+# glibc generations a Kaggle notebook (Ubuntu 22.04, glibc 2.35) runs; pip picks the newest a package offers
+KAGGLE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+
+def download_wheels(out: Path, platforms: list[str], python_version: str | None) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(out), *pinned()]
+    for tag in platforms:
+        cmd += ["--platform", tag]
+    if python_version:
+        digits = python_version.replace(".", "")
+        cmd += ["--python-version", python_version, "--implementation", "cp", "--abi", f"cp{digits}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode:
+        raise KitError(f"pip download of the predictor's dependencies failed (is PyPI reachable? are the platforms "
+                       f"{platforms} / Python {python_version!r} right?): {result.stderr.strip()[-600:]}")
+
+
+def measure(graph: Path, rounds: int = 3, batch: int = 32) -> tuple[float, dict]:
+    """Images/s of the graph's onnxruntime session on this machine (decode excluded), and its metadata."""
+    from kit.runtime.predictor import Predictor
+    predictor = Predictor(graph, "cpu")
+    size = predictor.meta.img_size
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    predictor.predict_images(images)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        predictor.predict_images(images)
+        times.append(time.perf_counter() - t)
+    return batch / float(np.median(times)), predictor.meta.__dict__
+
+
+def budget(rate: float, meta: dict, test_images: int | None, hours: float | None) -> str:
+    """Whether predicting the hidden test set fits the limit, and what each option would save."""
+    members = meta.get("members") or [{"folds": meta["folds"], "views": ["identity"] + (["hflip"] if meta["tta"] else [])}]
+    folds = sum(len(m["folds"]) for m in members)
+    views = max(len(m.get("views", ["identity"])) for m in members)
+    lines = [f"# Prediction budget\n", f"Measured on {platform.processor() or platform.machine()} ({platform.platform()}), "
+             f"CPU provider: **{rate:.1f} images/s** for {folds} fold model(s) x {views} TTA view(s) at "
+             f"{meta['img_size']}px (decoding runs in parallel threads and is not included). Kaggle's machines differ; "
+             f"scale by their speed.\n"]
+    if not test_images or not hours:
+        lines.append("Pass --test-images N and --time-limit (e.g. 9h) to check the hidden test set against the limit.")
+        return "\n".join(lines) + "\n"
+    needed = test_images / rate / 3600
+    fits = needed <= hours
+    lines.append(f"{test_images} test images need about **{needed:.2f} h** of the {hours:g} h limit: "
+                 f"**{'fits' if fits else 'does NOT fit'}** ({100 * needed / hours:.0f} % of the limit).\n")
+    lines += ["| option | estimated time | fits |", "|---|---:|---|"]
+    options = [("as bundled", 1.0)]
+    if views > 1:
+        options.append(("no TTA (infer.py --no-tta)", 1.0 / views))
+    for keep in range(folds - 1, 0, -1):
+        options.append((f"{keep} of {folds} fold models (infer.py --folds ...)", keep / folds))
+    options.append(("int8 graph (infer.py --int8; 1.0-1.8x faster on CPUs, bench/RESULTS.md)", 1 / 1.5))
+    for name, factor in options:
+        lines.append(f"| {name} | {needed * factor:.2f} h | {'yes' if needed * factor <= hours else 'no'} |")
+    if not fits:
+        cheapest = next((name for name, factor in options if needed * factor <= hours), None)
+        lines.append(f"\nDrop first: {cheapest or 'more than any single option; combine them, or use a GPU notebook'}.")
+    return "\n".join(lines) + "\n"
+
+
+def make_bundle(out: Path, onnx: Path | None = None, run_dir: Path | None = None, test_images: int | None = None,
+                hours: float | None = None, platforms: list[str] | None = None,
+                python_version: str | None = None) -> dict:
+    if (onnx is None) == (run_dir is None):
+        raise KitError("pass exactly one of --run-dir (export its ensemble) and --onnx (bundle this file)")
+    if out.exists() and any(out.iterdir()):
+        raise KitError(f"{out} exists and is not empty; choose a new --out folder")
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    (out / "wheels").mkdir(exist_ok=True)
+    graph = out / "model" / "ensemble.onnx"
+    settings = {"sample_submission": "sample_submission.csv", "test_images": "test_images", "train_csv": "train.csv"}
+    if run_dir is not None:
+        from kit.export.build import export
+        from kit.evaluate.rundir import RunDir
+        export(run_dir, out=graph)
+        cfg = RunDir(run_dir).config()
+        settings = {"sample_submission": cfg.sample_submission, "test_images": cfg.test_images,
+                    "train_csv": cfg.train_csv}
+    else:
+        if not Path(onnx).is_file():
+            raise KitError(f"--onnx {onnx} does not exist")
+        shutil.copy(onnx, graph)
+    rate, meta = measure(graph)
+    wheel = build_predictor_wheel(out / "wheels")
+    download_wheels(out / "wheels", list(platforms or KAGGLE_PLATFORMS),
+                    python_version or f"{sys.version_info.major}.{sys.version_info.minor}")
+    write_text(out / "requirements.txt", "\n".join([f"{PACKAGE}=={__version__}", *pinned()]) + "\n")
+    write_text(out / "predict.py", PREDICT_SCRIPT)
+    write_text(out / "settings.json", json.dumps(settings, indent=1) + "\n")
+    report = budget(rate, meta, test_images, hours)
+    write_text(out / "budget.md", report)
+    log.info(f"bundle: {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 2**20:.0f} MB: "
+             f"{graph.name}, {len(list((out / 'wheels').iterdir()))} wheels incl. {wheel.name})\n{report}")
+    return {"rate": rate, "wheel": str(wheel), "budget": report}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", type=Path, help="export this run's ensemble into the bundle")
+    p.add_argument("--onnx", type=Path, help="bundle this exported file instead")
+    p.add_argument("--out", type=Path, required=True, help="a new folder for the bundle")
+    p.add_argument("--test-images", type=int, help="how many images the hidden test set has")
+    p.add_argument("--time-limit", help="the competition's notebook time limit, e.g. 9h or 540m")
+    p.add_argument("--platform", action="append", help="pip platform tag of the target machine (repeatable; "
+                                                       f"default: {' '.join(KAGGLE_PLATFORMS)})")
+    p.add_argument("--python-version", help="Python of the target machine, e.g. 3.11 (default: this one's)")
+    args = p.parse_args()
+    make_bundle(args.out, args.onnx, args.run_dir, args.test_images,
+                parse_hours(args.time_limit) if args.time_limit else None, args.platform, args.python_version)
+

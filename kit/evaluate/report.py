@@ -1,0 +1,230 @@
+"""Reports a competitor reads, built from the run dir's files alone (so `python -m kit.report RUN_DIR` can
+rebuild them any time):
+
+  curves.png            train/val loss and the metric per epoch, one line per fold
+  cv.md                 per-fold and overall CV score, best epoch, wall time per fold, the task's metrics, the
+                        resolved config
+  worst.png             the OOF images the models got most wrong, true and predicted labels (the task's order)
+  report.csv            the task's table (kit/core/task: report_rows): per class, per tag, or the regression metrics
+  the task's figures    confusion_matrix.png (multiclass: rows normalized per true class; the classes with the most
+                        confusions when there are many), roc.png (multilabel: a ROC curve per tag, the most frequent
+                        tags when there are many), scatter.png (regression: predicted vs true, residuals)
+
+Every figure is bounded in size and memory whatever the number of classes (10,000 included): a report must never
+stop training (kit.train.run catches its failure and says so).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import yaml
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from kit.core.atomic import atomic_path, write_csv, write_text  # noqa: E402
+from kit.core.errors import KitError  # noqa: E402
+from kit.core.images import open_rgb  # noqa: E402
+from kit.core.table import training_images  # noqa: E402
+from kit.evaluate.oof import Epoch, Oof, read_history, read_oof  # noqa: E402
+from kit.evaluate.rundir import RunDir  # noqa: E402
+from kit.settings.config import test_size  # noqa: E402
+
+WORST_IMAGES = 16
+MAX_CLASSES_SHOWN = 30        # a figure with more rows or curves is unreadable and unbounded in memory
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldSummary:
+    fold: int
+    history: list[Epoch]          # metrics.csv
+    oof: Oof                      # oof.csv
+
+    @property
+    def best(self) -> Epoch:
+        return [e for e in self.history if e.is_best][-1]
+
+    @property
+    def seconds(self) -> float:
+        return sum(e.seconds for e in self.history)
+
+
+def load_folds(run: RunDir) -> list[FoldSummary]:
+    """Every fold with a history and OOF predictions so far."""
+    return [FoldSummary(k, read_history(run.history(k)), read_oof([run.oof(k)]))
+            for k in run.folds("metrics.csv") if run.oof(k).is_file()]
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(folds: list[FoldSummary], metric: str, path: Path) -> None:
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    for f, color in zip(folds, plt.cm.tab10.colors * 3):
+        epochs = [e.epoch for e in f.history]
+        ax_loss.plot(epochs, [e.train_loss for e in f.history], "--", color=color, label=f"fold {f.fold} train")
+        ax_loss.plot(epochs, [e.val_loss for e in f.history], "-", color=color, label=f"fold {f.fold} val")
+        ax_metric.plot(epochs, [e.score for e in f.history], "-o", ms=3, color=color, label=f"fold {f.fold}")
+        ax_metric.plot(f.best.epoch, f.best.score, "*", ms=12, color=color)
+    ax_loss.set(title="loss (train dashed, validation solid)", xlabel="epoch", ylabel="loss")
+    ax_metric.set(title=f"validation {metric} (star: best epoch)", xlabel="epoch", ylabel=metric)
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list, path: Path) -> str:
+    """Rows normalized per true class. Up to MAX_CLASSES_SHOWN classes all of them; beyond, the classes involved
+    in the most confusions (counted from the wrong rows only: memory O(images), never classes²)."""
+    n = len(classes)
+    support = np.bincount(y, minlength=n)
+    shown = np.arange(n)
+    if n > MAX_CLASSES_SHOWN:
+        involved = Counter()
+        for t, p in zip(y[y != pred], pred[y != pred]):
+            involved[int(t)] += 1
+            involved[int(p)] += 1
+        top = [c for c, _ in involved.most_common(MAX_CLASSES_SHOWN)]
+        shown = np.array(sorted(top or range(MAX_CLASSES_SHOWN)))
+    at = np.full(n, -1)
+    at[shown] = np.arange(len(shown))
+    keep = (at[y] >= 0) & (at[pred] >= 0)
+    cm = np.zeros((len(shown), len(shown)))
+    np.add.at(cm, (at[y[keep]], at[pred[keep]]), 1.0)
+    cm /= np.maximum(support[shown], 1)[:, None]
+    k = len(shown)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * k + 2), max(4, 0.55 * k + 1.5)))
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    names = [str(classes[c]) for c in shown]
+    ax.set_xticks(range(k), names, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
+    ax.set_yticks(range(k), names)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j] >= 0.005:
+                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > 0.5 else "black")
+    scope = "" if k == n else f"; the {k} of {n} classes in the most confusions"
+    ax.set(xlabel="predicted", ylabel="true", title=f"OOF confusion matrix ({len(y)} images, rows sum to 1{scope})")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+    return "confusion_matrix.png"
+
+
+def plot_roc(y: np.ndarray, probs: np.ndarray, names: list, path: Path) -> str:
+    """A ROC curve per tag (the MAX_CLASSES_SHOWN most frequent tags when there are more)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+    counts = y.sum(0)
+    order = np.argsort(-counts, kind="stable")[:MAX_CLASSES_SHOWN]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for t in sorted(order):
+        if 0 < counts[t] < len(y):
+            fpr, tpr, _ = roc_curve(y[:, t], probs[:, t])
+            ax.plot(fpr, tpr, label=f"{names[t]} (AUC {roc_auc_score(y[:, t], probs[:, t]):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    scope = "" if len(order) == len(names) else f"; the {len(order)} most frequent of {len(names)} tags"
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"OOF ROC per tag ({len(y)} images{scope})")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return "roc.png"
+
+
+def plot_scatter(y: np.ndarray, outputs: np.ndarray, names: list, path: Path) -> str:
+    """Predicted vs true, and residuals vs predicted."""
+    true, pred = y[:, 0], outputs[:, 0]
+    fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ax.scatter(true, pred, s=6, alpha=0.5)
+    lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], ":", color="grey")
+    ax.set(xlabel=f"true {names[0]}", ylabel="OOF prediction", title=f"OOF predicted vs true ({len(true)} images)")
+    ax_res.scatter(pred, pred - true, s=6, alpha=0.5)
+    ax_res.axhline(0, color="grey", ls=":")
+    ax_res.set(xlabel="OOF prediction", ylabel="residual (prediction - true)", title="residuals")
+    _save(fig, path)
+    return "scatter.png"
+
+
+# the figures a task asks for (Task.plots) -> how they are drawn and the file each writes
+PLOTS = {"confusion": lambda y, out, names, run: plot_confusion(y, out.argmax(1), names, run.path / "confusion_matrix.png"),
+         "roc": lambda y, out, names, run: plot_roc(y, out, names, run.path / "roc.png"),
+         "scatter": lambda y, out, names, run: plot_scatter(y, out, names, run.path / "scatter.png")}
+
+
+def plot_worst(oof: Oof, order: np.ndarray, captions: list[str], image_paths: list, path: Path, title: str) -> int:
+    """The OOF images at `order` (worst first), each with its caption."""
+    shown = order[:WORST_IMAGES]
+    cols = 4
+    rows = max(1, -(-len(shown) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, i in zip(axes, shown):
+        ax.imshow(np.asarray(open_rgb(image_paths[i])), interpolation="nearest")
+        ax.set_title(f"{oof.ids[i]}\n{captions[i]}", fontsize=7)
+    if not len(shown):
+        axes[0].text(0.5, 0.5, "no wrong OOF predictions", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    return len(shown)
+
+
+def task_reports(run: RunDir, task, oof: Oof, y: np.ndarray, paths: list) -> tuple[list[str], str]:
+    """The task's figures, report.csv and worst.png; returns (files written, the task's cv.md section)."""
+    files = [PLOTS[name](y, oof.outputs, task.names, run) for name in task.plots]
+    header, rows = task.report_rows(y, oof.outputs)
+    write_csv(run.path / "report.csv", header, rows)
+    order, captions, title = task.worst(y, oof.outputs, oof.labels)
+    plot_worst(oof, order, captions, paths, run.path / "worst.png", title)
+    return files + ["report.csv", "worst.png"], task.report_section(y, oof.outputs, oof.folds)
+
+
+def summary_table(folds: list[FoldSummary], metric: str, cv: float) -> str:
+    scores = [f.best.score for f in folds]
+    lines = [f"| fold | best epoch | {metric} | epochs | wall time |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {f.fold} | {f.best.epoch} | {f.best.score:.4f} | {len(f.history)} | {f.seconds:.0f} s |"
+              for f in folds]
+    lines.append(f"| **CV** | | **{cv:.4f}** (folds {np.mean(scores):.4f} ± {np.std(scores):.4f}) | | "
+                 f"{sum(f.seconds for f in folds):.0f} s |")
+    return "\n".join(lines)
+
+
+def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
+    """Rebuild every report of `run_dir` from the folds trained so far. Returns the numbers it wrote."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    cfg, task = run.config(), run.task()
+    folds = load_folds(run)
+    if not folds:
+        raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
+    metric = cfg.metric
+    oof = Oof.concat([f.oof for f in folds])
+    y = task.encode(oof.labels)
+    cv = task.score(metric, y, oof.outputs)
+    plot_curves(folds, metric, run.path / "curves.png")
+    files, section = task_reports(run, task, oof, y, training_images(cfg, oof.ids))
+
+    table = summary_table(folds, metric, cv)
+    write_text(run.path / "cv.md", f"# CV summary: {run.path.name}\n\n"
+               f"Overall OOF {metric}: **{cv:.6f}** over {len(oof)} images from folds "
+               f"{[f.fold for f in folds]} (of {cfg.num_folds}).\n\n"
+               f"Recipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) and exported at "
+               f"{test_size(cfg)}px.\n\n{table}\n\n{section}"
+               f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n")
+    if not quiet:
+        log.info(f"\n{table}\nreports: {run}/{{{', '.join(['curves.png', *files, 'cv.md'])}}}")
+    return {"cv": cv, "folds": {f.fold: f.best.score for f in folds}, "oof_images": len(oof), "files": files}
+
+
+def main() -> None:
+    import argparse
+    p = argparse.ArgumentParser(description="Rebuild the reports of a run dir from its files.")
+    p.add_argument("run_dir", nargs="?", default="runs/default")
+    write_reports(p.parse_args().run_dir)
+

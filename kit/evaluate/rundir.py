@@ -1,0 +1,124 @@
+"""The run dir: the fold models of one training setup and everything derived from them. Torch-free.
+
+  config.yaml            the resolved config of the run (kit.settings.config.Config)
+  classes.json           JSON list of the model's output names (classes, tags or the target), in output order
+  task.json              the task (kit.core.task.Task.to_dict: kind, names, and a regression's target scaling)
+  fold<k>/config.yaml    the config fold k was trained with
+  fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.train.state)
+  fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history (kit.evaluate.oof)
+  fold<k>/.lock, fold<k>/tb/   the trainer's lock; TensorBoard logs (--tensorboard)
+  oof.csv                all folds' OOF rows (after --fold all)
+  cv.md, report.csv, curves.png, confusion_matrix.png, worst.png     reports (kit.evaluate.report)
+  ensemble.onnx, ensemble.int8.onnx                                  exported ensembles (kit.export.build)
+
+The one "same setup" rule (setup_changes) decides whether a fold may join a run dir, whether a fold may be
+resumed, and whether exported folds were trained alike: every setting counts except those in RUNTIME_KEYS.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from kit.settings import config as config_mod
+from kit.settings.config import Config
+from kit.core.errors import KitError
+from kit.evaluate.oof import read_history
+from kit.core.task import Task, restore
+
+# Settings that only decide where or how fast a run happens, or where its starting weights are read from (the
+# kit cannot tell whether two sources hold the same weights); every other setting changes the trained models.
+RUNTIME_KEYS = frozenset({"device", "num_workers", "save_every_steps", "run_dir", "data_dir", "pretrained",
+                          "pretrained_file", "tensorboard", "channels_last"})
+_FOLD_DIR = re.compile(r"^fold(\d+)$")
+
+
+def setup_changes(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every setting outside RUNTIME_KEYS that differs, in Config order."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in config_mod.FIELDS
+            if k not in RUNTIME_KEYS and old.get(k) != new.get(k)]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.yaml"
+        self.classes_file = self.path / "classes.json"
+        self.task_file = self.path / "task.json"
+        self.oof_file = self.path / "oof.csv"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def fold_dir(self, k: int) -> Path:
+        return self.path / f"fold{k}"
+
+    def best(self, k: int) -> Path:
+        return self.fold_dir(k) / "best.pt"
+
+    def last(self, k: int) -> Path:
+        return self.fold_dir(k) / "last.pt"
+
+    def oof(self, k: int) -> Path:
+        return self.fold_dir(k) / "oof.csv"
+
+    def history(self, k: int) -> Path:
+        return self.fold_dir(k) / "metrics.csv"
+
+    def fold_config_file(self, k: int) -> Path:
+        return self.fold_dir(k) / "config.yaml"
+
+    def ensemble_file(self, int8: bool = False) -> Path:
+        return self.path / ("ensemble.int8.onnx" if int8 else "ensemble.onnx")
+
+    def folds(self, having: str = "best.pt") -> list[int]:
+        """Fold numbers whose directory holds `having`."""
+        if not self.path.is_dir():
+            return []
+        found = [int(m.group(1)) for d in self.path.iterdir() if (m := _FOLD_DIR.match(d.name))]
+        return sorted(k for k in found if (self.fold_dir(k) / having).is_file())
+
+    def config(self) -> Config:
+        if not self.config_file.is_file():
+            raise KitError(f"{self.path} is not a run dir (no config.yaml); train first: python train.py --fold 0")
+        return config_mod.from_dict(config_mod.read_yaml(self.config_file, "run config"), str(self.config_file))
+
+    def fold_setup(self, k: int) -> dict:
+        """The settings fold k was trained with (the run's, for run dirs older than fold<k>/config.yaml)."""
+        path = self.fold_config_file(k)
+        return config_mod.read_yaml(path, "fold config") if path.is_file() else self.config().to_dict()
+
+    def task(self) -> Task:
+        if self.task_file.is_file():
+            return restore(json.loads(self.task_file.read_text(encoding="utf-8")))
+        if not self.classes_file.is_file():
+            raise KitError(f"{self.path} has no classes.json; train first: python train.py --fold 0")
+        return restore("multiclass", json.loads(self.classes_file.read_text(encoding="utf-8")))
+
+    def finished(self, k: int) -> bool:
+        """Whether fold k has trained every epoch its own settings asked for."""
+        path = self.history(k)
+        return path.is_file() and len(read_history(path)) >= int(self.fold_setup(k)["epochs"])
+
+    def check_setup(self, cfg: Config, task: Task) -> list[str]:
+        """A run dir holds the fold models of one setup, so their CV and ensemble mean something. Returns the
+        differences from the setup already here; raises unless there are none or no fold model exists yet."""
+        if not self.folds("last.pt") and not self.folds("best.pt"):
+            return []                              # nothing trained here (or a run that crashed at once)
+        if (self.classes_file.is_file() or self.task_file.is_file()) and not self.task().same_outputs(task):
+            raise KitError(f"{self.path} holds models for other classes or another task ({self.classes_file}); train "
+                           f"into a new --run-dir")
+        changes = setup_changes(self.config().to_dict(), cfg.to_dict()) if self.config_file.is_file() else []
+        return changes
+
+    def save_setup(self, cfg: Config, task: Task) -> None:
+        from kit.core.atomic import write_text
+        self.path.mkdir(parents=True, exist_ok=True)
+        config_mod.save_config(cfg, self.config_file)
+        write_text(self.classes_file, json.dumps(task.names) + "\n")
+        write_text(self.task_file, json.dumps(task.to_dict()) + "\n")
+
+
+def blend_dir(runs: list[RunDir]) -> Path:
+    """Where a blend's graph and report go by default: beside the first run, named after the runs."""
+    return runs[0].path.parent / ("blend_" + "+".join(r.path.name for r in runs))

@@ -1,0 +1,138 @@
+"""Fill, validate and write the Kaggle submission from an exported ensemble's predictions. Torch-free.
+
+The submission has exactly the rows (ids as written, order) and columns of sample_submission.csv. The label
+column gets the task's decoded prediction (multiclass: the predicted class, exactly as written in train.csv); a
+column named after a class gets that class's probability. It is validated before anything is written, and
+written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kit.core.artifact import Metadata
+from kit.core.atomic import write_csv
+from kit.core.table import Layout, Table, label_cells, read_csv, submission_table
+from kit.core.errors import KitError
+from kit.runtime.predictor import Predictor
+from kit.core.task import Task
+
+log = logging.getLogger(__name__)
+_MISSING = ("", "nan", "NaN", "inf", "-inf")
+
+
+def check_classes(task: Task, meta: Metadata, train_csv: Path, onnx_path: str | Path = "") -> None:
+    """A graph exported from another competition's run must not label this one's test set."""
+    if not train_csv.is_file():
+        return
+    header, rows, _ = read_csv(train_csv, [meta.id_col], "")
+    labels, _ = label_cells(header, rows, meta.label_col, meta.id_col, tag_columns_ok=task.reads_tag_columns)
+    if labels is None:
+        raise KitError(f"{train_csv} has no column {meta.label_col!r}, which {onnx_path} was trained on: it comes "
+                       f"from another competition")
+    try:
+        here = type(task).from_labels(labels, name=meta.label_col).names
+    except KitError as e:
+        raise KitError(f"{onnx_path} is a {meta.task} model but {train_csv} does not fit it ({e}): it comes from "
+                       f"another competition") from None
+    if here != task.names:
+        raise KitError(f"{onnx_path} was exported for {len(task.names)} classes {task.names[:10]} but {train_csv} has "
+                       f"{len(here)} classes {here[:10]}: it comes from another run. Export the ensemble of this "
+                       f"competition's run (python infer.py --run-dir RUN --export-only)")
+
+
+def fill(sample: Table, outputs: np.ndarray, task: Task, meta: Metadata) -> list[list[str]]:
+    """The sample's rows with every column but the id filled from `outputs` (one row per sample row)."""
+    if len(outputs) != len(sample.ids) or not np.isfinite(outputs).all():
+        raise KitError(f"predictions are incomplete or not finite ({len(outputs)} rows for {len(sample.ids)} ids); "
+                       f"nothing was written")
+    by_name = {c: i for i, c in enumerate(task.names)}
+    columns = []
+    for column in sample.header:
+        if column == meta.id_col:
+            columns.append(None)
+        elif column == meta.label_col:
+            columns.append(task.label_cells(outputs))
+        elif column in by_name:
+            columns.append([f"{p:.9g}" for p in outputs[:, by_name[column]]])
+        else:
+            raise KitError(f"{sample.csv_path}: column {column!r} is neither the label column {meta.label_col!r} nor "
+                           f"a class name; the kit does not know how to fill it")
+    id_at = sample.header.index(meta.id_col)
+    return [[row[id_at] if values is None else values[r] for values in columns] for r, row in enumerate(sample.rows)]
+
+
+def validate_submission(header: list[str], rows: list[list], expected_ids: list[str], expected_header: list[str],
+                        id_col: str, may_be_empty: str | None = None) -> None:
+    """Exactly the sample's columns, ids once each in the sample's order (as written), no empty or NaN cell but
+    in the column `may_be_empty` (a multilabel tag list: an image with no tag is a prediction)."""
+    if header != expected_header:
+        raise KitError(f"submission columns {header} differ from sample_submission's {expected_header}")
+    id_at = header.index(id_col)
+    ids = [r[id_at] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise KitError("submission has duplicate ids; nothing was written")
+    if ids != expected_ids:
+        missing = set(expected_ids) - set(ids)
+        detail = f"{len(missing)} id(s) missing (e.g. {sorted(missing)[0]!r})" if missing else "ids out of order"
+        raise KitError(f"submission does not match sample_submission: {detail}; nothing was written")
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header) or any(str(v).strip() in _MISSING and not (c == may_be_empty and v == "")
+                                          for c, v in zip(header, row)):
+            raise KitError(f"submission line {line}: empty or NaN value in {row}; nothing was written")
+
+
+def write_probabilities(path: str | Path, sample: Table, outputs: np.ndarray, task: Task, id_col: str) -> None:
+    """One column per output. 9 significant digits round-trip float32 exactly: with fewer, a probability within
+    rounding of a fitted threshold reads back on the other side of it."""
+    write_csv(path, [id_col] + task.output_columns(),
+              ([i, *(f"{p:.9g}" for p in row)] for i, row in zip(sample.ids, outputs)))
+
+
+def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, *, provider: str = "auto",
+                    batch_size: int = 32, probs_out: str | Path | None = None, layout: Layout = Layout(),
+                    workers: int = 4, graph: bytes | None = None) -> dict:
+    """Predict the sample submission's images with the graph at `onnx_path` (or its bytes, `graph`) and write
+    the submission (and, with `probs_out`, every output's value per image)."""
+    if batch_size < 1:
+        raise KitError(f"--batch-size must be at least 1, got {batch_size}")
+    for flag, path in (("--out", out), ("--probs", probs_out)):
+        if path and Path(path).is_dir():
+            raise KitError(f"{flag} {path} is a directory; give a file path, e.g. {Path(path) / 'submission.csv'}")
+    predictor = Predictor(onnx_path, provider, graph=graph)
+    meta, task = predictor.meta, predictor.task
+    check_classes(task, meta, Path(data_dir) / layout.train_csv, onnx_path)
+    sample = submission_table(data_dir, layout, meta.id_col)
+    t0 = time.perf_counter()
+    outputs = predictor.predict_files(sample.paths, batch_size, workers)
+    seconds = time.perf_counter() - t0
+    rows = fill(sample, outputs, task, meta)
+    validate_submission(sample.header, rows, [r[sample.header.index(meta.id_col)] for r in sample.rows],
+                        sample.header, meta.id_col, meta.label_col if task.empty_label_is_a_prediction else None)
+    write_csv(out, sample.header, rows)
+    if probs_out:
+        write_probabilities(probs_out, sample, outputs, task, meta.id_col)
+    rate = len(sample.ids) / seconds if seconds > 0 else math.inf
+    log.info(f"predict: {len(sample.ids)} images with {onnx_path} on {', '.join(predictor.providers)}: "
+             f"{seconds:.2f}s ({rate:.1f} images/s, decode included) -> {out}")
+    return {"images": len(sample.ids), "providers": predictor.providers, "seconds": seconds, "images_per_s": rate,
+            "outputs": outputs, "meta": meta}
+
+
+def main(onnx_path: str | Path, settings: dict) -> None:
+    """The command line of a deployed graph (kit.deploy.bundle's predict.py): the competition folder in, the CSV out."""
+    import argparse
+    p = argparse.ArgumentParser(description="Predict a competition folder's test images and write the submission.")
+    p.add_argument("--data-dir", required=True, help="the competition folder (may be read-only)")
+    p.add_argument("--out", required=True, help="the submission CSV to write")
+    p.add_argument("--probs", help="also write per-class probabilities to this CSV")
+    p.add_argument("--onnx", default=str(onnx_path), help="the exported graph (default: the bundled one)")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args()
+    make_submission(args.onnx, args.data_dir, args.out, provider=args.provider, batch_size=args.batch_size,
+                    probs_out=args.probs, layout=Layout.of(settings))

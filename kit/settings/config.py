@@ -1,0 +1,272 @@
+"""Every training knob as a plain named value. Precedence: defaults < YAML file < command-line flags.
+
+Each field's `help` is also its command-line flag's help: kit.settings.cli generates the flags from this class, so the
+two cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from kit.core.errors import KitError
+
+
+def knob(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class Config:
+    # --- competition folder (Kaggle layout; names differ between competitions) ---
+    data_dir: Optional[str] = knob(None, "competition folder; omit to run the embedded digits demo")
+    train_csv: str = knob("train.csv", "training table, relative to the data dir")
+    train_images: str = knob("train_images", "folder of the training images")
+    test_images: str = knob("test_images", "folder of the test images")
+    sample_submission: str = knob("sample_submission.csv", "the competition's sample submission")
+    id_col: str = knob("image_id", "image id column of train.csv and sample_submission.csv")
+    label_col: str = knob("label", "label column of train.csv")
+    group_col: Optional[str] = knob(None, "keep rows sharing this column's value (patients, sessions) in one fold")
+    # --- task: what a label is (kit/task.py) ---
+    task: str = knob("auto", "multiclass, multilabel (space-separated tags, or one 0/1 column per tag) or regression; "
+                             "auto infers it from train.csv", ("auto", "multiclass", "multilabel", "regression"))
+    regression_loss: str = knob("mse", "regression loss: mse, huber, or bce on the target scaled to [0, 1]",
+                                ("mse", "huber", "bce"))
+    min_labels: int = knob(0, "multilabel submissions: at least this many tags per image (the most probable)")
+    # --- folds ---
+    folds_csv: str = knob("folds/folds.csv", "the persisted split, created on first use")
+    num_folds: Optional[int] = knob(None, "folds of a new split (default 5); else what folds_csv holds")
+    seed: int = knob(42, "seed of the split, the initial weights, the data order and the augmentation")
+    # --- outputs ---
+    run_dir: str = knob("runs/default", "where checkpoints, OOF predictions and reports go")
+    # --- recipe: named settings beneath everything set explicitly (kit/recipes.py) ---
+    recipe: str = knob("auto", "scratch, finetune, paper, or auto: scratch without pretrained weights, finetune with "
+                               "them. Settings you give win over the recipe's")
+    # --- model ---
+    model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0")
+    pretrained: bool = knob(True, "start from timm's pretrained weights (downloaded once, then cached)")
+    pretrained_file: Optional[str] = knob(None, "local weights file for the model (offline machines)")
+    drop_rate: float = knob(0.2, "dropout before the classifier")
+    drop_path_rate: float = knob(0.1, "stochastic depth rate")
+    img_size: int = knob(224, "training image size (pixels, square)")
+    test_img_size: Optional[int] = knob(None, "validation, OOF, export and prediction size; above img_size for "
+                                              "FixRes (train low, test high). Default: img_size * test_scale")
+    test_scale: float = knob(1.0, "test_img_size relative to img_size when test_img_size is not set (rounded to "
+                                  "a multiple of 8)")
+    crop_scale: float = knob(0.0, "RandomResizedCrop from the source image, area in [crop_scale, 1] (natural "
+                                  "photos); 0: resize the whole image first (tiny images such as digits)")
+    mean: Optional[list] = knob(None, "normalization mean (3 values); default: the model's pretrained config")
+    std: Optional[list] = knob(None, "normalization std (3 values); default: the model's pretrained config")
+    # --- optimization ---
+    epochs: int = knob(10, "training epochs per fold")
+    batch_size: int = knob(32, "images per batch (per process under torchrun)")
+    accum_steps: int = knob(1, "optimizer step every N batches; effective batch = N * batch_size")
+    optimizer: str = knob("sgd", "sgd (Nesterov, as in the NFNet paper) or adamw", ("sgd", "adamw"))
+    lr: float = knob(0.05, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    weight_decay: float = knob(2e-5, "weight decay")
+    warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
+    min_lr: float = knob(1e-6, "learning rate at the end of the cosine decay")
+    label_smoothing: float = knob(0.1, "label smoothing of the training loss")
+    # auto: lambda from the batch size and optimizer by the rule bench/agc_rule.py measured (kit/agc.py)
+    agc_clip: str = knob("auto", "AGC clip factor lambda, or auto (from batch size and optimizer); 0 disables")
+    agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
+    ema: bool = knob(True, "evaluate and keep an exponential moving average of the weights")
+    ema_decay: float = knob(0.999, "EMA decay (with warmup: short runs get a shorter horizon)")
+    amp: bool = knob(True, "mixed precision on CUDA; gradients are unscaled before AGC")
+    # --- augmentation (probabilities; 0 turns one off) ---
+    aug_hflip: float = knob(0.5, "probability of a horizontal flip")
+    aug_vflip: float = knob(0.0, "probability of a vertical flip")
+    aug_shift_scale_rotate: float = knob(0.5, "probability of a random shift/scale/rotation")
+    aug_brightness_contrast: float = knob(0.5, "probability of a random brightness/contrast change")
+    aug_coarse_dropout: float = knob(0.3, "probability of cutting out random rectangles")
+    randaugment: int = knob(0, "RandAugment magnitude 1-10 (timm's, in the loader workers); 0: off")
+    randaugment_ops: int = knob(2, "RandAugment operations per image")
+    trivialaugment: bool = knob(False, "TrivialAugment (one random op at a random magnitude) instead of RandAugment")
+    mixup: float = knob(0.0, "MixUp alpha (timm's Mixup, on the device after normalization); 0: off")
+    cutmix: float = knob(0.0, "CutMix alpha; 0: off")
+    mix_prob: float = knob(1.0, "probability that a batch is mixed at all")
+    mix_switch_prob: float = knob(0.5, "probability of CutMix instead of MixUp when both are on")
+    mix_stop_epoch: int = knob(-1, "epochs from this one on train on clean images (negative: counted from the end, "
+                                   "-1 = the last epoch)")
+    # --- evaluation ---
+    metric: str = knob("auto", "validation metric, the best epoch by it is kept; auto: accuracy (multiclass), f1_micro "
+                               "(multilabel), rmse (regression)")
+    # --- runtime ---
+    device: str = knob("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
+    num_workers: int = knob(2, "data-loader worker processes")
+    # NHWC activations. None: on for CUDA (tensor-core convs under AMP), off on the CPU, where bench/train_step.py
+    # measured NHWC training steps 2-4 % slower at 32-224 px
+    channels_last: Optional[bool] = knob(None, "NHWC activations (default: on for CUDA only)")
+    save_every_steps: int = knob(0, "also save a resumable checkpoint every N optimizer steps")
+    deterministic: bool = knob(True, "deterministic algorithms (bit-identical CPU runs)")
+    tensorboard: bool = knob(False, "also log epoch scalars to <run dir>/fold<k>/tb (needs tensorboard)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(Config)}
+
+
+def base_type(name: str) -> str:
+    """'int', 'float', 'bool', 'str' or 'list' (the annotation without Optional)."""
+    return FIELDS[name].type.replace("Optional[", "").rstrip("]")
+
+
+def _check_type(name: str, value: Any, source: str) -> Any:
+    if value is None:
+        if "Optional" in FIELDS[name].type:
+            return None
+        raise KitError(f"{source}: '{name}' cannot be empty")
+    base = base_type(name)
+    try:
+        if base == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if base == "int":
+            if isinstance(value, bool) or float(value) != int(value):
+                raise TypeError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base == "list":
+            if not isinstance(value, (list, tuple)) or len(value) != 3:
+                raise TypeError
+            return [float(v) for v in value]
+        return str(value)
+    except (TypeError, ValueError):
+        raise KitError(f"{source}: '{name}' must be {base}, got {value!r}") from None
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML mapping from a file, with one clear error for every way the file can be unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{what} {path} does not exist; pass --config with a YAML file (see configs/)")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise KitError(f"{what} {path} is not a text file ({e.reason} at byte {e.start}); pass a UTF-8 YAML file") from None
+    except yaml.YAMLError as e:
+        raise KitError(f"{what} {path} is not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise KitError(f"{what} {path} must be a mapping of name: value")
+    return loaded
+
+
+def load_config(yaml_path: str | None = None, overrides: dict | None = None,
+                base: dict | None = None) -> Config:
+    """Build a Config: defaults, the recipe's settings, then `base` (e.g. the demo's settings), then the YAML file,
+    then overrides."""
+    layers = [(base or {}, "built-in settings")]
+    if yaml_path:
+        layers.append((read_yaml(yaml_path), f"config file {yaml_path}"))
+    layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, "command line"))
+    values: dict = {}
+    for layer, source in layers:
+        for name, value in layer.items():
+            if name not in FIELDS:
+                raise KitError(f"{source}: unknown setting '{name}'; known settings: {', '.join(FIELDS)}")
+            values[name] = _check_type(name, value, source)
+    from kit.settings.recipes import resolve
+    recipe, settings = resolve(values.get("recipe", "auto"),
+                               values.get("pretrained", True) or bool(values.get("pretrained_file")))
+    cfg = Config(**{**settings, **values, "recipe": recipe})      # the recipe lies beneath every explicit value
+    validate(cfg)
+    return cfg
+
+
+def from_dict(saved: dict, source: str) -> Config:
+    """A Config saved by save_config (a run's config.yaml, a checkpoint's 'config')."""
+    extra = sorted(set(saved) - set(FIELDS))
+    if extra:
+        raise KitError(f"{source} has settings this kit does not know ({', '.join(extra)}); it was written by "
+                       f"another version of the kit")
+    return load_config(None, None, base=saved)
+
+
+def one_of(choices) -> str:
+    """'a, b or c'"""
+    choices = [str(c) for c in choices]
+    return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def _nonnegative(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
+def mixing(cfg: Config) -> bool:
+    return (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mix_prob > 0
+
+
+def test_size(cfg: Config) -> int:
+    """The size of validation, OOF, the exported graph and the predictor."""
+    if cfg.test_img_size:
+        return cfg.test_img_size
+    return cfg.img_size if cfg.test_scale == 1 else max(8, int(round(cfg.img_size * cfg.test_scale / 8)) * 8)
+
+
+def validate(cfg: Config) -> None:
+    checks = [
+        (cfg.num_folds is None or cfg.num_folds >= 2, "num_folds must be at least 2"),
+        (cfg.epochs >= 1, "epochs must be at least 1"),
+        (cfg.batch_size >= 1, "batch_size must be at least 1"),
+        (cfg.accum_steps >= 1, "accum_steps must be at least 1"),
+        (cfg.img_size >= 8 and (cfg.test_img_size is None or cfg.test_img_size >= 8),
+         "img_size and test_img_size must be at least 8"),
+        (cfg.crop_scale == 0 or 0 < cfg.crop_scale <= 1, "crop_scale must be 0 (off) or in (0, 1]"),
+        (0.5 <= cfg.test_scale <= 4, "test_scale must be in [0.5, 4]"),
+        (0 <= cfg.randaugment <= 30 and cfg.randaugment_ops >= 1, "randaugment must be a magnitude in 0..30 "
+                                                                  "(0: off) and randaugment_ops at least 1"),
+        (cfg.mixup >= 0 and cfg.cutmix >= 0, "mixup and cutmix are Beta alphas and must be >= 0 (0: off)"),
+        (0 <= cfg.mix_prob <= 1 and 0 <= cfg.mix_switch_prob <= 1, "mix_prob and mix_switch_prob must be in [0, 1]"),
+        (not mixing(cfg) or cfg.batch_size % 2 == 0, "MixUp/CutMix mix each batch with its mirror and need an even "
+                                                     "batch_size"),
+        (cfg.lr > 0, "lr must be positive"),
+        (cfg.agc_clip == "auto" or _nonnegative(cfg.agc_clip), f"agc_clip must be auto or a number >= 0 (0 "
+                                                              f"disables AGC), got {cfg.agc_clip!r}"),
+        (cfg.num_workers >= 0, "num_workers must be >= 0"),
+        (0 <= cfg.ema_decay < 1, "ema_decay must be in [0, 1)"),
+        (0 <= cfg.seed < 2**32, "seed must be in 0 .. 2**32-1 (numpy's seed range)"),
+        (0 <= cfg.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (0 <= cfg.drop_rate < 1 and 0 <= cfg.drop_path_rate < 1, "drop_rate and drop_path_rate must be in [0, 1)"),
+        (0 <= cfg.momentum < 1, "momentum must be in [0, 1)"),
+        (cfg.weight_decay >= 0 and cfg.min_lr >= 0 and cfg.warmup_epochs >= 0,
+         "weight_decay, min_lr and warmup_epochs must be >= 0"),
+        (cfg.agc_eps > 0, "agc_eps must be positive"),
+        (cfg.save_every_steps >= 0, "save_every_steps must be >= 0 (0: only at the end of each epoch)"),
+        (cfg.mean is None or all(0 <= v <= 1 for v in cfg.mean), "mean must be 3 values in [0, 1] (pixel scale 1)"),
+        (cfg.std is None or all(v > 0 for v in cfg.std), "std must be 3 positive values"),
+    ]
+    for name in FIELDS:
+        if name.startswith("aug_"):
+            checks.append((0 <= getattr(cfg, name) <= 1, f"{name} is a probability and must be in [0, 1], got "
+                                                         f"{getattr(cfg, name)}"))
+    for name, f in FIELDS.items():
+        choices = f.metadata["choices"]
+        if choices:
+            value = getattr(cfg, name)
+            checks.append((value in choices, f"{name} must be {one_of(choices)}, got {value!r}"))
+    for ok, message in checks:
+        if not ok:
+            raise KitError(f"invalid setting: {message}")
+    from kit.core.metrics import METRIC_NAMES
+    if cfg.metric != "auto" and cfg.metric not in METRIC_NAMES:
+        raise KitError(f"invalid setting: metric must be auto or one of {one_of(METRIC_NAMES)}, got {cfg.metric!r}")
+    if cfg.min_labels < 0:
+        raise KitError("invalid setting: min_labels must be >= 0")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from kit.core.atomic import write_text
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
