@@ -1,9 +1,14 @@
 """Small competition folders built from real digit scans, shaped to exercise one feature each."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import http.client
+import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +110,46 @@ def run_entry(capsys, script: str, *args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, headers=None):
+    """(status, decoded JSON body or None) of one HTTP request to the local service."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, json.loads(data) if data else None
+
+
+@contextlib.contextmanager
+def service(onnx_file, *flags):
+    """`python -m kit.serve --onnx FILE FLAGS` in its own process on a free port, as a user starts it; yields the
+    port once /health answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kit.serve", "--onnx", str(onnx_file), "--port", str(port),
+                             *map(str, flags)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if request(port, "GET", "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"the service did not come up: {proc.communicate()[0]}")
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 TINY = ["--model", "test_nfnet", "--no-pretrained", "--img-size", "32", "--epochs", "2", "--batch-size", "8",
         "--num-workers", "0", "--lr", "0.05"]
 
@@ -119,6 +164,48 @@ def trained(tmp_path_factory):
                      "--folds-csv", folds_csv, *TINY[:-4], "--num-workers", "1", "--lr", "0.05")
     assert result.returncode == 0, result.stderr
     return comp, run_dir, folds_csv, result
+
+
+def make_task_competition(root: Path, kind: str, per_digit: int = 8, n_test: int = 6, size: int = 16) -> Path:
+    """A Kaggle-layout folder of digit scans (0-5) labelled for `kind`: the digit's demo tags (multilabel) or its
+    value (regression)."""
+    from sklearn.datasets import load_digits
+    from kit.prepare.demo import label_of
+    digits = load_digits()
+    rng = np.random.default_rng(1)
+    for folder in ("train_images", "test_images"):
+        (root / folder).mkdir(parents=True)
+    rows, test_ids = [], []
+    for d in range(6):
+        idx = rng.choice(np.flatnonzero(digits.target == d), per_digit + 1, replace=False)
+        for j, i in enumerate(idx):
+            image = Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8)).resize((size, size))
+            if j < per_digit:
+                image.save(root / "train_images" / f"tr_{d}_{j}.png")
+                rows.append((f"tr_{d}_{j}", label_of(d, kind)))
+            elif len(test_ids) < n_test:
+                image.save(root / "test_images" / f"te_{d}.png")
+                test_ids.append(f"te_{d}")
+    write_rows(root / "train.csv", ["image_id", "label"], [rows[i] for i in rng.permutation(len(rows))])
+    write_rows(root / "sample_submission.csv", ["image_id", "label"], [(t, "") for t in test_ids])
+    return root
+
+
+@pytest.fixture(scope="session")
+def task_graphs(tmp_path_factory, onnx_file, trained) -> dict:
+    """{kind: (competition, exported graph)} for a multiclass, a multilabel and a regression run (test_nfnet)."""
+    graphs = {"multiclass": (trained[0], onnx_file)}
+    for kind in ("multilabel", "regression"):
+        tmp = tmp_path_factory.mktemp(kind)
+        comp = make_task_competition(tmp / "comp", kind)
+        r = run_cli("train.py", "--data-dir", comp, "--fold", "all", "--num-folds", "2", "--run-dir", tmp / "run",
+                    "--folds-csv", tmp / "folds.csv", "--task", kind, *TINY[:3], "--img-size", "16", "--epochs", "1",
+                    "--batch-size", "8", "--num-workers", "0")
+        assert r.returncode == 0, r.stderr
+        r = run_cli("infer.py", "--run-dir", tmp / "run", "--export-only", "--onnx-out", tmp / "graph.onnx")
+        assert r.returncode == 0, r.stderr
+        graphs[kind] = (comp, tmp / "graph.onnx")
+    return graphs
 
 
 @pytest.fixture(scope="session")

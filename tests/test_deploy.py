@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, request, run_cli, service
 from kit.runtime.predictor import Predictor
 
 
@@ -52,37 +52,84 @@ def chromium_driver(tmp_path):
     return webdriver.Chrome(service=Service(chromedriver), options=options)
 
 
-def test_the_page_in_a_real_browser_matches_the_python_predictor(onnx_file, trained, tmp_path):
-    page = tmp_path / "page"
-    r = run_cli("-m", "kit.web", "--onnx", onnx_file, "--out", page)
-    assert r.returncode == 0, r.stderr
-    assert {p.name for p in (page / "ort").iterdir()} >= {"ort.wasm.min.js", "ort-wasm-simd-threaded.wasm"}
-    assert "cdn" not in (page / "index.html").read_text().lower() and "http" not in (page / "kit.js").read_text()
-    images = sorted((trained[0] / "test_images").iterdir())
-    (page / "test").mkdir()
-    for p in images:
-        shutil.copy(p, page / "test" / p.name)
-    want = Predictor(onnx_file, "cpu").predict_files(images)
-    server = serve(page)
-    driver = chromium_driver(tmp_path)
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """(headless Chromium, the folder a local static server serves, its URL)."""
+    root = tmp_path_factory.mktemp("site")
+    server = serve(root)
+    driver = chromium_driver(tmp_path_factory.mktemp("chrome"))
+    driver.set_script_timeout(120)
     try:
-        driver.set_script_timeout(120)
-        driver.get(f"http://127.0.0.1:{server.server_port}/index.html")
-        ready = driver.execute_async_script(
-            "const done = arguments[0]; const t0 = Date.now();"
-            "(function wait() { if (window.kitReady || Date.now() - t0 > 60000) done(!!window.kitReady);"
-            " else setTimeout(wait, 100); })();")
-        assert ready, driver.get_log("browser") if hasattr(driver, "get_log") else "page never became ready"
-        for path, row in zip(images, want):
-            got = driver.execute_async_script(
-                "const done = arguments[1]; window.kitPredict(arguments[0]).then(done)"
-                ".catch((e) => done({error: String(e)}));", f"test/{path.name}")
-            assert "error" not in got, got
-            assert got["label"] == ["cat", "dog", "fox"][int(row.argmax())]
-            np.testing.assert_allclose([got["probabilities"][c] for c in ("cat", "dog", "fox")], row, atol=1e-3)
+        yield driver, root, f"http://127.0.0.1:{server.server_port}"
     finally:
         driver.quit()
         server.shutdown()
+
+
+def page_answers(browser, name: str, onnx_file: Path, images: list[Path]) -> list[dict]:
+    """Build the page of `onnx_file` with `python -m kit.web` under the served folder, open it, and ask
+    window.kitPredict for each image's answer."""
+    driver, root, url = browser
+    page = root / name
+    r = run_cli("-m", "kit.web", "--onnx", onnx_file, "--out", page)
+    assert r.returncode == 0, r.stderr
+    (page / "test").mkdir()
+    for p in images:
+        shutil.copy(p, page / "test" / p.name)
+    driver.get(f"{url}/{name}/index.html")
+    ready = driver.execute_async_script(
+        "const done = arguments[0]; const t0 = Date.now();"
+        "(function wait() { if (window.kitReady || Date.now() - t0 > 60000) done(!!window.kitReady);"
+        " else setTimeout(wait, 100); })();")
+    assert ready, "the page never became ready"
+    return [driver.execute_async_script("const done = arguments[1]; window.kitPredict(arguments[0]).then(done)"
+                                        ".catch((e) => done({error: String(e)}));", f"test/{p.name}") for p in images]
+
+
+def test_the_page_in_a_real_browser_matches_the_python_predictor(browser, onnx_file, trained):
+    images = sorted((trained[0] / "test_images").iterdir())
+    got = page_answers(browser, "page", onnx_file, images)
+    page = browser[1] / "page"
+    assert {p.name for p in (page / "ort").iterdir()} >= {"ort.wasm.min.js", "ort-wasm-simd-threaded.wasm"}
+    assert "cdn" not in (page / "index.html").read_text().lower() and "http" not in (page / "kit.js").read_text()
+    want = Predictor(onnx_file, "cpu").predict_files(images)
+    for answer, row in zip(got, want):
+        assert "error" not in answer, answer
+        assert answer["label"] == ["cat", "dog", "fox"][int(row.argmax())]
+        np.testing.assert_allclose([answer["probabilities"][c] for c in ("cat", "dog", "fox")], row, atol=1e-3)
+
+
+def assert_same_answer(got: dict, want: dict, atol: float) -> None:
+    assert set(got) == set(want), (got, want)
+    assert got["label"] == want["label"], (got, want)
+    if "value" in want:
+        assert got["value"] == pytest.approx(want["value"], abs=atol)
+    if "probabilities" in want:
+        # JSON objects are unordered (a JS object even puts integer-like keys first): compared by name
+        assert set(got["probabilities"]) == set(want["probabilities"])
+        names = list(want["probabilities"])
+        np.testing.assert_allclose([got["probabilities"][n] for n in names], [want["probabilities"][n] for n in names],
+                                   atol=atol)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel", "regression"])
+def test_service_page_and_predictor_give_the_same_json(browser, task_graphs, kind):
+    """For every kind of task, the three ways to ask one image give one answer: the Python Predictor, the HTTP
+    service and the browser page (whose script reads the answer's shape from the graph's metadata)."""
+    comp, graph = task_graphs[kind]
+    images = sorted((comp / "test_images").iterdir())
+    predictor = Predictor(graph, "cpu")
+    want = [predictor.answer(row) for row in predictor.predict_files(images)]
+    assert {"multiclass": {"label", "probabilities"}, "multilabel": {"label", "probabilities"},
+            "regression": {"label", "value"}}[kind] == set(want[0])
+    with service(graph) as port:
+        served = [request(port, "POST", "/predict", p.read_bytes()) for p in images]
+    assert all(status == 200 for status, _ in served), served
+    for (_, got), expected in zip(served, want):
+        assert_same_answer(got, expected, atol=1e-6)
+    for got, expected in zip(page_answers(browser, kind, graph, images), want):
+        assert "error" not in got, got
+        assert_same_answer(got, expected, atol=1e-3)
 
 
 def test_the_web_graph_resizes_like_the_predictor(onnx_file, trained, tmp_path):

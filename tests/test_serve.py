@@ -1,53 +1,17 @@
-"""The HTTP service, run the way it runs: `python -m kit.runtime.serve` in its own process, requests over loopback."""
-import http.client
-import json
-import socket
-import subprocess
-import sys
-import time
+"""The HTTP service, run the way it runs: `python -m kit.serve` in its own process, requests over loopback."""
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import request, service
 from kit.runtime.predictor import Predictor
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(onnx_file):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kit.serve", "--onnx", str(onnx_file), "--port", str(port),
-                             "--max-wait-ms", "50", "--max-bytes", "200000"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if request(port, "GET", "/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"the service did not come up: {proc.communicate()[0]}")
-    yield port
-    proc.terminate()
-    proc.wait(10)
-
-
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=body, headers=headers or {})
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, json.loads(data) if data else None
+    with service(onnx_file, "--max-wait-ms", "50", "--max-bytes", "200000") as port:
+        yield port
 
 
 def test_health_and_metadata(server):

@@ -146,8 +146,9 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise<{label, 
   function decode(values) {                 // the answer's shape comes from the graph's metadata (kit.answer)
     const names = meta.classes, spec = meta.answer;
     if (spec.label === "value") return { label: formatG(values[0]), value: values[0] };
-    const probabilities = {};
-    names.forEach((name, i) => { probabilities[name] = values[i]; });
+    const probabilities = {};                // most probable first, ties in output order (as Task.answer)
+    values.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1])
+      .forEach(([v, i]) => { probabilities[names[i]] = v; });
     if (spec.label === "thresholds") {
       const thresholds = spec.thresholds;
       let tags = names.filter((name, i) => values[i] >= thresholds[i]);

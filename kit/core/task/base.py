@@ -156,8 +156,8 @@ class Task:
 
     def answer(self, row: np.ndarray, top_k: Optional[int] = None) -> dict:
         """The JSON answer for one image, the same in the service, the page and the predict command:
-        {"label": the submission cell, "probabilities": {name: p} (the `top_k` largest, all by default)}, or for
-        a regression {"label": the submission cell, "value": the number}."""
+        {"label": the submission cell, "probabilities": {name: p}, most probable first (the `top_k` largest, all by
+        default)}, or for a regression {"label": the submission cell, "value": the number}."""
         row = np.asarray(row, dtype=np.float64)
         order = np.argsort(-row, kind="stable")[:top_k]
         return {"label": self.label_cells(row[None])[0],
