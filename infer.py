@@ -4,15 +4,15 @@ With --onnx PATH nothing is exported and PyTorch is not imported: only onnxrunti
 """
 import argparse
 
-from kit.core.entry import main_guard
+from kit.core.entry import Parser, main_guard, nonempty, number
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", help="competition folder (default: the one the run was trained on)")
-    p.add_argument("--run-dir", action="append", dest="run_dirs",
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=nonempty, help="competition folder (default: the one the run was trained on)")
+    p.add_argument("--run-dir", action="append", dest="run_dirs", type=nonempty,
                    help="a trained run (default runs/default); repeat it to blend several runs into one graph")
-    p.add_argument("--onnx", help="predict with this exported file; skips the export (no torch needed)")
+    p.add_argument("--onnx", type=nonempty, help="predict with this exported file; skips the export (no torch needed)")
     p.add_argument("--onnx-out", help="where to export the ensemble (default: RUN_DIR/ensemble.onnx; when the run "
                                       "dir is read-only, e.g. an uploaded Kaggle dataset, beside --out)")
     p.add_argument("--out", default="submissions/submission.csv")
@@ -24,7 +24,7 @@ def parse_args(argv=None):
                         "run keeps the views among flips, transpose and rotations that improve its OOF score)")
     p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it")
     p.add_argument("--export-only", action="store_true")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=number(1, None, int), default=32)
     return p.parse_args(argv)
 
 

@@ -5,13 +5,13 @@ Settings: every flag below the first group is a field of kit/settings/config.py 
 """
 import argparse
 
-from kit.core.entry import main_guard
+from kit.core.entry import Parser, main_guard, nonempty
 from kit.settings.cli import add_config_flags, config_overrides
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file of settings (see configs/)")
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=nonempty, help="YAML file of settings (see configs/)")
     p.add_argument("--fold", default="0", help="fold number, or 'all' (default 0)")
     p.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
     p.add_argument("--force-resume", action="store_true", help="resume or train even where settings changed")

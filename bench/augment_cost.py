@@ -62,7 +62,7 @@ def main():
     ra_ms = median_ms(lambda: [randaug(im, i) for i, im in enumerate(images)], args.rounds)
     mix_net = mix_ms - clone_ms
     print(f"{args.model} @ {s} px, batch {b}, {torch.get_num_threads()} threads: training step {step_ms:.1f} ms")
-    print(f"| piece | where | ms per batch | % of the step |\n|---|---|---:|---:|")
+    print("| piece | where | ms per batch | % of the step |\n|---|---|---:|---:|")
     print(f"| MixUp/CutMix (timm Mixup, batch mode) | step, critical path | {mix_net:.2f} | {100 * mix_net / step_ms:.2f} % |")
     print(f"| RandAugment (2 ops, magnitude 7), extra over the default augmentation | loader worker, beside the step "
           f"| {ra_ms - plain_ms:.2f} (worker total {ra_ms:.2f}) | {100 * (ra_ms - plain_ms) / step_ms:.2f} % of one "

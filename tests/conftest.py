@@ -5,6 +5,7 @@ import contextlib
 import csv
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -148,6 +149,49 @@ def service(onnx_file, *flags):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def run_module(capsys, module: str, *args) -> subprocess.CompletedProcess:
+    """`python -m kit.<command> ARGS` in this process (its main() under main_guard, as its __main__ runs it)."""
+    import importlib
+    from kit.core.entry import main_guard
+    main = importlib.import_module(module).main
+    argv, sys.argv = sys.argv, [module, *map(str, args)]
+    capsys.readouterr()
+    try:
+        main_guard(main)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def assert_user_error(result, pattern):
+    """Exit code 2, one `error:` line matching `pattern`, no traceback."""
+    import re
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+def digest(folder: Path) -> dict:
+    """Every file under `folder` (dotfiles and lock files included) -> its bytes' hash; symlinks -> their target."""
+    import hashlib
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
 
 
 TINY = ["--model", "test_nfnet", "--no-pretrained", "--img-size", "32", "--epochs", "2", "--batch-size", "8",

@@ -8,10 +8,9 @@ import onnx
 import pytest
 import torch
 
-from conftest import make_competition, run_cli, run_entry
+from conftest import run_cli, run_entry
 from kit.evaluate.blend import choose_views, fit_weights, honest_cv
 from kit.export.ensemble import view
-from kit.core.errors import KitError
 from kit.runtime.predictor import Predictor
 from kit.core.task import Multiclass
 

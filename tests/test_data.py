@@ -56,7 +56,7 @@ def test_ids_cannot_escape_the_images_folder(competition, image_id):
 
 def test_missing_column_and_empty_csv(competition):
     write_rows(competition / "train.csv", ["id", "label"], [("tr_0_0", "cat")])
-    with pytest.raises(KitError, match=r"no column 'image_id' \(its columns: id, label\)"):
+    with pytest.raises(KitError, match=r"no column 'image_id' \(its columns: 'id', 'label'\)"):
         train_table(cfg_for(competition))
     (competition / "train.csv").write_text("")
     with pytest.raises(KitError, match="is empty"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, request, run_cli, service
+from conftest import request, run_cli, service
 from kit.runtime.predictor import Predictor
 
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import ROOT, TINY, make_competition, run_cli, run_entry, write_rows
+from conftest import TINY, make_competition, run_cli, run_entry, write_rows
 from kit.core import atomic
 from kit.train import checkpoint
 from kit.core.errors import KitError

@@ -14,7 +14,6 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, run_cli
 

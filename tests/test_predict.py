@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import ROOT, TINY, run_cli, write_rows
+from conftest import ROOT, run_cli, write_rows
 from kit.core.artifact import check_graph
 from kit.core.errors import KitError
 from kit.runtime.predictor import Predictor, create_session
@@ -139,3 +139,31 @@ def test_demo_end_to_end_on_cpu(tmp_path):
     solution = {row["image_id"]: row["label"] for row in rows_of(tmp_path / "data/digits/solution.csv")}
     correct = sum(s["label"] == solution[s["image_id"]] for s in sub)
     assert f"demo test accuracy (against data/digits/solution.csv): {correct / 360:.4f} ({correct}/360)" in r.stdout
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel", "regression"])
+def test_each_submission_row_is_its_own_image(task_graphs, tmp_path, capsys, kind):
+    """Each test image predicted alone gives exactly its own row of the submission and of --probs (a submission whose
+    rows were shifted by one would pass a check of the submission against its own probabilities file)."""
+    from conftest import run_entry
+    from kit.runtime.predictor import Predictor
+    comp, graph = task_graphs[kind]
+    r = run_entry(capsys, "infer.py", "--onnx", graph, "--data-dir", comp, "--out", tmp_path / "s.csv", "--probs",
+                  tmp_path / "p.csv", "--batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "s.csv", newline="") as f:
+        submitted = {row["image_id"]: row["label"] for row in csv.DictReader(f)}
+    with open(tmp_path / "p.csv", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        probs = {row[0]: np.array([float(v) for v in row[1:]]) for row in reader}
+    predictor = Predictor(graph, "cpu")
+    alone = {}
+    for path in sorted((comp / "test_images").iterdir()):
+        alone[path.stem] = predictor.predict_files([path])[0]
+    assert set(alone) == set(submitted) == set(probs)
+    for image_id, row in alone.items():
+        np.testing.assert_allclose(probs[image_id], row, atol=1e-6)
+        assert submitted[image_id] == predictor.answer(row)["label"]
+    rows = list(alone.values())                       # the check has teeth: no two images predict alike
+    assert min(np.abs(a - b).max() for i, a in enumerate(rows) for b in rows[i + 1:]) > 1e-5

@@ -29,7 +29,7 @@ class Metadata:
     img_size: int               # S of the input: the test size (kit.settings.config.test_size)
     train_img_size: int         # the size the models trained at (below img_size under FixRes)
     mean: list                  # the normalization inside the graph (informational)
-    std: list
+    std: list                   # ... and its std
     model: str                  # timm architecture
     folds: list                 # fold numbers in the ensemble
     fold_scores: list           # each fold's best validation score
@@ -61,22 +61,58 @@ def write_metadata(path: str | Path, meta: Metadata) -> None:
     onnx.save(model, str(path))
 
 
+# what each metadata value must be: a hand-edited or foreign file is refused naming the key, never a traceback
+_TYPES = {"task": str, "classes": list, "task_params": dict, "img_size": int, "train_img_size": int, "mean": list,
+          "std": list, "model": str, "folds": list, "fold_scores": list, "cv_score": (int, float), "metric": str,
+          "tta": bool, "int8": bool, "id_col": str, "label_col": str, "kit_version": str, "members": list,
+          "answer": dict}
+
+
+def _decode(props: dict, path) -> dict:
+    values = {}
+    for key, text in props.items():
+        if key.startswith(PREFIX):
+            try:
+                values[key[len(PREFIX):]] = json.loads(text)
+            except (TypeError, ValueError):
+                raise KitError(f"{path}: metadata {key} is not valid JSON ({str(text)[:40]!r}); re-export the graph "
+                               f"with this kit") from None
+    return values
+
+
+def _check_values(values: dict, path) -> None:
+    for key, kind in _TYPES.items():
+        value = values[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise KitError(f"{path}: metadata kit.{key} is {value!r}, not a {getattr(kind, '__name__', 'number')}; "
+                           f"the file was edited or comes from elsewhere. Re-export it with this kit")
+    if values["img_size"] < 8 or not values["classes"] or not all(isinstance(c, str) for c in values["classes"]):
+        raise KitError(f"{path}: metadata kit.img_size must be at least 8 and kit.classes a list of names; re-export it")
+
+
 def read_metadata(props: dict, path: str | Path = "") -> Metadata:
-    """Metadata from an onnxruntime session's custom_metadata_map (or onnx metadata_props as a dict)."""
+    """Metadata from an onnxruntime session's custom_metadata_map (or onnx metadata_props as a dict), every value
+    checked (a hand-edited or foreign file is one clear error)."""
     if PREFIX + "classes" not in props:
         raise KitError(f"{path} is not an ensemble exported by this kit (no kit.* metadata); export it with "
                        f"`python infer.py --export-only`")
-    values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+    values = _decode(props, path)
     values.setdefault("task", "multiclass")             # files exported before tasks had a name
     values.setdefault("train_img_size", values.get("img_size"))         # ... or FixRes
     values.setdefault("members", [])                                    # ... or blends
     values.setdefault("task_params", {})
-    if "answer" not in values and "classes" in values:                 # ... or answer specs
-        values["answer"] = restore({**values["task_params"], "kind": values["task"],
-                                    "names": values["classes"]}).answer_spec()
-    missing = [k for k in KEYS if k not in values]
+    missing = [k for k in KEYS if k not in values and k != "answer"]
     if missing:
         raise KitError(f"{path}: its kit.* metadata lacks {', '.join(missing)}; re-export it with this kit")
+    if not isinstance(values["task_params"], dict):
+        raise KitError(f"{path}: metadata kit.task_params is {values['task_params']!r}, not a mapping; re-export it")
+    try:
+        task = restore({**values["task_params"], "kind": values["task"], "names": values["classes"]})
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise KitError(f"{path}: metadata kit.task / kit.task_params do not describe a task ({type(e).__name__}: "
+                       f"{e}); re-export the graph with this kit") from None
+    values.setdefault("answer", task.answer_spec())                     # ... or answer specs
+    _check_values(values, path)
     return Metadata(**{k: values[k] for k in KEYS})
 
 

@@ -111,3 +111,26 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name beside `path` and rename it to `path` at the end, so a failure leaves
+    nothing behind and a retry starts clean. `path` must not exist, or be an empty folder."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise KitError(f"{path} exists and is not an empty folder; choose a new --out folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp{os.getpid()}."))
+    except OSError as e:
+        raise KitError(f"cannot create a folder beside {path}: {e.strerror}; choose a writable location") from None
+    try:
+        yield tmp
+        if path.is_dir():
+            path.rmdir()                    # the empty folder the user made for it
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,12 @@
-"""What every command-line entry point does around its main(): logging to stdout, and user errors as one line
-on stderr with exit code 2 (no traceback). Torch-free and dependency-free, so the deployed predictor has it."""
+"""What every command-line entry point does around its main(): logging to stdout, user errors as one line on
+stderr with exit code 2 (no traceback), and an argument parser whose mistakes are such errors too. Torch-free
+and dependency-free, so the deployed predictor has it."""
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import re
 import sys
 from typing import Callable
 
@@ -16,8 +20,55 @@ def main_guard(main: Callable[[], object]) -> None:
         main()
     except KitError as e:
         if os.environ.get("RANK", "0") == "0":      # under torchrun every rank stops; one says why
-            print(f"error: {e}", file=sys.stderr)
+            print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)      # one line, whatever it quotes
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are KitErrors: one `error:` line (and exit 2 through main_guard), no usage dump."""
+
+    def error(self, message: str):
+        raise KitError(f"{message} (see {self.prog} --help)")
+
+
+def number(low: float | None = None, high: float | None = None, kind: type = float):
+    """An argparse type: a finite number of `kind` in [low, high] (inf and nan are refused)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+            raise argparse.ArgumentTypeError(f"{text!r} is outside {span}")
+        return value
+    return parse
+
+
+def nonempty(text: str) -> str:
+    """An argparse type for paths and names: an empty string is refused (it would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("it is empty")
+    return text
+
+
+PORT = number(1, 65535, int)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
+
+
+def parse_duration(text: str, bare_unit: str = "h") -> float:
+    """'9h', '540m', '90s', '1h30m', or a bare number in `bare_unit` -> seconds; anything else is refused."""
+    text = (text or "").strip().lower()
+    parts = _DURATION.findall(text)
+    if not text or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", "") or \
+            (len(parts) > 1 and not all(u for _, u in parts)):
+        raise KitError(f"{text!r} is not a duration; write it like 9h, 540m, 90s or 1h30m")
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u or bare_unit] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise KitError(f"{text!r} is not a positive duration")
+    return seconds

@@ -12,6 +12,7 @@ Then EXIF orientation is applied (as browsers and OpenCV do), then the bilinear 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps
 from kit.core.errors import KitError
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class ImageError(KitError):
@@ -63,8 +65,9 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
             im = ImageOps.exif_transpose(im)
             return to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        reason = f"{type(e).__name__}: {e}"
-        raise ImageError(f"cannot read image {path}: {reason}. Replace the file", reason) from None
+        reason = _OBJECT_REPR.sub("the data", f"{type(e).__name__}: {e}")       # never a Python object's repr
+        name = path if isinstance(path, (str, Path)) else "the uploaded data"
+        raise ImageError(f"cannot read image {name}: {reason}. Replace the file", reason) from None
 
 
 def load_rgb(path: str | Path, size: int) -> np.ndarray:

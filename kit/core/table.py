@@ -1,14 +1,18 @@
 """The competition folder: read and validate train.csv / sample_submission.csv and locate their images.
 
 Torch-free (the predictor uses it). CSVs are read as UTF-8 (a BOM is allowed). Line numbers in messages are
-the file's own line numbers (the header is line 1; blank lines count). Label cells are kept exactly as written:
-what a label means is the task's business (kit.core.task).
+the file's own line numbers (the header is line 1; blank lines count). Label cells are kept as written ("1" and
+"01" are two classes), but for two spreadsheet artefacts, each said in one log line with the count of cells it
+changed: surrounding spaces are removed, and an integer written as a float ("3.0") becomes the integer where that
+integer is also written plainly ("3"). What a label means is the task's business (kit.core.task).
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,10 +20,21 @@ from typing import Optional
 
 from kit.core.errors import KitError
 from kit.core.images import ImageError, open_rgb
+from kit.core.task import task_class
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
-# what pandas and friends write for a missing value; as a label it would silently become a class
+# what pandas and friends write for a missing value; as a label or group id it would silently become a class or a
+# group (the setting missing_values replaces the list, an empty one included, for a class that is really called NA)
 MISSING_TEXT = frozenset({"nan", "NaN", "NAN", "None", "none", "null", "NULL", "NA", "N/A", "n/a", "<NA>", "#N/A"})
+_INT_AS_FLOAT = re.compile(r"^([+-]?\d+)\.0+$")
+log = logging.getLogger(__name__)
+
+
+def missing_texts(setting: Optional[str]) -> frozenset:
+    """The texts that mean a missing value: the setting's comma-separated list, or MISSING_TEXT when unset."""
+    if setting is None:
+        return MISSING_TEXT
+    return frozenset(t.strip() for t in setting.split(",") if t.strip())
 
 
 @dataclass(frozen=True)
@@ -50,9 +65,11 @@ class Table:
     rows: list[list[str]]           # every cell as written, for tables that are written back (submission)
     tag_columns: Optional[list[str]] = None     # multilabel 0/1 columns the labels were built from
 
+    missing: frozenset = MISSING_TEXT           # the texts that mean a missing value
+
     def require_labels(self, column: str) -> None:
         """Refuse empty label cells (every task but multilabel, where an image may have no tag)."""
-        check_label_cells(self.labels, self.lines, self.csv_path, column, allow_empty=False)
+        check_label_cells(self.labels, self.lines, self.csv_path, column, self.missing, allow_empty=False)
 
 
 def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list[list[str]], list[int]]:
@@ -60,6 +77,7 @@ def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list
     columns, and has at least one row."""
     if not path.is_file():
         raise KitError(f"{path} does not exist. {fix}")
+    reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -72,7 +90,8 @@ def read_csv(path: Path, required: list[str], fix: str) -> tuple[list[str], list
     except UnicodeDecodeError as e:
         raise KitError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     except csv.Error as e:
-        raise KitError(f"{path} is not a readable CSV: {e}") from None
+        where = f" line {reader.line_num}" if reader is not None else ""
+        raise KitError(f"{path}{where} is not a readable CSV: {e}") from None
     if not header:
         raise KitError(f"{path} is empty; it needs a header row with columns {', '.join(required)} and data rows")
     check_columns(path, header, required)
@@ -91,7 +110,7 @@ def check_columns(path: Path, header: list[str], required: list[str]) -> None:
     missing = [c for c in required if c not in header]
     if missing:
         raise KitError(f"{path} has no column {', '.join(repr(c) for c in missing)} (its columns: "
-                       f"{', '.join(header)}). Rename the column, or set the column name in the config "
+                       f"{', '.join(map(repr, header))}). Rename the column, or set the column name in the config "
                        f"(id_col / label_col / group_col)")
 
 
@@ -133,6 +152,9 @@ def resolve_images(images_dir: Path, ids: list[str], csv_path: Path, lines: list
         else:
             raise KitError(f"{csv_path} line {line}: image {image_id!r} not found in {images_dir} (also tried the "
                            f"suffixes {', '.join(IMAGE_SUFFIXES)} in either case); add the file or fix the id")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise KitError(f"{csv_path} line {line}: {path} is not a regular file (a folder, named pipe or device); "
+                           f"reading it could block forever. Replace it with the image file")
         if path in owner:
             raise KitError(f"{csv_path} line {line}: image id {image_id!r} names the same file ({path.name}) as "
                            f"line {owner[path][0]} ({owner[path][1]!r}); each row needs its own image")
@@ -141,7 +163,8 @@ def resolve_images(images_dir: Path, ids: list[str], csv_path: Path, lines: list
     return paths
 
 
-def check_label_cells(values: list[str], lines: list[int], csv_path: Path, column: str, allow_empty: bool = False) -> None:
+def check_label_cells(values: list[str], lines: list[int], csv_path: Path, column: str,
+                      missing: frozenset = MISSING_TEXT, allow_empty: bool = False) -> None:
     """Refuse label cells that are empty or the text of a missing value ("nan", "None", ...): pandas writes
     those for a missing label, and trained as a class they would be submitted as an answer."""
     for value, line in zip(values, lines):
@@ -149,43 +172,87 @@ def check_label_cells(values: list[str], lines: list[int], csv_path: Path, colum
         if not text and not allow_empty:
             raise KitError(f"{csv_path} line {line}: empty {column!r}; every training image needs a label. Fill it "
                            f"in or remove the row")
-        if text in MISSING_TEXT:
+        if text in missing:
             raise KitError(f"{csv_path} line {line}: {column!r} is {value!r}, the text of a missing value (what "
-                           f"pandas writes for NaN/None); fill in the real label or remove the row")
+                           f"pandas writes for NaN/None); fill in the real label or remove the row (a class really "
+                           f"named {text!r}: set missing_values to the texts that do mean missing, '' for none)")
 
 
-def _tag_columns(header: list[str], rows: list[list[str]], id_col: str, group_col: Optional[str]) -> Optional[list[str]]:
-    """The columns of a multilabel table with one 0/1 column per tag, or None if it is not one."""
+def normalize_labels(labels: list[str], lines: list[int], csv_path: Path, quiet: bool = False) -> list[str]:
+    """Surrounding spaces removed; "3.0" -> "3" where "3" is also written (a pandas float column beside an int
+    one). Each change is counted in one log line: never silent, and classes.json is what the log says."""
+    stripped = [cell.strip() for cell in labels]
+    present = set(stripped)
+
+    def canonical(cell: str) -> str:
+        match = _INT_AS_FLOAT.match(cell)
+        return match.group(1) if match and match.group(1) in present else cell
+
+    out = [canonical(cell) for cell in stripped]
+    if not quiet:
+        for what, before, after in (("had surrounding spaces, removed", labels, stripped),
+                                    ("wrote an integer class as a float (3.0 beside 3), read as the integer",
+                                     stripped, out)):
+            changed = [(line, a, b) for line, a, b in zip(lines, before, after) if a != b]
+            if changed:
+                line, a, b = changed[0]
+                log.info(f"labels: {len(changed)} cell(s) of {csv_path} {what} (e.g. line {line}: {a!r} -> {b!r})")
+    return out
+
+
+def _binary(cell: str) -> Optional[float]:
+    """The number in a cell (None when it is no number)."""
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _tag_columns(header: list[str], rows: list[list[str]], lines: list[int], csv_path: Path, id_col: str,
+                 group_col: Optional[str]) -> Optional[list[str]]:
+    """The columns of a multilabel table with one 0/1 column per tag (1.0/0.0 accepted: a pandas float column),
+    or None if it is not one. A numeric table with a cell other than 0 or 1 is refused, naming the cell."""
     columns = [c for c in header if c not in (id_col, group_col)]
     if len(columns) < 2:
         return None
     index = [header.index(c) for c in columns]
-    if all(row[i].strip() in ("0", "1") for row in rows for i in index):
-        return columns
-    return None
+    values = [[_binary(row[i]) for i in index] for row in rows]
+    if any(v is None for row in values for v in row):
+        return None
+    for row, line in zip(values, lines):
+        for column, v in zip(columns, row):
+            if v not in (0.0, 1.0):
+                raise KitError(f"{csv_path} line {line}, column {column!r}: {v:g} is not 0 or 1; a table of one 0/1 "
+                               f"column per tag (multilabel) holds only 0 and 1. Fix the cell")
+    return columns
 
 
-def label_cells(header: list[str], rows: list[list[str]], label_col: str, id_col: str,
-                group_col: Optional[str] = None, tag_columns_ok: bool = False) -> tuple[Optional[list[str]], Optional[list[str]]]:
+def label_cells(header: list[str], rows: list[list[str]], label_col: str, id_col: str, group_col: Optional[str] = None,
+                tag_columns_ok: bool = False, lines: Optional[list[int]] = None,
+                csv_path: Path = Path("the CSV")) -> tuple[Optional[list[str]], Optional[list[str]]]:
     """(label cells, tag columns): the label column's cells; or, where there is no such column and
     `tag_columns_ok`, a table whose other columns are all 0/1 read as space-separated tags (and those columns);
     (None, None) when neither."""
     if label_col in header:
         column = header.index(label_col)
         return [row[column] for row in rows], None
-    tags = _tag_columns(header, rows, id_col, group_col) if tag_columns_ok else None
+    lines = lines or list(range(2, len(rows) + 2))
+    tags = _tag_columns(header, rows, lines, csv_path, id_col, group_col) if tag_columns_ok else None
     if tags is None:
         return None, None
     at = [header.index(t) for t in tags]
-    return [" ".join(t for t, i in zip(tags, at) if row[i].strip() == "1") for row in rows], tags
+    return [" ".join(t for t, i in zip(tags, at) if float(row[i]) == 1.0) for row in rows], tags
 
 
 def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optional[str] = None,
-               group_col: Optional[str] = None, fix: str = "", tag_columns_ok: bool = False) -> Table:
+               group_col: Optional[str] = None, fix: str = "", tag_columns_ok: bool = False,
+               missing: frozenset = MISSING_TEXT) -> Table:
     """The table of a competition CSV. `tag_columns_ok`: a table without `label_col` whose other columns are all
-    0/1 is a multilabel table (one column per tag); its label cells become space-separated tags."""
+    0/1 is a multilabel table (one column per tag); its label cells become space-separated tags. `missing`: the
+    texts that mean a missing label or group id."""
     header, rows, lines = read_csv(csv_path, [id_col] + ([group_col] if group_col else []), fix)
-    labels, tags = label_cells(header, rows, label_col, id_col, group_col, tag_columns_ok) if label_col else ([], None)
+    labels, tags = label_cells(header, rows, label_col, id_col, group_col, tag_columns_ok, lines, csv_path) \
+        if label_col else ([], None)
     if labels is None:
         check_columns(csv_path, header, [label_col])
     column = {c: header.index(c) for c in (id_col, group_col) if c}
@@ -198,17 +265,16 @@ def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optiona
         seen[image_id] = line
         ids.append(image_id)
     if label_col and tags is None:
-        check_label_cells(labels, lines, csv_path, label_col, allow_empty=True)
-    groups = None
-    if group_col:
-        groups = [row[column[group_col]].strip() for row in rows]
-        empty = [line for line, g in zip(lines, groups) if not g]
+        check_label_cells(labels, lines, csv_path, label_col, missing, allow_empty=True)
+    groups = [row[column[group_col]].strip() for row in rows] if group_col else None
+    if groups is not None:
+        empty = [line for line, g in zip(lines, groups) if not g or g in missing]
         if empty:
-            raise KitError(f"{csv_path} line {empty[0]}: empty {group_col!r} ({len(empty)} row(s) in all); empty "
-                           f"group ids would all form one group. Fill them in (a unique id per row if the image "
-                           f"belongs to no group)")
+            raise KitError(f"{csv_path} line {empty[0]}: {group_col!r} is empty or the text of a missing value "
+                           f"({len(empty)} row(s) in all); such group ids would all form one group. Fill them in (a "
+                           f"unique id per row if the image belongs to no group)")
     return Table(csv_path, ids, resolve_images(images_dir, ids, csv_path, lines), lines, labels, groups, header, rows,
-                 tags)
+                 tags, missing)
 
 
 def _unreadable(path: Path) -> Optional[str]:
@@ -239,10 +305,15 @@ def data_root(data_dir: str) -> Path:
 
 
 def train_table(cfg) -> Table:
+    """The training table, its label cells normalized (normalize_labels) and checked for missing values."""
     root = data_root(cfg.data_dir)
-    return read_table(root / cfg.train_csv, root / cfg.train_images, cfg.id_col, cfg.label_col, cfg.group_col,
-                      fix=f"Put the competition's train.csv in {root}, or set train_csv in the config",
-                      tag_columns_ok=cfg.task in ("auto", "multilabel"))
+    table = read_table(root / cfg.train_csv, root / cfg.train_images, cfg.id_col, cfg.label_col, cfg.group_col,
+                       fix=f"Put the competition's train.csv in {root}, or set train_csv in the config",
+                       tag_columns_ok=cfg.task == "auto" or task_class(cfg.task).reads_tag_columns,
+                       missing=missing_texts(cfg.missing_values))
+    if table.tag_columns is None:
+        table.labels = normalize_labels(table.labels, table.lines, table.csv_path)
+    return table
 
 
 def submission_table(data_dir: str, layout: Layout = Layout(), id_col: str = "image_id") -> Table:

@@ -20,20 +20,25 @@ import argparse
 import json
 import logging
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import numpy as np
 
 from kit import __version__
-from kit.core.atomic import write_text
+from kit.core.atomic import atomic_dir, write_text
+from kit.core.entry import Parser, nonempty, number, parse_duration
 from kit.core.errors import KitError
+from kit.core.paths import Outputs
+from kit.core.table import Layout
+from kit.evaluate.rundir import RunDir
+from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 PACKAGE = "nfnet-kit-predict"
@@ -54,15 +59,6 @@ HERE = Path(__file__).resolve().parent
 if __name__ == "__main__":
     main_guard(lambda: main(HERE / "model" / "ensemble.onnx", json.loads((HERE / "settings.json").read_text())))
 '''
-
-
-def parse_hours(text: str) -> float:
-    """'9h', '540m', '2.5' (hours) -> hours."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([hm]?)\s*", text or "")
-    if not match:
-        raise KitError(f"--time-limit must look like 9h, 540m or 2.5 (hours), got {text!r}")
-    value = float(match.group(1))
-    return value / 60 if match.group(2) == "m" else value
 
 
 def build_predictor_wheel(out: Path) -> Path:
@@ -119,7 +115,6 @@ def download_wheels(out: Path, platforms: list[str], python_version: str | None)
 
 def measure(graph: Path, rounds: int = 3, batch: int = 32) -> tuple[float, dict]:
     """Images/s of the graph's onnxruntime session on this machine (decode excluded), and its metadata."""
-    from kit.runtime.predictor import Predictor
     predictor = Predictor(graph, "cpu")
     size = predictor.meta.img_size
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
@@ -137,7 +132,7 @@ def budget(rate: float, meta: dict, test_images: int | None, hours: float | None
     members = meta.get("members") or [{"folds": meta["folds"], "views": ["identity"] + (["hflip"] if meta["tta"] else [])}]
     folds = sum(len(m["folds"]) for m in members)
     views = max(len(m.get("views", ["identity"])) for m in members)
-    lines = [f"# Prediction budget\n", f"Measured on {platform.processor() or platform.machine()} ({platform.platform()}), "
+    lines = ["# Prediction budget\n", f"Measured on {platform.processor() or platform.machine()} ({platform.platform()}), "
              f"CPU provider: **{rate:.1f} images/s** for {folds} fold model(s) x {views} TTA view(s) at "
              f"{meta['img_size']}px (decoding runs in parallel threads and is not included). Kaggle's machines differ; "
              f"scale by their speed.\n"]
@@ -163,27 +158,33 @@ def budget(rate: float, meta: dict, test_images: int | None, hours: float | None
     return "\n".join(lines) + "\n"
 
 
-def make_bundle(out: Path, onnx: Path | None = None, run_dir: Path | None = None, test_images: int | None = None,
+def make_bundle(out: Path, *, onnx: Path | None = None, run_dir: Path | None = None, test_images: int | None = None,
                 hours: float | None = None, platforms: list[str] | None = None,
                 python_version: str | None = None) -> dict:
+    """Build the bundle under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
     if (onnx is None) == (run_dir is None):
         raise KitError("pass exactly one of --run-dir (export its ensemble) and --onnx (bundle this file)")
-    if out.exists() and any(out.iterdir()):
-        raise KitError(f"{out} exists and is not empty; choose a new --out folder")
-    (out / "model").mkdir(parents=True, exist_ok=True)
-    (out / "wheels").mkdir(exist_ok=True)
+    guard = Outputs().reads(onnx).protects(run_dir, "the run dir")
+    guard.check("--out", out, "folder")
+    if onnx is not None:
+        Predictor(onnx, "cpu")                  # a file that is no kit graph is refused before anything is built
+    with atomic_dir(out) as tmp:
+        result = _build(tmp, onnx, run_dir, test_images, hours, platforms, python_version)
+    log.info(f"bundle: {out} ({result['bytes'] / 2**20:.0f} MB: ensemble.onnx, {result['wheels']} wheels incl. "
+             f"{result['wheel']})\n{result['budget']}")
+    return result
+
+
+def _build(out: Path, onnx, run_dir, test_images, hours, platforms, python_version) -> dict:
+    (out / "model").mkdir()
+    (out / "wheels").mkdir()
     graph = out / "model" / "ensemble.onnx"
-    settings = {"sample_submission": "sample_submission.csv", "test_images": "test_images", "train_csv": "train.csv"}
+    layout = Layout()
     if run_dir is not None:
         from kit.export.build import export
-        from kit.evaluate.rundir import RunDir
         export(run_dir, out=graph)
-        cfg = RunDir(run_dir).config()
-        settings = {"sample_submission": cfg.sample_submission, "test_images": cfg.test_images,
-                    "train_csv": cfg.train_csv}
+        layout = Layout.of(RunDir(run_dir).config())
     else:
-        if not Path(onnx).is_file():
-            raise KitError(f"--onnx {onnx} does not exist")
         shutil.copy(onnx, graph)
     rate, meta = measure(graph)
     wheel = build_predictor_wheel(out / "wheels")
@@ -191,25 +192,25 @@ def make_bundle(out: Path, onnx: Path | None = None, run_dir: Path | None = None
                     python_version or f"{sys.version_info.major}.{sys.version_info.minor}")
     write_text(out / "requirements.txt", "\n".join([f"{PACKAGE}=={__version__}", *pinned()]) + "\n")
     write_text(out / "predict.py", PREDICT_SCRIPT)
-    write_text(out / "settings.json", json.dumps(settings, indent=1) + "\n")
+    write_text(out / "settings.json", json.dumps(asdict(layout), indent=1) + "\n")
     report = budget(rate, meta, test_images, hours)
     write_text(out / "budget.md", report)
-    log.info(f"bundle: {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 2**20:.0f} MB: "
-             f"{graph.name}, {len(list((out / 'wheels').iterdir()))} wheels incl. {wheel.name})\n{report}")
-    return {"rate": rate, "wheel": str(wheel), "budget": report}
+    return {"rate": rate, "wheel": wheel.name, "budget": report, "wheels": len(list((out / "wheels").iterdir())),
+            "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", type=Path, help="export this run's ensemble into the bundle")
-    p.add_argument("--onnx", type=Path, help="bundle this exported file instead")
-    p.add_argument("--out", type=Path, required=True, help="a new folder for the bundle")
-    p.add_argument("--test-images", type=int, help="how many images the hidden test set has")
-    p.add_argument("--time-limit", help="the competition's notebook time limit, e.g. 9h or 540m")
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", type=nonempty, help="export this run's ensemble into the bundle")
+    p.add_argument("--onnx", type=nonempty, help="bundle this exported file instead")
+    p.add_argument("--out", type=nonempty, required=True, help="a new folder for the bundle")
+    p.add_argument("--test-images", type=number(1, None, int), help="how many images the hidden test set has")
+    p.add_argument("--time-limit", type=lambda text: parse_duration(text, "h") / 3600,
+                   help="the competition's notebook time limit, e.g. 9h or 540m (a bare number: hours)")
     p.add_argument("--platform", action="append", help="pip platform tag of the target machine (repeatable; "
                                                        f"default: {' '.join(KAGGLE_PLATFORMS)})")
     p.add_argument("--python-version", help="Python of the target machine, e.g. 3.11 (default: this one's)")
     args = p.parse_args()
-    make_bundle(args.out, args.onnx, args.run_dir, args.test_images,
-                parse_hours(args.time_limit) if args.time_limit else None, args.platform, args.python_version)
-
+    make_bundle(Path(args.out), onnx=Path(args.onnx) if args.onnx else None,
+                run_dir=Path(args.run_dir) if args.run_dir else None, test_images=args.test_images,
+                hours=args.time_limit, platforms=args.platform, python_version=args.python_version)

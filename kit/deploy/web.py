@@ -26,9 +26,12 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from kit.core.atomic import write_text
+from kit.core.atomic import atomic_dir, write_text
+from kit.core.entry import Parser, nonempty
 from kit.core.artifact import read_metadata
 from kit.core.errors import KitError
+from kit.core.paths import Outputs
+from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 ORT_WEB_VERSION = "1.30.0"
@@ -204,18 +207,18 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise<{label, 
 
 
 def make_page(onnx: Path, out: Path, title: str | None = None) -> dict:
-    if not Path(onnx).is_file():
-        raise KitError(f"--onnx {onnx} does not exist")
-    if out.exists() and any(out.iterdir()):
-        raise KitError(f"{out} exists and is not empty; choose a new --out folder")
+    """Build the page under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
+    Outputs().reads(onnx).check("--out", out, "folder")
+    Predictor(onnx, "cpu")                      # a file that is no kit graph is refused before anything is built
     dist = ort_web()
-    (out / "ort").mkdir(parents=True, exist_ok=True)
-    for name in ORT_FILES:
-        shutil.copy(dist / name, out / "ort" / name)
-    meta = with_resize(Path(onnx), out / "model.onnx")
-    write_text(out / "kit-meta.json", json.dumps(meta, indent=1) + "\n")
-    write_text(out / "kit.js", SCRIPT % {"meta": json.dumps(meta)})
-    write_text(out / "index.html", PAGE.format(title=title or f"{meta.get('model', 'model')} in your browser"))
+    with atomic_dir(out) as tmp:
+        (tmp / "ort").mkdir()
+        for name in ORT_FILES:
+            shutil.copy(dist / name, tmp / "ort" / name)
+        meta = with_resize(Path(onnx), tmp / "model.onnx")
+        write_text(tmp / "kit-meta.json", json.dumps(meta, indent=1) + "\n")
+        write_text(tmp / "kit.js", SCRIPT % {"meta": json.dumps(meta)})
+        write_text(tmp / "index.html", PAGE.format(title=title or f"{meta.get('model', 'model')} in your browser"))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info(f"web: {out}/index.html ({size / 2**20:.1f} MB to download: model "
              f"{(out / 'model.onnx').stat().st_size / 2**20:.1f} MB, onnxruntime-web "
@@ -225,10 +228,9 @@ def make_page(onnx: Path, out: Path, title: str | None = None) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=Path, required=True, help="an ensemble exported by the kit")
-    p.add_argument("--out", type=Path, required=True, help="a new folder for the page")
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", type=nonempty, required=True, help="an ensemble exported by the kit")
+    p.add_argument("--out", type=nonempty, required=True, help="a new folder for the page")
     p.add_argument("--title")
     args = p.parse_args()
-    make_page(args.onnx, args.out, args.title)
-
+    make_page(Path(args.onnx), Path(args.out), args.title)

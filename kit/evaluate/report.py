@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from kit.core.atomic import atomic_path, write_csv, write_text  # noqa: E402
+from kit.core.entry import Parser, nonempty  # noqa: E402
 from kit.core.errors import KitError  # noqa: E402
 from kit.core.images import open_rgb  # noqa: E402
 from kit.core.table import training_images  # noqa: E402
@@ -223,8 +224,10 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
 
 
 def main() -> None:
-    import argparse
-    p = argparse.ArgumentParser(description="Rebuild the reports of a run dir from its files.")
-    p.add_argument("run_dir", nargs="?", default="runs/default")
-    write_reports(p.parse_args().run_dir)
+    p = Parser(description="Rebuild the reports of a run dir from its files.")
+    p.add_argument("run_dir", nargs="?", default="runs/default", type=nonempty)
+    run = Path(p.parse_args().run_dir)
+    if run.exists() and not run.is_dir():
+        raise KitError(f"{run} is a file; give the run dir (a folder)")
+    write_reports(run)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from kit.settings import config as config_mod
 from kit.settings.config import Config
 from kit.core.errors import KitError
-from kit.evaluate.oof import read_history
+from kit.evaluate.oof import read_history, read_oof
 from kit.core.task import Task, restore
 
 # Settings that only decide where or how fast a run happens, or where its starting weights are read from (the
@@ -100,16 +100,42 @@ class RunDir:
         path = self.history(k)
         return path.is_file() and len(read_history(path)) >= int(self.fold_setup(k)["epochs"])
 
-    def check_setup(self, cfg: Config, task: Task) -> list[str]:
-        """A run dir holds the fold models of one setup, so their CV and ensemble mean something. Returns the
-        differences from the setup already here; raises unless there are none or no fold model exists yet."""
-        if not self.folds("last.pt") and not self.folds("best.pt"):
+    def trained(self) -> list[int]:
+        """Folds holding a model (best.pt or last.pt), finished or not."""
+        return sorted(set(self.folds("best.pt")) | set(self.folds("last.pt")))
+
+    def fold_dirs(self) -> list[int]:
+        if not self.path.is_dir():
+            return []
+        return sorted(int(m.group(1)) for d in self.path.iterdir() if (m := _FOLD_DIR.match(d.name)))
+
+    def check_setup(self, cfg: Config, task: Task, others: list[int]) -> list[str]:
+        """A run dir holds the fold models of one setup, so their CV and ensemble mean something. `others`: the
+        folds this command does not train that bind it (trained, or being trained by another process). Returns
+        the differences between `cfg` and their setups; raises where they predict other outputs."""
+        if not others:
             return []                              # nothing trained here (or a run that crashed at once)
         if (self.classes_file.is_file() or self.task_file.is_file()) and not self.task().same_outputs(task):
             raise KitError(f"{self.path} holds models for other classes or another task ({self.classes_file}); train "
                            f"into a new --run-dir")
-        changes = setup_changes(self.config().to_dict(), cfg.to_dict()) if self.config_file.is_file() else []
-        return changes
+        new = cfg.to_dict()
+        return list(dict.fromkeys(c for k in others for c in setup_changes(self.fold_setup(k), new)))
+
+    def check_split(self, ids: list[str], labels: list[str], fold_of_row, others: list[int]) -> None:
+        """The folds `others` were trained on the same split: each one's validation images (its oof.csv) are the
+        ones the folds file now assigns to it, with the same labels. Refuses a run dir that would mix two splits."""
+        for k in others:
+            if not self.oof(k).is_file():
+                continue
+            oof = read_oof([self.oof(k)])
+            now = {ids[r]: labels[r] for r in range(len(ids)) if fold_of_row[r] == k}
+            then = dict(zip(oof.ids, oof.labels))
+            if then != now:
+                differ = next(i for i in sorted(set(then) | set(now)) if then.get(i) != now.get(i))
+                raise KitError(f"{self.path} holds fold {k} trained on another split of the data than the folds file "
+                               f"gives now (image {differ!r}: {then.get(differ, 'not in that fold')!r} then, "
+                               f"{now.get(differ, 'not in that fold')!r} now; train.csv or the folds file changed). "
+                               f"Folds of two splits form no valid CV or ensemble: train into a new --run-dir")
 
     def save_setup(self, cfg: Config, task: Task) -> None:
         from kit.core.atomic import write_text

@@ -22,7 +22,6 @@ from kit import __version__
 from kit.core.artifact import Metadata, write_metadata
 from kit.core.atomic import atomic_path, write_text
 from kit.evaluate.blend import VIEWS, choose_views, correlations, fit_weights, honest_cv
-from kit.settings.config import Config, test_size
 from kit.core.table import train_table, training_images
 from kit.export.ensemble import Ensemble, Member, Preprocess, fold_weight_standardization, load_members, view
 from kit.core.errors import KitError
@@ -175,7 +174,7 @@ def blend_report(blends: list[RunBlend], numbers: dict) -> str:
         m = b.members[0]
         lines.append(f"| {b.run} | {m.config.model} | {[x.fold for x in b.members]} | {m.config.img_size}/{m.size} | "
                      f"{', '.join(b.views)} | {b.cv:.4f} | {b.weight:.3f} |")
-    lines += ["", f"Per fold (honest): " + ", ".join(f"fold {k} {v:.4f}" for k, v in sorted(numbers["per_fold"].items())),
+    lines += ["", "Per fold (honest): " + ", ".join(f"fold {k} {v:.4f}" for k, v in sorted(numbers["per_fold"].items())),
               "", "Correlation of the members' OOF predictions (probability of the true class):", "",
               "| | " + " | ".join(str(i) for i in range(len(blends))) + " |",
               "|---|" + "---:|" * len(blends)]

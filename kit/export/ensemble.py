@@ -13,7 +13,7 @@ from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdCon
 from kit.train import checkpoint
 from kit.settings.config import Config, from_dict, test_size
 from kit.core.errors import KitError
-from kit.train.model import ImageNormalizer, create_model
+from kit.train.model import create_model
 from kit.evaluate.rundir import RunDir, setup_changes
 from kit.core.task import Task, restore
 

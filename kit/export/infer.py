@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kit.core.atomic import writable
+from kit.core import atomic
 from kit.core.errors import KitError
+from kit.core.paths import Outputs
 from kit.core.table import Layout
+from kit.runtime.submission import output_paths
 from kit.evaluate.rundir import RunDir, blend_dir
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,30 @@ def export_path(runs: list[RunDir], onnx_out: Optional[str], out: str) -> Path:
     if onnx_out:
         return Path(onnx_out)
     default = runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx"
-    if writable(default.parent):
+    if atomic.writable(default.parent):
         return default
     fallback = Path(out).parent / f"{default.parent.name}.ensemble.onnx"
     log.info(f"export: {default.parent} is read-only; exporting to {fallback} instead (choose the place with "
              f"--onnx-out)")
     return fallback
+
+
+def check_outputs(request: InferRequest, runs: list[RunDir], data_dir: Optional[str], layout: Layout) -> Optional[Path]:
+    """Before anything is exported: --out, --probs and the graph's path overwrite none of the inputs (the competition's
+    files, the --onnx file, the runs' checkpoints) and lie in neither the competition folder nor a run dir (where
+    only the graph's own names are allowed). Returns where the graph goes (None with --onnx)."""
+    guard = Outputs()
+    for run in runs:
+        guard.protects(run.path, "the run dir", allow=("ensemble.onnx", "ensemble.int8.onnx"))
+    if data_dir:
+        output_paths(request.onnx, data_dir, layout, None if request.export_only else request.out, request.probs,
+                     guard)
+    if request.onnx:
+        return None
+    graph = guard.check("--onnx-out", export_path(runs, request.onnx_out, request.out))
+    if request.int8:
+        guard.check("the int8 graph (beside --onnx-out)", graph.with_name(graph.stem + ".int8.onnx"))
+    return graph
 
 
 def run_settings(run: RunDir) -> dict:
@@ -67,25 +87,24 @@ def infer(request: InferRequest) -> dict:
     runs = [RunDir(r) for r in request.run_dirs]
     settings = run_settings(runs[0])
     folds = parse_folds(request.folds)
-    if request.batch_size < 1:
-        raise KitError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if request.onnx and (request.int8 or request.folds or request.export_only or len(runs) > 1):
+        raise KitError("--onnx predicts with an existing file: --int8, --folds, --export-only and several "
+                       "--run-dir apply to exporting; pass the int8 file itself as --onnx")
+    data_dir = request.data_dir or settings.get("data_dir")
+    if not data_dir and not request.export_only:
+        raise KitError(f"no competition folder: pass --data-dir (no training config in {runs[0]} to take it from)")
+    onnx_out = check_outputs(request, runs, data_dir, Layout.of(settings))
     graph = None
     if request.onnx:
-        if request.int8 or request.folds or request.export_only or len(runs) > 1:
-            raise KitError("--onnx predicts with an existing file: --int8, --folds, --export-only and several "
-                           "--run-dir apply to exporting; pass the int8 file itself as --onnx")
         onnx_path = request.onnx
     else:
         from kit.export.build import export
-        summary = export(request.run_dirs, out=export_path(runs, request.onnx_out, request.out), folds=folds,
-                         tta=request.tta, int8=request.int8, data_dir=request.data_dir)
+        summary = export(request.run_dirs, out=onnx_out, folds=folds, tta=request.tta, int8=request.int8,
+                         data_dir=request.data_dir)
         exported = summary["int8"] if request.int8 else summary
         onnx_path, graph = exported["path"], exported["graph"]
     if request.export_only:
         return {}
-    data_dir = request.data_dir or settings.get("data_dir")
-    if not data_dir:
-        raise KitError(f"no competition folder: pass --data-dir (no training config in {runs[0]} to take it from)")
     result = make_submission(onnx_path, data_dir, request.out, provider=request.provider,
                              batch_size=request.batch_size, probs_out=request.probs, layout=Layout.of(settings),
                              graph=graph)

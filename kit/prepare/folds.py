@@ -113,6 +113,11 @@ def _read(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return [r[0] for r in rows], [r[1] for r in rows], fold
 
 
+def save(path: str | Path, table: Table, fold: np.ndarray) -> None:
+    write_csv(path, HEADER, zip(table.ids, table.labels, fold.tolist()))
+    log.info(f"folds: wrote {path} ({int(fold.max()) + 1} folds, {len(fold)} images)")
+
+
 def load_or_create(path: str | Path, table: Table, strata, num_folds: Optional[int], seed: int,
                    write: bool = True, names: Optional[Sequence[str]] = None) -> np.ndarray:
     """The fold of every row of `table`: read from `path`, or split on `strata` and write it there on first use.
@@ -128,8 +133,7 @@ def load_or_create(path: str | Path, table: Table, strata, num_folds: Optional[i
         num_folds = num_folds or DEFAULT_NUM_FOLDS
         fold = make_folds(strata, num_folds, seed, table.groups, names)
         if write:
-            write_csv(path, HEADER, zip(table.ids, table.labels, fold.tolist()))
-            log.info(f"folds: wrote {path} ({num_folds} folds, {len(fold)} images, seed {seed})")
+            save(path, table, fold)
         return fold
     ids, labels, fold = _read(path)
     by_id = {i: (lab, k) for i, lab, k in zip(ids, labels, fold)}

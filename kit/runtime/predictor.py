@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from kit.core.artifact import INPUT, Metadata, check_graph, read_metadata
+from kit.core.artifact import INPUT, OUTPUT, Metadata, check_graph, read_metadata
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
 
@@ -77,8 +77,29 @@ class Predictor:
         self.path = Path(onnx_path)
         self.session = create_session(onnx_path, provider, threads, graph)
         self.meta: Metadata = read_metadata(self.session.get_modelmeta().custom_metadata_map, onnx_path)
+        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        if names[0] != [INPUT] or names[1][:1] != [OUTPUT]:
+            raise KitError(f"{onnx_path}: the graph's input/outputs are {names}, not {INPUT!r} -> {OUTPUT!r}; it was "
+                           f"not exported by this kit")
         check_graph(self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape, self.meta, onnx_path)
         self.task = self.meta.task_()
+        self._check_activation()
+
+    def _check_activation(self) -> None:
+        """The graph's outputs must be what its metadata's task says (a softmax graph relabelled as multilabel
+        would write empty cells): two probe images, one black, one of seeded noise."""
+        size = self.meta.img_size
+        probe = np.stack([np.zeros((size, size, 3), np.uint8),
+                          np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)])
+        try:
+            outputs = self.predict_images(probe)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a graph that cannot run
+            raise KitError(f"{self.path}: onnxruntime cannot run the graph on {size}px images "
+                           f"({str(e).splitlines()[0][:200]}); re-export it with this kit") from None
+        problem = self.task.check_outputs(outputs)
+        if problem:
+            raise KitError(f"{self.path}: its metadata says {self.meta.task} but {problem}; the metadata was edited or "
+                           f"belongs to another graph. Re-export it with this kit")
 
     @property
     def providers(self) -> list[str]:

@@ -23,11 +23,11 @@ from dataclasses import asdict
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kit.core.errors import KitError
+from kit.core.entry import PORT, Parser, nonempty, number
 from kit.core.images import ImageError, load_rgb
 from kit.runtime.predictor import Predictor
 
@@ -119,6 +119,9 @@ def create_app(onnx_path: str, provider: str = "auto", max_batch: int = 32, max_
             return JSONResponse({"error": e.message}, status_code=e.status)
         except ImageError as e:
             return JSONResponse({"error": f"cannot decode the uploaded image ({e.reason})"}, status_code=400)
+        except ClientDisconnect:
+            log.info(f"serve: a client disconnected during its upload ({request.client.host if request.client else '?'})")
+            return JSONResponse({"error": "the client disconnected"}, status_code=400)
         return JSONResponse(task.answer(await batcher.predict(image)))
 
     async def health(_: Request) -> JSONResponse:
@@ -132,8 +135,21 @@ def create_app(onnx_path: str, provider: str = "auto", max_batch: int = 32, max_
         await batcher.start()
         yield
 
-    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
-                             Route("/metadata", metadata)], lifespan=lifespan)
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
+                            Route("/metadata", metadata)], lifespan=lifespan)
+    return quiet_shutdown(app)
+
+
+def quiet_shutdown(app):
+    """A request still running when the graceful shutdown times out (a client that never finishes its upload) is
+    cancelled; say so in one line instead of uvicorn's traceback."""
+    async def wrapped(scope, receive, send):
+        try:
+            await app(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] == "http":
+                log.info(f"serve: a {scope['method']} {scope['path']} request was cut off by the shutdown")
+    return wrapped
 
 
 def _replay(data: bytes):
@@ -150,19 +166,19 @@ def _replay(data: bytes):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", required=True, help="an ensemble exported by the kit")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", type=nonempty, required=True, help="an ensemble exported by the kit")
+    p.add_argument("--host", type=nonempty, default="127.0.0.1")
+    p.add_argument("--port", type=PORT, default=8000)
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--max-batch", type=int, default=32, help="most images in one onnxruntime call")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    p.add_argument("--max-bytes", type=int, default=20 * 2**20, help="largest accepted request body")
+    p.add_argument("--max-batch", type=number(1, 4096, int), default=32, help="most images in one onnxruntime call")
+    p.add_argument("--max-wait-ms", type=number(0, 10_000), default=5.0,
+                   help="how long a request waits for others to batch with (at most 10 s: never forever)")
+    p.add_argument("--max-bytes", type=number(1, 2**31, int), default=20 * 2**20, help="largest accepted request body")
     args = p.parse_args()
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_bytes < 1:
-        raise KitError("--max-batch and --max-bytes must be at least 1, --max-wait-ms at least 0")
     import uvicorn
     app = create_app(args.onnx, args.provider, args.max_batch, args.max_wait_ms, args.max_bytes)
     log.info(f"serve: {args.onnx} on http://{args.host}:{args.port} (POST /predict, GET /health, GET /metadata)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # a client that never finishes its upload cannot hold the process: SIGTERM stops it within 5 s
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
 

@@ -16,8 +16,10 @@ import numpy as np
 
 from kit.core.artifact import Metadata
 from kit.core.atomic import write_csv
-from kit.core.table import Layout, Table, label_cells, read_csv, submission_table
+from kit.core.table import Layout, Table, label_cells, normalize_labels, read_csv, submission_table
+from kit.core.entry import Parser, nonempty, number
 from kit.core.errors import KitError
+from kit.core.paths import Outputs
 from kit.runtime.predictor import Predictor
 from kit.core.task import Task
 
@@ -29,8 +31,11 @@ def check_classes(task: Task, meta: Metadata, train_csv: Path, onnx_path: str | 
     """A graph exported from another competition's run must not label this one's test set."""
     if not train_csv.is_file():
         return
-    header, rows, _ = read_csv(train_csv, [meta.id_col], "")
-    labels, _ = label_cells(header, rows, meta.label_col, meta.id_col, tag_columns_ok=task.reads_tag_columns)
+    header, rows, lines = read_csv(train_csv, [meta.id_col], "")
+    labels, tags = label_cells(header, rows, meta.label_col, meta.id_col, tag_columns_ok=task.reads_tag_columns,
+                               lines=lines, csv_path=train_csv)
+    if labels is not None and tags is None:
+        labels = normalize_labels(labels, lines, train_csv, quiet=True)           # as training read them
     if labels is None:
         raise KitError(f"{train_csv} has no column {meta.label_col!r}, which {onnx_path} was trained on: it comes "
                        f"from another competition")
@@ -93,6 +98,15 @@ def write_probabilities(path: str | Path, sample: Table, outputs: np.ndarray, ta
               ([i, *(f"{p:.9g}" for p in row)] for i, row in zip(sample.ids, outputs)))
 
 
+def output_paths(onnx_path, data_dir: str, layout: Layout, out, probs_out, guard: Outputs | None = None):
+    """(--out, --probs) after checking that neither overwrites an input (the graph, the competition's CSVs) nor
+    lies in the competition folder. `guard`: a caller's, already holding more inputs (run dirs)."""
+    guard = guard or Outputs()
+    guard.reads(onnx_path, Path(data_dir) / layout.sample_submission, Path(data_dir) / layout.train_csv)
+    guard.protects(data_dir, "the competition folder")
+    return guard.check("--out", out), guard.check("--probs", probs_out)
+
+
 def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, *, provider: str = "auto",
                     batch_size: int = 32, probs_out: str | Path | None = None, layout: Layout = Layout(),
                     workers: int = 4, graph: bytes | None = None) -> dict:
@@ -100,9 +114,7 @@ def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, *, pr
     the submission (and, with `probs_out`, every output's value per image)."""
     if batch_size < 1:
         raise KitError(f"--batch-size must be at least 1, got {batch_size}")
-    for flag, path in (("--out", out), ("--probs", probs_out)):
-        if path and Path(path).is_dir():
-            raise KitError(f"{flag} {path} is a directory; give a file path, e.g. {Path(path) / 'submission.csv'}")
+    out, probs_out = output_paths(onnx_path, data_dir, layout, out, probs_out)
     predictor = Predictor(onnx_path, provider, graph=graph)
     meta, task = predictor.meta, predictor.task
     check_classes(task, meta, Path(data_dir) / layout.train_csv, onnx_path)
@@ -125,14 +137,13 @@ def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, *, pr
 
 def main(onnx_path: str | Path, settings: dict) -> None:
     """The command line of a deployed graph (kit.deploy.bundle's predict.py): the competition folder in, the CSV out."""
-    import argparse
-    p = argparse.ArgumentParser(description="Predict a competition folder's test images and write the submission.")
-    p.add_argument("--data-dir", required=True, help="the competition folder (may be read-only)")
-    p.add_argument("--out", required=True, help="the submission CSV to write")
-    p.add_argument("--probs", help="also write per-class probabilities to this CSV")
-    p.add_argument("--onnx", default=str(onnx_path), help="the exported graph (default: the bundled one)")
+    p = Parser(description="Predict a competition folder's test images and write the submission.")
+    p.add_argument("--data-dir", type=nonempty, required=True, help="the competition folder (may be read-only)")
+    p.add_argument("--out", type=nonempty, required=True, help="the submission CSV to write")
+    p.add_argument("--probs", type=nonempty, help="also write per-class probabilities to this CSV")
+    p.add_argument("--onnx", type=nonempty, default=str(onnx_path), help="the exported graph (default: the bundled one)")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=number(1, None, int), default=32)
     args = p.parse_args()
     make_submission(args.onnx, args.data_dir, args.out, provider=args.provider, batch_size=args.batch_size,
                     probs_out=args.probs, layout=Layout.of(settings))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from kit.settings.config import FIELDS, base_type
+from kit.core.entry import nonempty
+from kit.settings.config import FIELDS, MAY_BE_EMPTY, base_type
 
 _ARG_TYPES = {"int": int, "float": float, "str": str}
 
@@ -24,6 +25,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind == "list":
             group.add_argument(flag(name), type=float, nargs=3, metavar="X", help=help_text)
+        elif kind == "str" and name not in MAY_BE_EMPTY:
+            group.add_argument(flag(name), type=nonempty, choices=f.metadata["choices"], help=help_text)
         else:
             group.add_argument(flag(name), type=_ARG_TYPES[kind], choices=f.metadata["choices"], help=help_text)
 

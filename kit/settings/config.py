@@ -6,6 +6,7 @@ two cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +31,9 @@ class Config:
     id_col: str = knob("image_id", "image id column of train.csv and sample_submission.csv")
     label_col: str = knob("label", "label column of train.csv")
     group_col: Optional[str] = knob(None, "keep rows sharing this column's value (patients, sessions) in one fold")
+    missing_values: Optional[str] = knob(None, "label cells and group ids that mean a missing value, comma-separated "
+                                               "(default: nan, NaN, None, null, NA, N/A, <NA>, #N/A, ...); '' for none "
+                                               "(a class really named NA)")
     # --- task: what a label is (kit/task.py) ---
     task: str = knob("auto", "multiclass, multilabel (space-separated tags, or one 0/1 column per tag) or regression; "
                              "auto infers it from train.csv", ("auto", "multiclass", "multilabel", "regression"))
@@ -110,6 +114,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in fields(Config)}
+MAY_BE_EMPTY = {"missing_values"}          # an empty string means something there: no text is missing
 
 
 def base_type(name: str) -> str:
@@ -133,16 +138,20 @@ def _check_type(name: str, value: Any, source: str) -> Any:
                 raise TypeError
             return int(value)
         if base == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise TypeError
             return float(value)
         if base == "list":
             if not isinstance(value, (list, tuple)) or len(value) != 3:
                 raise TypeError
+            if not all(math.isfinite(float(v)) for v in value):
+                raise TypeError
             return [float(v) for v in value]
+        if not str(value).strip() and name not in MAY_BE_EMPTY:
+            raise KitError(f"{source}: '{name}' is empty; give a value (or leave the setting out for its default)")
         return str(value)
-    except (TypeError, ValueError):
-        raise KitError(f"{source}: '{name}' must be {base}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise KitError(f"{source}: '{name}' must be a finite {base}, got {value!r}") from None
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict:

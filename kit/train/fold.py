@@ -33,8 +33,8 @@ from kit.settings.config import Config, mixing, save_config, test_size
 from kit.core.table import Table
 from kit.train.device import activation_layout, make_deterministic, resolve_device, rng_state, seed_everything, set_rng_state
 from kit.core.errors import KitError
-from kit.train.loader import EpochSampler, ImageDataset, decoder, make_loader, start_workers, train_decoder
-from kit.train.lock import FoldLock
+from kit.train.loader import (EpochSampler, ImageDataset, decoder, make_loader, start_workers, train_decoder,
+                              worker_errors)
 from kit.train.model import ImageNormalizer, create_model, normalization, split_head_params
 from kit.train.objective import Objective
 from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_oof
@@ -76,6 +76,17 @@ def _tensorboard(path):
     except ImportError:
         raise KitError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     return SummaryWriter(str(path))
+
+
+def worker_errors_in(batches, what: str):
+    """The batches of a loader, a worker's error re-raised as its one line (kit.train.loader.worker_errors)."""
+    iterator = iter(batches)
+    while True:
+        with worker_errors(what):
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
 
 
 def _all_finite(module: torch.nn.Module) -> bool:
@@ -212,7 +223,7 @@ class Trainer:
         seen = 0
         bar = tqdm(self.train_loader, total=self.batches_per_epoch - p.step_in_epoch, disable=None if d.main else True,
                    leave=False, desc=f"fold {self.fold} epoch {p.epoch + 1}/{cfg.epochs}")
-        for x, y in bar:
+        for x, y in worker_errors_in(bar, f"fold {self.fold}, epoch {p.epoch + 1}"):
             x, y, mix = self.batch.train(x, y, p.epoch, p.step_in_epoch)
             p.step_in_epoch += 1
             optimizer_step = p.step_in_epoch % cfg.accum_steps == 0 or p.step_in_epoch == self.batches_per_epoch
@@ -253,7 +264,7 @@ class Trainer:
         model = self.eval_model
         model.eval()
         preds, loss_sum = [], 0.0
-        for x, y in self.val_loader:
+        for x, y in worker_errors_in(self.val_loader, f"fold {self.fold}, validation"):
             x, y = self.batch.eval(x, y)
             with torch.autocast(self.device.type, enabled=self.amp):
                 logits = model(x).float()
@@ -322,18 +333,10 @@ class Trainer:
 
 def train_fold(cfg: Config, task: Task, data: FoldData, run: RunDir, resume: bool = False,
                force_resume: bool = False) -> FoldResult:
-    """Train one fold under its lock (one trainer per fold directory), recording the fold's own settings."""
+    """Train one fold, recording the settings it trains with. The caller holds the fold's lock (kit.train.run)."""
     d = distributed.current()
-    with contextlib.ExitStack() as stack:
-        error = None
-        if d.main:
-            run.fold_dir(data.fold).mkdir(parents=True, exist_ok=True)
-            try:
-                stack.enter_context(FoldLock(run.fold_dir(data.fold) / ".lock"))
-                save_config(cfg, run.fold_config_file(data.fold))
-            except KitError as e:
-                error = str(e)
-        distributed.agree(error)
-        if resume and not run.last(data.fold).is_file():
-            log.info(f"fold {data.fold}: no checkpoint to resume from in {run.fold_dir(data.fold)}; starting the fold")
-        return Trainer(cfg, task, data, run, d, resume, force_resume).fit()
+    if d.main:
+        save_config(cfg, run.fold_config_file(data.fold))
+    if resume and not run.last(data.fold).is_file():
+        log.info(f"fold {data.fold}: no checkpoint to resume from in {run.fold_dir(data.fold)}; starting the fold")
+    return Trainer(cfg, task, data, run, d, resume, force_resume).fit()

@@ -5,6 +5,7 @@ Items travel as uint8 NHWC (the layout the ONNX graph takes); kit.train.batch no
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from kit.core.errors import KitError
 from kit.train.augment import source_side
 from kit.core.images import load_rgb, load_source
 
@@ -90,6 +92,20 @@ class EpochSampler(Sampler):
             for pos in range(first, first + self.batch_size):
                 seed = int(np.random.SeedSequence([self.seed, self.epoch, pos]).generate_state(1)[0])
                 yield int(order[pos]), seed
+
+
+@contextlib.contextmanager
+def worker_errors(what: str):
+    """A KitError raised while loading (an image that became unreadable after the pre-check passed) as one line
+    saying `what` ran; from a loader worker it arrives wrapped in the worker's traceback text, which is dropped."""
+    try:
+        yield
+    except KitError as e:
+        text = str(e).strip()
+        if "Traceback" in text:
+            last = text.splitlines()[-1]
+            text = last.split(": ", 1)[1] if ": " in last else last
+        raise KitError(f"{what}: {text}") from None
 
 
 def _worker_init(_):

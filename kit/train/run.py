@@ -1,23 +1,29 @@
-"""A training run: validate the competition folder, load/create folds, train the asked folds, score the CV.
-The run dir's layout is kit.evaluate.rundir's."""
+"""A training run: read and check everything (the competition folder, the task, the split, the run dir, what
+a resume would continue), take the locks, only then write (the split, the run's setup), train the asked folds,
+score the CV. A refused run leaves every file as it was. The run dir's layout is kit.evaluate.rundir's."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from kit.train import distributed
-from kit.prepare import folds as folds_mod
-from kit.settings.config import Config, load_config
-from kit.core.table import check_images_readable, train_table
-from kit.train.device import resolve_device
-from kit.train.fold import FoldData, train_fold
 from kit.core.errors import KitError
-from kit.train.model import check_model_name
+from kit.core.paths import Outputs
+from kit.core.table import Table, check_images_readable, train_table
+from kit.core.task import Task, build, infer_kind, task_class
 from kit.evaluate.oof import Oof, write_oof
 from kit.evaluate.report import write_reports
 from kit.evaluate.rundir import RunDir
-from kit.core.task import Task, build, infer_kind, task_class
+from kit.prepare import folds as folds_mod
+from kit.settings.config import Config, load_config
+from kit.train import distributed, state
+from kit.train.device import resolve_device
+from kit.train.fold import FoldData, train_fold
+from kit.train.lock import fold_lock, held, setup_lock
+from kit.train.model import check_model_name
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ def resolve_task(cfg: Config, table) -> "Task":
         kind, why = infer_kind(table.labels, from_columns=table.tag_columns is not None)
         log.info(f"task: {kind} ({why}; pass --task to choose another)")
     if not task_class(kind).reads_tag_columns and table.tag_columns is not None:
-        raise KitError(f"{table.csv_path} has no column {cfg.label_col!r} (its columns: {', '.join(table.header)}); "
+        raise KitError(f"{table.csv_path} has no column {cfg.label_col!r} (its columns: {', '.join(map(repr, table.header))}); "
                        f"one 0/1 column per tag is a multilabel table: pass --task multilabel, or set label_col")
     if not task_class(kind).empty_label_is_a_prediction:
         table.require_labels(cfg.label_col)
@@ -83,47 +89,144 @@ def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool =
         distributed.shutdown()
 
 
-def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist) -> dict:
+@dataclass
+class Plan:
+    """What a run will do, decided before anything is written."""
+    cfg: Config
+    task: Task
+    table: Table
+    fold_of_row: np.ndarray
+    new_split: bool                  # the folds file does not exist yet: written once every check has passed
+    todo: list[int]
+    run: RunDir
+    resume: bool
+    force: bool
+
+
+def check_outputs(cfg: Config) -> None:
+    """The run dir and the folds file are written; neither may lie in the competition folder, or be a file where a
+    folder is meant (and the reverse)."""
+    guard = Outputs().protects(cfg.data_dir, "the competition folder")
+    guard.check("--run-dir", cfg.run_dir, "folder")
+    guard.check("--folds-csv", cfg.folds_csv, "file")
+
+
+def plan(cfg: Config, fold: str, resume: bool, force: bool) -> Plan:
+    """Read and check everything a run needs; writes nothing."""
+    check_outputs(cfg)
     table = train_table(cfg)
     task = resolve_task(cfg, table)
     check_images_readable(table.paths)
+    new_split = not Path(cfg.folds_csv).exists()
     fold_of_row = folds_mod.load_or_create(cfg.folds_csv, table, task.stratify_key(table.labels), cfg.num_folds,
-                                           cfg.seed, write=d.main, names=task.names)
+                                           cfg.seed, write=False, names=task.names)
     cfg.num_folds = int(fold_of_row.max()) + 1
     todo = parse_fold_arg(fold, cfg.num_folds, cfg.folds_csv)
-    run_dir = RunDir(cfg.run_dir)
-    changes = run_dir.check_setup(cfg, task)
-    resuming_all = resume and all(run_dir.last(k).is_file() for k in todo)     # then each fold's last.pt decides
-    if changes and not force_resume and not resuming_all:
-        raise KitError(f"{run_dir} holds fold models trained with another setup ({'; '.join(changes)}); their "
+    p = Plan(cfg, task, table, fold_of_row, new_split, todo, RunDir(cfg.run_dir), resume or force, force)
+    check_run_dir(p)
+    return p
+
+
+def binding_folds(p: Plan) -> list[int]:
+    """The folds this run does not train that bind its setup: trained, or being trained by another process."""
+    busy = {k for k in p.run.fold_dirs() if held(p.run.fold_dir(k) / ".lock")}
+    return sorted((set(p.run.trained()) | busy) - set(p.todo))
+
+
+def check_run_dir(p: Plan) -> None:
+    """One setup and one split per run dir; a fold resumed only under the setup it was trained with."""
+    others = binding_folds(p)
+    p.run.check_split(p.table.ids, p.table.labels, p.fold_of_row, others)
+    changes = p.run.check_setup(p.cfg, p.task, others)
+    if changes and not p.force:
+        raise KitError(f"{p.run} holds fold models trained with another setup ({'; '.join(changes)}); their "
                        f"ensemble and CV would mix setups. Use a new --run-dir, the original settings, or "
                        f"--force-resume to train into it anyway")
-    if changes and force_resume:
-        log.warning(f"warning: {run_dir} holds fold models trained with another setup ({'; '.join(changes)}); "
+    if changes:
+        log.warning(f"warning: {p.run} holds fold models trained with another setup ({'; '.join(changes)}); "
                     f"training into it anyway because --force-resume was given")
-    distributed.barrier()               # every rank has compared the run dir before rank 0 rewrites it
-    if d.main:
-        run_dir.save_setup(cfg, task)
+    for k in p.todo:
+        if p.resume and not p.force and p.run.last(k).is_file():
+            state.check_resumable(p.run.last(k), fold_identity(p, k), p.force)
 
-    targets = task.encode(table.labels)
-    results = []
-    for k in todo:
-        data = FoldData(table, targets, fold_of_row, k)
-        results.append(train_fold(cfg, task, data, run_dir, resume or force_resume, force_resume))
+
+def fold_identity(p: Plan, k: int) -> dict:
+    rows = np.flatnonzero(p.fold_of_row == k)
+    return state.identity(p.cfg, p.task, k, state.split_fingerprint(p.table.ids, rows), distributed.current().world)
+
+
+def claim(p: Plan, stack: contextlib.ExitStack) -> None:
+    """Take the run's setup lock and every asked fold's lock, check the run dir again under them (another process
+    may have started meanwhile), then write the split and the setup. A refusal here removes what the locks added."""
+    created = [d for d in [p.run.path] + [p.run.fold_dir(k) for k in p.todo] if not d.exists()]
+    locks = []
+    try:
+        p.run.path.mkdir(parents=True, exist_ok=True)
+        with setup_lock(p.run.path) as setup:
+            locks.append(setup)
+            for k in p.todo:
+                p.run.fold_dir(k).mkdir(exist_ok=True)
+                locks.append(stack.enter_context(fold_lock(p.run.fold_dir(k))))
+            check_run_dir(p)
+            for lock in locks:
+                lock.claim()
+            if p.new_split:
+                folds_mod.save(p.cfg.folds_csv, p.table, p.fold_of_row)
+            p.run.save_setup(p.cfg, p.task)
+    except KitError:
+        stack.close()
+        for lock in locks:
+            if lock.created:
+                lock.path.unlink(missing_ok=True)
+        for d in reversed(created):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+
+
+def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist) -> dict:
+    p = plan(cfg, fold, resume, force_resume)
+    with contextlib.ExitStack() as stack:
+        error = None
         if d.main:
-            write_reports(run_dir, quiet=True)
-
+            try:
+                claim(p, stack)
+            except KitError as e:
+                error = str(e)
+        distributed.agree(error)        # every rank stops on a refusal; none waits for the others
+        targets = p.task.encode(p.table.labels)
+        results = []
+        for k in p.todo:
+            results.append(train_fold(cfg, p.task, FoldData(p.table, targets, p.fold_of_row, k), p.run, p.resume,
+                                      p.force))
+            if d.main:
+                reports(p.run, quiet=True)
     summary = {"folds": {r.fold: {"score": r.best_score, "epoch": r.best_epoch, "seconds": r.seconds}
                          for r in results}}
     if fold == "all" and d.main:
-        oof = Oof.concat([r.oof for r in results])
-        row = {image_id: i for i, image_id in enumerate(table.ids)}
-        oof = oof.take(np.argsort([row[i] for i in oof.ids]))          # train.csv order
-        write_oof(run_dir.oof_file, oof)
-        fold_scores = [r.best_score for r in results]
-        summary["cv"] = task.score(cfg.metric, task.encode(oof.labels), oof.outputs)
-        log.info(f"CV {cfg.metric}: {summary['cv']:.4f} over {len(oof)} OOF images "
-                 f"(folds: {', '.join(f'{s:.4f}' for s in fold_scores)}; mean {np.mean(fold_scores):.4f} "
-                 f"± {np.std(fold_scores):.4f}) -> {run_dir.oof_file}")
-        write_reports(run_dir)
+        summary["cv"] = write_cv(p, results)
+        reports(p.run)
     return summary
+
+
+def reports(run: RunDir, quiet: bool = False) -> None:
+    """Rebuild the run's reports; a report that fails is said, never stops training."""
+    try:
+        write_reports(run, quiet=quiet)
+    except Exception as e:  # noqa: BLE001 - a figure or table must never cost the folds still to train
+        log.warning(f"warning: the reports of {run} could not be rebuilt ({type(e).__name__}: {e}); training goes "
+                    f"on. Rebuild them later with python -m kit.report {run}")
+
+
+def write_cv(p: Plan, results: list) -> float:
+    """The run's oof.csv (train.csv order) and its CV score, logged with the per-fold scores."""
+    oof = Oof.concat([r.oof for r in results])
+    row = {image_id: i for i, image_id in enumerate(p.table.ids)}
+    oof = oof.take(np.argsort([row[i] for i in oof.ids]))
+    write_oof(p.run.oof_file, oof)
+    fold_scores = [r.best_score for r in results]
+    cv = p.task.score(p.cfg.metric, p.task.encode(oof.labels), oof.outputs)
+    log.info(f"CV {p.cfg.metric}: {cv:.4f} over {len(oof)} OOF images (folds: "
+             f"{', '.join(f'{s:.4f}' for s in fold_scores)}; mean {np.mean(fold_scores):.4f} ± "
+             f"{np.std(fold_scores):.4f}) -> {p.run.oof_file}")
+    return cv

@@ -84,6 +84,11 @@ def check_resume(saved: dict, ident: dict, force: bool) -> None:
                    f"settings, pass --force-resume to continue anyway, or drop --resume to retrain the fold")
 
 
+def check_resumable(path: Path, ident: dict, force: bool) -> None:
+    """Refuse, before anything is written, to resume a fold under another setup (kit.train.run's checks)."""
+    load_resumable(path, ident, force)
+
+
 def load_resumable(path: Path, ident: dict, force: bool) -> dict:
     """last.pt, after checking it was trained with the same setup (before any model is built for it)."""
     saved = checkpoint.load(path)

@@ -33,7 +33,11 @@ class Multilabel(Task):
 
     @classmethod
     def from_dict(cls, saved):
-        return cls([str(n) for n in saved["names"]], saved.get("thresholds"), saved.get("min_labels", 0))
+        task = cls([str(n) for n in saved["names"]], saved.get("thresholds"), saved.get("min_labels", 0))
+        if len(task.thresholds) != len(task.names) or task.min_labels < 0:
+            raise ValueError(f"{len(task.thresholds)} thresholds for {len(task.names)} tags, min_labels "
+                             f"{task.min_labels}")
+        return task
 
     def encode(self, labels):
         index = {t: i for i, t in enumerate(self.names)}

@@ -42,7 +42,11 @@ class Regression(Task):
 
     @classmethod
     def from_dict(cls, saved):
-        return cls([str(n) for n in saved["names"]], saved.get("scale"), saved.get("loss"))
+        scale = saved.get("scale")
+        if scale is not None and (scale.get("kind") not in ("standard", "unit") or
+                                  not all(isinstance(scale.get(k), (int, float)) for k in ("shift", "factor"))):
+            raise ValueError(f"the target scaling {scale!r} is not {{kind: standard|unit, shift, factor}}")
+        return cls([str(n) for n in saved["names"]], scale, saved.get("loss"))
 
     def encode(self, labels):
         return parse_numbers(labels).astype(np.float32).reshape(-1, 1)
@@ -110,7 +114,7 @@ class Regression(Task):
 
     def report_section(self, y, outputs, folds):
         values = {m: self.score(m, y, outputs) for m in self.metrics()}
-        return (f"## Regression metrics (OOF)\n\n| " + " | ".join(values) + " | RMSE of predicting the mean |\n|" +
+        return ("## Regression metrics (OOF)\n\n| " + " | ".join(values) + " | RMSE of predicting the mean |\n|" +
                 "---:|" * (len(values) + 1) + "\n| " + " | ".join(f"{v:.4f}" for v in values.values()) +
                 f" | {baseline_rmse(y):.4f} |\n\n")
 

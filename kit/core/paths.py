@@ -1,0 +1,98 @@
+"""Outputs never overwrite inputs. Every command that writes names what it reads and the folders that are not
+its to write into, then checks each output path before it writes anything:
+
+  - an output is none of the command's input files, compared after resolving symlinks and `..`, and by device and
+    inode, so a hard link to an input is caught too;
+  - an output lies in no protected folder (the competition folder, a run dir), except the file names the kit
+    itself writes there (a run dir's ensemble.onnx);
+  - two outputs of one command are two different files;
+  - a path given for a file is no folder, a path given for a folder is no file, and no path is empty.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from kit.core.errors import KitError
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve(strict=False)
+
+
+def _identity(path: Path) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def inside(path: Path, folder: Path) -> bool:
+    path, folder = resolved(path), resolved(folder)
+    return path == folder or folder in path.parents
+
+
+def require_path(flag: str, value, kind: str = "file") -> Path:
+    """`value` as a Path, refusing an empty string and a folder given for a file (or a file for a folder)."""
+    if value is None or not str(value).strip():
+        raise KitError(f"{flag} is empty; give a {kind} path")
+    path = Path(value)
+    if kind == "file" and path.is_dir():
+        raise KitError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'submission.csv'}")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise KitError(f"{flag} {path} is a file; give a folder path")
+    return path
+
+
+@dataclass
+class Outputs:
+    """What one command reads, and the checks of what it is about to write."""
+    inputs: list[Path] = field(default_factory=list)
+    protected: list[tuple[Path, str, tuple[str, ...]]] = field(default_factory=list)
+    claimed: dict[Path, str] = field(default_factory=dict)
+
+    def reads(self, *paths: str | os.PathLike | None) -> "Outputs":
+        self.inputs += [Path(p) for p in paths if p]
+        return self
+
+    def protects(self, folder: str | os.PathLike | None, what: str, allow: Iterable[str] = ()) -> "Outputs":
+        """No output inside `folder` (`what` names it in the message), but for files named in `allow` directly in
+        it."""
+        if folder:
+            self.protected.append((Path(folder), what, tuple(allow)))
+        return self
+
+    def check(self, flag: str, value, kind: str = "file") -> Optional[Path]:
+        """`value` (None: not given) as a path this command may write, or a one-line refusal."""
+        if value is None:
+            return None
+        path = require_path(flag, value, kind)
+        target = resolved(path)
+        for source in self.inputs:
+            if target == resolved(source) or (_identity(target) is not None and _identity(target) == _identity(source)):
+                raise KitError(f"{flag} {path} is one of this command's inputs ({source}); writing it would destroy "
+                               f"it. Choose another path")
+        for folder, what, allow in self.protected:
+            if inside(target, folder) and not (target.parent == resolved(folder) and target.name in allow):
+                raise KitError(f"{flag} {path} lies inside {what} {folder}, which this command reads; write it "
+                               f"elsewhere (e.g. submissions/)")
+            identity = _identity(target)
+            if identity is not None and folder.is_dir() and kind == "file" and _links_into(identity, folder):
+                raise KitError(f"{flag} {path} is a hard link to a file inside {what} {folder}; writing it would "
+                               f"change that file. Choose another path")
+        if target in self.claimed:
+            raise KitError(f"{flag} and {self.claimed[target]} name the same file {path}; give each its own path")
+        self.claimed[target] = flag
+        return path
+
+
+def _links_into(identity: tuple[int, int], folder: Path) -> bool:
+    """Whether a file with this (device, inode) lies anywhere under `folder` (only asked for outputs that exist)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if _identity(Path(root) / name) == identity:
+                return True
+    return False
