@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.peak import gemm_peak  # noqa: E402
-from kit.export.ensemble import Ensemble, fold_weight_standardization, load_members  # noqa: E402
+from kit.export.ensemble import Ensemble  # noqa: E402
+from kit.train.members import fold_weight_standardization, load_members  # noqa: E402
 from kit.export.int8 import quantize_graph  # noqa: E402
 from kit.train.model import create_model, normalization  # noqa: E402
 from kit.export.onnx_export import export_onnx  # noqa: E402

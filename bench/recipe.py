@@ -77,7 +77,8 @@ def run_kit(args, flags: list[str]) -> dict:
     import torch
     from kit.train import run as training
     from kit.settings.config import load_config, test_size
-    from kit.export.ensemble import Ensemble, load_members
+    from kit.export.ensemble import Ensemble
+    from kit.train.members import load_members
     from kit.core.images import load_rgb
     from kit.evaluate.rundir import RunDir
     if "!clip-head" in flags:                       # the mistake: AGC over every parameter, the head included

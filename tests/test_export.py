@@ -9,7 +9,8 @@ import torch
 from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 
 from kit.train import checkpoint
-from kit.export.ensemble import Ensemble, fold_weight_standardization, load_members
+from kit.export.ensemble import Ensemble
+from kit.train.members import fold_weight_standardization, load_members
 from kit.core.errors import KitError
 from kit.export.build import export
 from kit.train.model import create_model

@@ -63,7 +63,8 @@ def test_a_scalar_mul_that_feeds_anything_but_convs_stays():
 
 def test_a_real_eca_nfnet_loses_its_expands_and_keeps_its_values(tmp_path, monkeypatch):
     """The kit's default model: every ECA expand_as gone, the scalar gains folded, the values unchanged."""
-    from kit.export.ensemble import Ensemble, fold_weight_standardization
+    from kit.export.ensemble import Ensemble
+    from kit.train.members import fold_weight_standardization
     from kit.core.task import Multiclass
     from kit.train.model import create_model
     torch.manual_seed(0)

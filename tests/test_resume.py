@@ -107,10 +107,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_second_trainer_on_the_same_fold_is_refused(tmp_path):
-    from kit.train.lock import FoldLock
+    from kit.train.lock import fold_lock
     comp = make_competition(tmp_path / "comp", per_class=6)
     (tmp_path / "run" / "fold0").mkdir(parents=True)
-    with FoldLock(tmp_path / "run" / "fold0" / ".lock"):
+    with fold_lock(tmp_path / "run" / "fold0") as lock:
+        lock.claim()
         r = run_cli(*train_args(comp, tmp_path, "run"))
     assert r.returncode == 2 and "is being trained by another process" in r.stderr
     import os

@@ -25,7 +25,7 @@ def rows_of(path):
     (["cat", "dog"], "multiclass"),
     (["Cassava Mosaic", "Cassava Blight", "Healthy"], "multiclass"),             # names with spaces, never alone
     (["0.5", "17.25", "3"], "regression"),
-    (["scab", "scab frog_eye", "healthy", "rust frog_eye"], "multilabel"),       # tags also seen alone
+    (["scab", "scab frog_eye", "healthy", "rust frog_eye", "rust", "frog_eye"], "multilabel"),   # every tag alone too
     (["even large", "", "prime"], "multilabel"),                                  # an image without tags
 ])
 def test_the_task_is_inferred_when_the_labels_say(labels, kind):
@@ -37,6 +37,8 @@ def test_an_ambiguous_task_asks_for_the_flag():
                                        r"Pass --task regression or --task multiclass"):
         infer_kind([str(v) for v in range(1, 101)])
     assert infer_kind(["1", "0"], from_columns=True)[0] == "multilabel"
+    with pytest.raises(KitError, match=r"the labels read two ways: 'scab frog_eye' is one class, or the tags"):
+        infer_kind(["scab", "scab frog_eye", "healthy", "rust frog_eye"])      # 'frog_eye' never alone
 
 
 def test_multilabel_encoding_thresholds_and_minimum():

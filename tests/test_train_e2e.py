@@ -117,7 +117,7 @@ def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(
     """Fold 0 trained 2 epochs, fold 1 asked for 1: once that left fold 1 out of the ensemble as 'still
     training'. Now the run dir refuses the mixed setup, and when forced, each fold counts as finished by its
     own epochs."""
-    from kit.export.ensemble import load_members
+    from kit.train.members import load_members
     from kit.evaluate.rundir import RunDir
     comp = make_competition(tmp_path / "comp", per_class=6)
     base = ["--data-dir", comp, "--num-folds", "2", "--run-dir", tmp_path / "run", "--folds-csv",

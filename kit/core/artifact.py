@@ -33,7 +33,7 @@ class Metadata:
     model: str                  # timm architecture
     folds: list                 # fold numbers in the ensemble
     fold_scores: list           # each fold's best validation score
-    cv_score: float             # the metric over the OOF predictions of those folds
+    cv_score: Optional[float]   # the metric over the OOF predictions of those folds (None: the full model, no CV)
     metric: str
     tta: bool                   # flip views averaged inside the graph
     int8: bool
@@ -63,7 +63,7 @@ def write_metadata(path: str | Path, meta: Metadata) -> None:
 
 # what each metadata value must be: a hand-edited or foreign file is refused naming the key, never a traceback
 _TYPES = {"task": str, "classes": list, "task_params": dict, "img_size": int, "train_img_size": int, "mean": list,
-          "std": list, "model": str, "folds": list, "fold_scores": list, "cv_score": (int, float), "metric": str,
+          "std": list, "model": str, "folds": list, "fold_scores": list, "cv_score": (int, float, type(None)), "metric": str,
           "tta": bool, "int8": bool, "id_col": str, "label_col": str, "kit_version": str, "members": list,
           "answer": dict}
 

@@ -79,8 +79,7 @@ class Outputs:
             if inside(target, folder) and not (target.parent == resolved(folder) and target.name in allow):
                 raise KitError(f"{flag} {path} lies inside {what} {folder}, which this command reads; write it "
                                f"elsewhere (e.g. submissions/)")
-            identity = _identity(target)
-            if identity is not None and folder.is_dir() and kind == "file" and _links_into(identity, folder):
+            if kind == "file" and not inside(target, folder) and _links_into(target, folder):
                 raise KitError(f"{flag} {path} is a hard link to a file inside {what} {folder}; writing it would "
                                f"change that file. Choose another path")
         if target in self.claimed:
@@ -89,8 +88,16 @@ class Outputs:
         return path
 
 
-def _links_into(identity: tuple[int, int], folder: Path) -> bool:
-    """Whether a file with this (device, inode) lies anywhere under `folder` (only asked for outputs that exist)."""
+def _links_into(target: Path, folder: Path) -> bool:
+    """Whether `target` is a hard link to a file anywhere under `folder` (walked only for an existing file with
+    more than one link)."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        return False
+    if st.st_nlink < 2 or not folder.is_dir():
+        return False
+    identity = (st.st_dev, st.st_ino)
     for root, _, files in os.walk(folder):
         for name in files:
             if _identity(Path(root) / name) == identity:

@@ -33,7 +33,7 @@ from kit.core.errors import KitError  # noqa: E402
 from kit.core.images import open_rgb  # noqa: E402
 from kit.core.table import training_images  # noqa: E402
 from kit.evaluate.oof import Epoch, Oof, read_history, read_oof  # noqa: E402
-from kit.evaluate.rundir import RunDir  # noqa: E402
+from kit.evaluate.rundir import FULL, RunDir  # noqa: E402
 from kit.settings.config import test_size  # noqa: E402
 
 WORST_IMAGES = 16
@@ -197,27 +197,53 @@ def summary_table(folds: list[FoldSummary], metric: str, cv: float) -> str:
     return "\n".join(lines)
 
 
+def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
+    """What cv.md says of RUN/full: it has no CV of its own; the folds' CV is its estimate."""
+    if not run.history(FULL).is_file():
+        return ""
+    history = read_history(run.history(FULL))
+    estimate = (f"The per-fold models' CV above ({metric}) is its estimate: they trained the same way on 4/5 of the "
+                f"images." if folds else "No fold models trained the same way yet: train them (--fold all) for an "
+                                             "estimate.")
+    pseudo = " and the pseudo-labelled test images" if run.config().pseudo_label else ""
+    return (f"## The full model\n\n`full/` trained on every training image{pseudo} for {len(history)} epochs (its "
+            f"last epoch's weights are kept; final train loss {history[-1].train_loss:.4f}). It has **no CV of its "
+            f"own**: no image was held out from it. {estimate}\n\n")
+
+
+def teacher_note(cfg) -> str:
+    if not cfg.teacher:
+        return ""
+    pseudo = (f" Pseudo-labels: the test images the teacher is at least {cfg.pseudo_threshold:g} confident about, "
+              f"weight {cfg.pseudo_weight:g}." if cfg.pseudo_label else "")
+    return (f"Distilled from {', '.join(cfg.teacher)} (distill_weight {cfg.distill_weight:g}, temperature "
+            f"{cfg.distill_temperature:g}); fold k learned from teacher fold k only, so the CV stays out of fold.{pseudo}"
+            f"\n\n")
+
+
 def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
     """Rebuild every report of `run_dir` from the folds trained so far. Returns the numbers it wrote."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     cfg, task = run.config(), run.task()
     folds = load_folds(run)
-    if not folds:
-        raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
     metric = cfg.metric
+    full = full_model_note(run, folds, metric)
+    if not folds and not full:
+        raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
+    header = (f"# CV summary: {run.path.name}\n\nRecipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) "
+              f"and exported at {test_size(cfg)}px.\n\n{teacher_note(cfg)}")
+    config = f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n"
+    if not folds:
+        write_text(run.path / "cv.md", header + full + config)
+        return {"cv": float("nan"), "folds": {}, "oof_images": 0, "files": []}
     oof = Oof.concat([f.oof for f in folds])
     y = task.encode(oof.labels)
     cv = task.score(metric, y, oof.outputs)
     plot_curves(folds, metric, run.path / "curves.png")
     files, section = task_reports(run, task, oof, y, training_images(cfg, oof.ids))
-
     table = summary_table(folds, metric, cv)
-    write_text(run.path / "cv.md", f"# CV summary: {run.path.name}\n\n"
-               f"Overall OOF {metric}: **{cv:.6f}** over {len(oof)} images from folds "
-               f"{[f.fold for f in folds]} (of {cfg.num_folds}).\n\n"
-               f"Recipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) and exported at "
-               f"{test_size(cfg)}px.\n\n{table}\n\n{section}"
-               f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n")
+    write_text(run.path / "cv.md", header + f"Overall OOF {metric}: **{cv:.6f}** over {len(oof)} images from folds "
+               f"{[f.fold for f in folds]} (of {cfg.num_folds}).\n\n{table}\n\n{full}{section}{config}")
     if not quiet:
         log.info(f"\n{table}\nreports: {run}/{{{', '.join(['curves.png', *files, 'cv.md'])}}}")
     return {"cv": cv, "folds": {f.fold: f.best.score for f in folds}, "oof_images": len(oof), "files": files}

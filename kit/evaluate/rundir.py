@@ -7,6 +7,9 @@
   fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.train.state)
   fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history (kit.evaluate.oof)
   fold<k>/.lock, fold<k>/tb/   the trainer's lock; TensorBoard logs (--tensorboard)
+  full/                  the model trained on every image (--fold full): config.yaml, best.pt (its last epoch's
+                         weights), last.pt, metrics.csv (no validation: val_loss and score are nan), no oof.csv
+  .lock                  held while a trainer checks and writes the run's setup
   oof.csv                all folds' OOF rows (after --fold all)
   cv.md, report.csv, curves.png, confusion_matrix.png, worst.png     reports (kit.evaluate.report)
   ensemble.onnx, ensemble.int8.onnx                                  exported ensembles (kit.export.build)
@@ -31,6 +34,7 @@ from kit.core.task import Task, restore
 RUNTIME_KEYS = frozenset({"device", "num_workers", "save_every_steps", "run_dir", "data_dir", "pretrained",
                           "pretrained_file", "tensorboard", "channels_last"})
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
+FULL = "full"          # the model trained on every image: RUN/full/, beside RUN/fold<k>/
 
 
 def setup_changes(old: dict, new: dict) -> list[str]:
@@ -50,8 +54,8 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
-    def fold_dir(self, k: int) -> Path:
-        return self.path / f"fold{k}"
+    def fold_dir(self, k: int | str) -> Path:
+        return self.path / (f"fold{k}" if k != FULL else FULL)
 
     def best(self, k: int) -> Path:
         return self.fold_dir(k) / "best.pt"
@@ -100,14 +104,16 @@ class RunDir:
         path = self.history(k)
         return path.is_file() and len(read_history(path)) >= int(self.fold_setup(k)["epochs"])
 
-    def trained(self) -> list[int]:
-        """Folds holding a model (best.pt or last.pt), finished or not."""
-        return sorted(set(self.folds("best.pt")) | set(self.folds("last.pt")))
+    def trained(self) -> list[int | str]:
+        """Folds holding a model (best.pt or last.pt), finished or not; the full model (FULL) last."""
+        full = [FULL] if any((self.fold_dir(FULL) / f).is_file() for f in ("best.pt", "last.pt")) else []
+        return sorted(set(self.folds("best.pt")) | set(self.folds("last.pt"))) + full
 
-    def fold_dirs(self) -> list[int]:
+    def fold_dirs(self) -> list[int | str]:
         if not self.path.is_dir():
             return []
-        return sorted(int(m.group(1)) for d in self.path.iterdir() if (m := _FOLD_DIR.match(d.name)))
+        numbered = sorted(int(m.group(1)) for d in self.path.iterdir() if (m := _FOLD_DIR.match(d.name)))
+        return numbered + ([FULL] if self.fold_dir(FULL).is_dir() else [])
 
     def check_setup(self, cfg: Config, task: Task, others: list[int]) -> list[str]:
         """A run dir holds the fold models of one setup, so their CV and ensemble mean something. `others`: the
@@ -121,11 +127,12 @@ class RunDir:
         new = cfg.to_dict()
         return list(dict.fromkeys(c for k in others for c in setup_changes(self.fold_setup(k), new)))
 
-    def check_split(self, ids: list[str], labels: list[str], fold_of_row, others: list[int]) -> None:
+    def check_split(self, ids: list[str], labels: list[str], fold_of_row, others: list[int],
+                    fix: str = "Folds of two splits form no valid CV or ensemble: train into a new --run-dir") -> None:
         """The folds `others` were trained on the same split: each one's validation images (its oof.csv) are the
         ones the folds file now assigns to it, with the same labels. Refuses a run dir that would mix two splits."""
         for k in others:
-            if not self.oof(k).is_file():
+            if k == FULL or not self.oof(k).is_file():
                 continue
             oof = read_oof([self.oof(k)])
             now = {ids[r]: labels[r] for r in range(len(ids)) if fold_of_row[r] == k}
@@ -135,7 +142,7 @@ class RunDir:
                 raise KitError(f"{self.path} holds fold {k} trained on another split of the data than the folds file "
                                f"gives now (image {differ!r}: {then.get(differ, 'not in that fold')!r} then, "
                                f"{now.get(differ, 'not in that fold')!r} now; train.csv or the folds file changed). "
-                               f"Folds of two splits form no valid CV or ensemble: train into a new --run-dir")
+                               f"{fix}")
 
     def save_setup(self, cfg: Config, task: Task) -> None:
         from kit.core.atomic import write_text

@@ -23,14 +23,15 @@ from kit.core.artifact import Metadata, write_metadata
 from kit.core.atomic import atomic_path, write_text
 from kit.evaluate.blend import VIEWS, choose_views, correlations, fit_weights, honest_cv
 from kit.core.table import train_table, training_images
-from kit.export.ensemble import Ensemble, Member, Preprocess, fold_weight_standardization, load_members, view
+from kit.export.ensemble import Ensemble, Preprocess, view
+from kit.train.members import Member, fold_weight_standardization, load_members
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
 from kit.export.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
 from kit.export.onnx_export import export_onnx
 from kit.evaluate.oof import Oof, read_oof
 from kit.export.parity import parity_check
-from kit.evaluate.rundir import RunDir, blend_dir
+from kit.evaluate.rundir import FULL, RunDir, blend_dir
 
 PARITY_IMAGES = 64
 OOF_IMAGES = 2000            # OOF rows (a seeded sample of them) that choose views and weights
@@ -95,10 +96,35 @@ def view_outputs(members: list[Member], oof: Oof, rows: np.ndarray, images: np.n
     return out
 
 
+def plan_full(runs: list[RunDir], members: list[list[Member]], tta: Optional[bool],
+              data_dir: Optional[str]) -> tuple[list[RunBlend], None, dict]:
+    """The full model (RUN/full): no OOF predictions to choose views or weights on, or to score. Views as asked
+    (identity by default); the task's decision parameters (multilabel thresholds) fitted on the run's fold models'
+    OOF predictions where there are any, their estimate."""
+    if len(runs) > 1 or len(members[0]) > 1:
+        raise KitError("the full model exports alone (infer.py --run-dir RUN --folds full): it has no OOF predictions "
+                       "to weigh it against fold models or other runs by")
+    member, run = members[0][0], runs[0]
+    if data_dir:
+        member.config.data_dir = data_dir
+    member.views, member.weight = ("identity", "hflip") if tta else ("identity",), 1.0
+    task = member.task
+    if run.folds("oof.csv"):
+        oof = read_oof([run.oof(k) for k in run.folds("oof.csv")])
+        task = task.fit(task.encode(oof.labels), oof.outputs)
+    log.info(f"export: {run}/full: the model trained on every image (no CV of its own; TTA views "
+             f"{list(member.views)})")
+    numbers = {"rows": 0, "cv": None, "per_fold": {}, "metric": member.config.metric, "input_size": member.size,
+               "task": task, "correlation": [[1.0]], "in_sample": None}
+    return [RunBlend(run, [member], list(member.views), None, None, None)], None, numbers
+
+
 def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], data_dir: Optional[str],
          oof_images: Optional[int]) -> tuple[list[RunBlend], Oof, dict]:
     """Members, views and weights of every run, and the blend's numbers."""
     members = [load_members(run, folds) for run in runs]
+    if any(m.fold == FULL for ms in members for m in ms):
+        return plan_full(runs, members, tta, data_dir)
     common = sorted(set.intersection(*({m.fold for m in ms} for ms in members)))
     if not common:
         raise KitError(f"the runs have no finished fold in common ({[[m.fold for m in ms] for ms in members]})")
@@ -140,6 +166,11 @@ def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], da
     return blends, oof, numbers
 
 
+def finite(value) -> Optional[float]:
+    """A score for the metadata: None where there is none (the full model), never a NaN (not JSON)."""
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
 def metadata(blends: list[RunBlend], numbers: dict, tta: bool) -> Metadata:
     kept = [b for b in blends if b.weight > 0]
     members = [m for b in kept for m in b.members]
@@ -151,9 +182,9 @@ def metadata(blends: list[RunBlend], numbers: dict, tta: bool) -> Metadata:
                     mean=first.mean, std=first.std,
                     model=cfg.model if single else " + ".join(b.members[0].config.model for b in kept),
                     folds=sorted({m.fold for m in members}),
-                    fold_scores=[m.score for m in members] if single else
+                    fold_scores=[finite(m.score) for m in members] if single else
                     [numbers["per_fold"][k] for k in sorted(numbers["per_fold"])],
-                    cv_score=blends[0].cv if single else numbers["cv"], metric=numbers["metric"], tta=tta,
+                    cv_score=finite(blends[0].cv if single else numbers["cv"]), metric=numbers["metric"], tta=tta,
                     int8=False, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
                     members=[{"run": str(b.run), "model": b.members[0].config.model, "folds": [m.fold for m in b.members],
                               "img_size": b.members[0].size, "train_img_size": b.members[0].config.img_size,
@@ -183,6 +214,13 @@ def blend_report(blends: list[RunBlend], numbers: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe_images(cfg, oof: Optional[Oof], count: int, size: int) -> np.ndarray:
+    """Real images to check a graph on: a seeded sample of OOF rows, or (the full model) of the training images."""
+    if oof is None:
+        return sample_images(train_table(cfg).paths, size, count)
+    return np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in sample_rows(oof, count)])])
+
+
 def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, folds: list[int] | None = None,
            tta: bool | None = None, int8: bool = False, data_dir: str | None = None,
            oof_images: Optional[int] = OOF_IMAGES) -> dict:
@@ -205,8 +243,7 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     folded = [copy.deepcopy(m.model) for m in members]
     n_folded = sum(fold_weight_standardization(m) for m in folded)
     meta = metadata(blends, numbers, any(len(b.views) > 1 for b in kept))
-    rows = sample_rows(oof, PARITY_IMAGES)
-    images = np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in rows])])
+    images = probe_images(cfg, oof, PARITY_IMAGES, size)
     out = Path(out) if out else (runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx")
     summary = {"path": str(out), "folds": meta.folds, "folded_convs": n_folded, "members": meta.members,
                "cv": meta.cv_score, "identity_cv": [b.identity_cv for b in blends], "blend": numbers}
@@ -225,8 +262,7 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     if int8:
         calibration = sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES)
         meta8 = Metadata(**{**meta.__dict__, "int8": True})
-        evaluation = np.stack([load_rgb(p, size) for p in
-                               training_images(cfg, [oof.ids[i] for i in sample_rows(oof, EVAL_IMAGES)])])
+        evaluation = probe_images(cfg, oof, EVAL_IMAGES, size)
         summary["int8"] = quantize(out, out.with_name(out.stem + ".int8.onnx"), calibration, evaluation,
                                    lambda path: write_metadata(path, meta8), meta.task_())
     return summary

@@ -1,123 +1,13 @@
-"""Ensemble members (the fold models of a run), weight-standardization folding, and the torch module that the
-export turns into one ONNX graph."""
+"""The torch module the export turns into one ONNX graph: every member's preprocessing, TTA views, model and the
+task's activation, weighted. The members themselves (fold models loaded for inference) are kit.train.members'."""
 from __future__ import annotations
-
-import logging
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 
-from kit.train import checkpoint
-from kit.settings.config import Config, from_dict, test_size
 from kit.core.errors import KitError
-from kit.train.model import create_model
-from kit.evaluate.rundir import RunDir, setup_changes
-from kit.core.task import Task, restore
-
-log = logging.getLogger(__name__)
-_STD_CONVS = (StdConv2d, StdConv2dSame, ScaledStdConv2d, ScaledStdConv2dSame)
-
-
-@dataclass
-class Member:
-    """One fold model, ready for inference, and where it came from."""
-    run: RunDir
-    fold: int
-    model: torch.nn.Module
-    config: Config
-    task: Task
-    mean: list
-    std: list
-    score: float                    # its best validation score (out of fold)
-    weight: float = 1.0             # share of the ensemble's output
-    views: tuple = ("identity",)    # TTA views averaged for it (kit.evaluate.blend.VIEWS)
-
-    @property
-    def size(self) -> int:
-        """The image size it predicts at (its run's test size)."""
-        return test_size(self.config)
-
-
-def _load_member(run: RunDir, k: int) -> Member:
-    path = run.best(k)
-    ckpt = checkpoint.load(path)
-    for key in ("config", "classes", "mean", "std", "score"):
-        if key not in ckpt:
-            raise KitError(f"{path} is not a fold checkpoint of this kit (no {key!r}); retrain the fold")
-    cfg = from_dict(ckpt["config"], str(path))
-    task = restore(ckpt.get("task", "multiclass"), ckpt["classes"])
-    model = create_model(cfg.model, len(task.names))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise KitError(f"{path} does not match model {cfg.model!r} with {len(task.names)} classes: "
-                       f"{str(e).splitlines()[0]}") from None
-    return Member(run, k, model.eval(), cfg, task, ckpt["mean"], ckpt["std"], float(ckpt["score"]))
-
-
-def load_members(run: RunDir, folds: Optional[list[int]] = None) -> list[Member]:
-    """Best checkpoint of each requested fold. By default every fold that finished training, so folds trained as
-    separate jobs can be ensembled as they complete; a fold still training is left out."""
-    available = run.folds("best.pt")
-    if not available:
-        raise KitError(f"no trained folds in {run} (no fold<k>/best.pt); train first: python train.py --fold 0")
-    if folds is None:
-        folds = [k for k in available if run.finished(k)]
-        unfinished = sorted(set(available) - set(folds))
-        if not folds:
-            raise KitError(f"no fold in {run} has finished its epochs yet (in progress: {unfinished}); wait, or pass "
-                           f"--folds to export a fold's best checkpoint so far")
-        if unfinished:
-            log.info(f"export: leaving out fold(s) {unfinished}, still training")
-    if len(set(folds)) != len(folds):
-        raise KitError(f"--folds lists a fold twice ({folds}); each fold model can join the ensemble once")
-    missing = [k for k in folds if k not in available]
-    if missing:
-        raise KitError(f"fold(s) {missing} have no best.pt in {run}; trained folds: {available}")
-    members = [_load_member(run, k) for k in folds]
-    first = members[0]
-    for m in members[1:]:
-        if not m.task.same_outputs(first.task):
-            raise KitError(f"fold {m.fold} in {run} predicts other classes than fold {first.fold}; they cannot form "
-                           f"one ensemble")
-        changes = setup_changes(first.config.to_dict(), m.config.to_dict())
-        if changes:
-            log.warning(f"warning: fold {m.fold} of {run} was trained with another setup than fold {first.fold} "
-                        f"({'; '.join(changes)})")
-    for m in members:
-        m.weight = 1.0 / len(members)
-    return members
-
-
-def standardized_weight(conv: torch.nn.Conv2d) -> torch.Tensor:
-    """The weight a weight-standardized conv computes on every forward, computed once, the same way timm does."""
-    gain = (conv.gain * conv.scale).view(-1) if hasattr(conv, "gain") else None
-    return F.batch_norm(conv.weight.reshape(1, conv.out_channels, -1), None, None, weight=gain, training=True,
-                        momentum=0.0, eps=conv.eps).reshape_as(conv.weight)
-
-
-@torch.no_grad()
-def fold_weight_standardization(model: torch.nn.Module) -> int:
-    """Replace every weight-standardized conv by a plain conv holding its standardized weight, in place.
-
-    Inference then does no per-call standardization (exported naively, it is a BatchNormalization, mean and
-    variance over every conv weight on every call). Returns the number of convs folded.
-    """
-    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, _STD_CONVS)]
-    for name, conv in targets:
-        cls = Conv2dSame if getattr(conv, "same_pad", False) else torch.nn.Conv2d
-        plain = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                    padding=0 if cls is Conv2dSame else conv.padding, dilation=conv.dilation, groups=conv.groups,
-                    bias=conv.bias is not None)
-        plain.weight.copy_(standardized_weight(conv))
-        if conv.bias is not None:
-            plain.bias.copy_(conv.bias)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, plain)
-    return len(targets)
+from kit.core.task import Task
+from kit.train.members import Member
 
 
 def view(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -12,7 +12,7 @@ from kit.core.errors import KitError
 from kit.core.paths import Outputs
 from kit.core.table import Layout
 from kit.runtime.submission import output_paths
-from kit.evaluate.rundir import RunDir, blend_dir
+from kit.evaluate.rundir import FULL, RunDir, blend_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,16 @@ class InferRequest:
     batch_size: int = 32
 
 
-def parse_folds(text: Optional[str]) -> Optional[list[int]]:
+def parse_folds(text: Optional[str]) -> Optional[list[int | str]]:
+    """--folds: comma-separated fold numbers, or `full` (the model trained on every image)."""
     if not text:
         return None
+    if text.strip() == FULL:
+        return [FULL]
     try:
         return [int(k) for k in text.split(",")]
     except ValueError:
-        raise KitError(f"--folds must be comma-separated fold numbers, got {text!r}") from None
+        raise KitError(f"--folds must be comma-separated fold numbers or 'full', got {text!r}") from None
 
 
 def export_path(runs: list[RunDir], onnx_out: Optional[str], out: str) -> Path:

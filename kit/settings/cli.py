@@ -25,6 +25,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind == "list":
             group.add_argument(flag(name), type=float, nargs=3, metavar="X", help=help_text)
+        elif kind == "Paths":
+            group.add_argument(flag(name), type=nonempty, action="append", metavar="PATH", help=help_text)
         elif kind == "str" and name not in MAY_BE_EMPTY:
             group.add_argument(flag(name), type=nonempty, choices=f.metadata["choices"], help=help_text)
         else:

@@ -16,6 +16,9 @@ import yaml
 from kit.core.errors import KitError
 
 
+Paths = list        # a list of paths (a repeatable flag); `list` alone is 3 numbers (mean, std)
+
+
 def knob(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -46,6 +49,16 @@ class Config:
     seed: int = knob(42, "seed of the split, the initial weights, the data order and the augmentation")
     # --- outputs ---
     run_dir: str = knob("runs/default", "where checkpoints, OOF predictions and reports go")
+    # --- distillation and pseudo-labels (kit/train/teacher.py) ---
+    teacher: Optional[Paths] = knob(None, "a trained run whose fold models teach this one (repeat it for a blend of "
+                                          "runs); student fold k learns from teacher fold k only")
+    distill_weight: float = knob(0.5, "share of the teacher's soft targets in the loss (the rest: the hard labels)")
+    distill_temperature: float = knob(2.0, "softening of the teacher's and the student's outputs in the distillation "
+                                           "loss (multiclass, multilabel)")
+    pseudo_label: bool = knob(False, "also train on the competition's test images, with the teacher's soft targets")
+    pseudo_threshold: float = knob(0.0, "only test images the teacher is at least this confident about (its largest "
+                                        "probability; multilabel: its least certain tag)")
+    pseudo_weight: float = knob(1.0, "weight of a pseudo-labelled image in the loss, relative to a training image")
     # --- recipe: named settings beneath everything set explicitly (kit/recipes.py) ---
     recipe: str = knob("auto", "scratch, finetune, paper, or auto: scratch without pretrained weights, finetune with "
                                "them. Settings you give win over the recipe's")
@@ -118,7 +131,7 @@ MAY_BE_EMPTY = {"missing_values"}          # an empty string means something the
 
 
 def base_type(name: str) -> str:
-    """'int', 'float', 'bool', 'str' or 'list' (the annotation without Optional)."""
+    """'int', 'float', 'bool', 'str', 'list' (3 numbers) or 'Paths' (the annotation without Optional)."""
     return FIELDS[name].type.replace("Optional[", "").rstrip("]")
 
 
@@ -141,6 +154,11 @@ def _check_type(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise TypeError
             return float(value)
+        if base == "Paths":
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, (list, tuple)) or not value or not all(str(v).strip() for v in value):
+                raise TypeError
+            return [str(v) for v in value]
         if base == "list":
             if not isinstance(value, (list, tuple)) or len(value) != 3:
                 raise TypeError
@@ -151,7 +169,8 @@ def _check_type(name: str, value: Any, source: str) -> Any:
             raise KitError(f"{source}: '{name}' is empty; give a value (or leave the setting out for its default)")
         return str(value)
     except (TypeError, ValueError, OverflowError):
-        raise KitError(f"{source}: '{name}' must be a finite {base}, got {value!r}") from None
+        raise KitError(f"{source}: '{name}' must be {'a finite ' if base == 'float' else ''}{base}, got {value!r}") \
+            from None
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict:
@@ -228,6 +247,12 @@ def test_size(cfg: Config) -> int:
 def validate(cfg: Config) -> None:
     checks = [
         (cfg.num_folds is None or cfg.num_folds >= 2, "num_folds must be at least 2"),
+        (0 <= cfg.distill_weight <= 1, "distill_weight must be in [0, 1]"),
+        (cfg.distill_temperature > 0, "distill_temperature must be positive"),
+        (0 <= cfg.pseudo_threshold <= 1 and cfg.pseudo_weight >= 0, "pseudo_threshold must be in [0, 1] and "
+                                                                    "pseudo_weight >= 0"),
+        (not cfg.pseudo_label or cfg.teacher, "pseudo_label needs a teacher (--teacher RUN_DIR) to label the test "
+                                              "images"),
         (cfg.epochs >= 1, "epochs must be at least 1"),
         (cfg.batch_size >= 1, "batch_size must be at least 1"),
         (cfg.accum_steps >= 1, "accum_steps must be at least 1"),

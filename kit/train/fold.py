@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -37,8 +38,9 @@ from kit.train.loader import (EpochSampler, ImageDataset, decoder, make_loader, 
                               worker_errors)
 from kit.train.model import ImageNormalizer, create_model, normalization, split_head_params
 from kit.train.objective import Objective
+from kit.train.teacher import Teaching
 from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_oof
-from kit.evaluate.rundir import RunDir
+from kit.evaluate.rundir import FULL, RunDir
 from kit.core.task import Task
 
 log = logging.getLogger(__name__)
@@ -46,27 +48,46 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FoldData:
-    """One fold's share of the competition."""
+    """One fold's share of the competition: its training and validation rows of train.csv, and for a student
+    (kit.train.teacher) the packed targets of its training images and the pseudo-labelled test images after them."""
     table: Table
-    targets: np.ndarray             # the task's encoding of every train.csv row
+    targets: np.ndarray             # the task's encoding of every train.csv row (validation, OOF)
     fold_of_row: np.ndarray
-    fold: int
-
-    @property
-    def train_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.fold_of_row != self.fold)
+    fold: int | str                 # a fold number, or FULL
+    teaching: Optional[Teaching] = None
 
     @property
     def val_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.fold_of_row == self.fold)
+        return np.flatnonzero(self.fold_of_row == self.fold) if self.fold != FULL else np.zeros(0, np.int64)
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        """Indices into `paths`: the train.csv rows outside the fold, then the pseudo-labelled images."""
+        rows = np.flatnonzero(self.fold_of_row != self.fold) if self.fold != FULL else np.arange(len(self.table.ids))
+        extra = len(self.teaching.extra_paths) if self.teaching else 0
+        return np.concatenate([rows, len(self.table.ids) + np.arange(extra)]).astype(np.int64)
+
+    @property
+    def paths(self) -> list:
+        return self.table.paths + (self.teaching.extra_paths if self.teaching else [])
+
+    @property
+    def train_targets(self) -> np.ndarray:
+        """What the loss sees per item of `paths`: the encoded labels, or a student's packed targets."""
+        return self.teaching.targets if self.teaching else self.targets
+
+    @property
+    def seed_offset(self) -> int:
+        """Added to the seed for this fold's initial weights and data order (the full model: one past the folds)."""
+        return self.fold if self.fold != FULL else int(self.fold_of_row.max()) + 1
 
 
 @dataclass
 class FoldResult:
-    fold: int
+    fold: int | str
     best_epoch: int
-    best_score: float
-    oof: Oof                       # predictions of the best checkpoint for the fold's validation rows
+    best_score: float              # NaN for the full model
+    oof: Optional[Oof]             # predictions of the best checkpoint for the fold's validation rows (full: None)
     seconds: float
 
 
@@ -112,18 +133,18 @@ class Trainer:
         self.resumable = None
         if resume and run.last(self.fold).is_file():      # checked before anything is built for it
             self.resumable = state.load_resumable(run.last(self.fold), self.identity, force_resume)
-        seed_everything(cfg.seed + self.fold)            # the same initial weights on every rank
+        seed_everything(cfg.seed + data.seed_offset)      # the same initial weights on every rank
 
         train_rows, val_rows = data.train_rows, data.val_rows
         self.batch_size = max(1, min(cfg.batch_size, len(train_rows) // dist.world))     # per process
-        paths = data.table.paths
-        self.train_sampler = EpochSampler(train_rows, cfg.seed + self.fold, True, self.batch_size, dist.rank,
+        self.train_sampler = EpochSampler(train_rows, cfg.seed + data.seed_offset, True, self.batch_size, dist.rank,
                                           dist.world)
         pin = device.type == "cuda"
         self.test_size = test_size(cfg)
-        self.train_loader = make_loader(ImageDataset(paths, data.targets, train_decoder(cfg), TrainAugment(cfg)),
+        self.train_loader = make_loader(ImageDataset(data.paths, data.train_targets, train_decoder(cfg),
+                                                     TrainAugment(cfg)),
                                         self.train_sampler, self.batch_size, cfg.num_workers, pin, cfg.seed)
-        self.val_loader = make_loader(ImageDataset(paths, data.targets, decoder(self.test_size)),
+        self.val_loader = make_loader(ImageDataset(data.table.paths, data.targets, decoder(self.test_size)),
                                       EpochSampler(val_rows, 0, False, rank=dist.rank, world=dist.world),
                                       self.batch_size * 2, cfg.num_workers, pin, cfg.seed)
         for loader in (self.train_loader, self.val_loader):
@@ -133,7 +154,7 @@ class Trainer:
         self.model = create_model(cfg.model, len(task.names), cfg.pretrained, cfg.pretrained_file, cfg.drop_rate,
                                   cfg.drop_path_rate).to(device, memory_format=memory_format)
         if dist.active:
-            torch.manual_seed(cfg.seed + self.fold + 7919 * dist.rank)      # independent dropout per rank
+            torch.manual_seed(cfg.seed + data.seed_offset + 7919 * dist.rank)      # independent dropout per rank
         self.mean, self.std = normalization(self.model, cfg.mean, cfg.std)
         self.batch = DeviceBatch(ImageNormalizer(self.mean, self.std), device, memory_format,
                                  Mixer(cfg, self.batch_size) if mixing(cfg) else None)
@@ -155,7 +176,8 @@ class Trainer:
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
         # lambda of the global batch per optimizer step, the batch the gradient is averaged over
         self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer)
-        self.objective = Objective(task, cfg.label_smoothing)
+        self.objective = Objective(task, cfg.label_smoothing, cfg.distill_weight if data.teaching else None,
+                                   cfg.distill_temperature)
 
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
@@ -172,44 +194,72 @@ class Trainer:
         t0 = time.time()
         if self.resumable is not None:
             self._resume()
-        cfg, p, fold = self.cfg, self.progress, self.fold
+        cfg, p = self.cfg, self.progress
         self.scheduler.step_update(p.updates)
-        d = self.dist
-        log.info(f"fold {fold}: {len(self.data.train_rows)} train / {len(self.data.val_rows)} val images, "
-                 f"{cfg.model} @ {cfg.img_size}px{f' (tested at {self.test_size}px)' if self.test_size != cfg.img_size else ''}"
-                 f"{f', recipe {cfg.recipe}' if cfg.recipe else ''}, device {self.device}{' (AMP)' if self.amp else ''}, batch "
-                 f"{self.batch_size}x{cfg.accum_steps}{f' on each of {d.world} processes' if d.active else ''}, "
-                 f"AGC {'off' if self.agc_clip == 0 else self.agc_clip}{' (auto)' if cfg.agc_clip == 'auto' else ''}")
+        self._log_start()
         while p.epoch < cfg.epochs:
             e0 = time.time()
             train_loss, train_rate = self.train_epoch()
-            probs, val_loss = self.evaluate()
-            val_score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
-            if not math.isfinite(val_loss) or not _all_finite(self.eval_model):
-                self._diverged(f"the validation loss is {val_loss}" if not math.isfinite(val_loss)
-                               else "the weights are no longer finite", epoch=p.epoch + 1)
+            if self.data.val_rows.size:
+                probs, val_loss = self.evaluate()
+                val_score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
+            else:                                   # the full model: no validation images
+                probs, val_loss, val_score = None, math.nan, math.nan
+            self._check_finite(train_loss, val_loss)
             improved = self.task.is_better(cfg.metric, val_score, p.best_score)
             p.epoch += 1
             p.step_in_epoch = 0
             if improved:
                 p.best_score, p.best_epoch = val_score, p.epoch
-                if d.main:
-                    state.save_best(self.run.best(fold), self.identity, self.eval_model.state_dict(), p.epoch, val_score)
-                    write_oof(self.run.oof(fold), self._oof(probs))
-            lr = self.optimizer.param_groups[0]["lr"]
-            p.history.append(Epoch(p.epoch, lr, train_loss, val_loss, cfg.metric, val_score, improved,
-                                   time.time() - e0, train_rate))
-            if d.main:
-                write_history(self.run.history(fold), p.history)
+                self._save_best(probs, val_score)
+            p.history.append(Epoch(p.epoch, self.optimizer.param_groups[0]["lr"], train_loss, val_loss, cfg.metric,
+                                   val_score, improved, time.time() - e0, train_rate))
+            if self.dist.main:
+                write_history(self.run.history(self.fold), p.history)
             self._log_scalars(p.history[-1])
             self.save_last()
-            log.info(f"fold {fold} epoch {p.epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                     f"{cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
+            log.info(f"fold {self.fold} epoch {p.epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss "
+                     f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
+        return self._finish(t0)
+
+    def _log_start(self) -> None:
+        cfg, d = self.cfg, self.dist
+        tested = f" (tested at {self.test_size}px)" if self.test_size != cfg.img_size else ""
+        extra = len(self.data.train_rows) - int((self.data.train_rows < len(self.data.table.ids)).sum())
+        log.info(f"fold {self.fold}: {len(self.data.train_rows) - extra} train{f' + {extra} pseudo-labelled' if extra else ''}"
+                 f" / {len(self.data.val_rows)} val images, {cfg.model} @ {cfg.img_size}px{tested}"
+                 f"{f', recipe {cfg.recipe}' if cfg.recipe else ''}{', distilled' if self.data.teaching else ''}, "
+                 f"device {self.device}{' (AMP)' if self.amp else ''}, batch {self.batch_size}x{cfg.accum_steps}"
+                 f"{f' on each of {d.world} processes' if d.active else ''}, "
+                 f"AGC {'off' if self.agc_clip == 0 else self.agc_clip}{' (auto)' if cfg.agc_clip == 'auto' else ''}")
+
+    def _check_finite(self, train_loss: float, val_loss: float) -> None:
+        if self.data.val_rows.size and not math.isfinite(val_loss):
+            self._diverged(f"the validation loss is {val_loss}", epoch=self.progress.epoch + 1)
+        if not math.isfinite(train_loss) or not _all_finite(self.eval_model):
+            self._diverged("the weights are no longer finite", epoch=self.progress.epoch + 1)
+
+    def _save_best(self, probs: np.ndarray, score: float) -> None:
+        if self.dist.main:
+            state.save_best(self.run.best(self.fold), self.identity, self.eval_model.state_dict(),
+                            self.progress.epoch, score)
+            write_oof(self.run.oof(self.fold), self._oof(probs))
+
+    def _finish(self, t0: float) -> FoldResult:
+        """The kept model: the best epoch's (its OOF predictions beside it); without validation images, the last
+        epoch's (EMA) weights."""
+        cfg, p, fold = self.cfg, self.progress, self.fold
+        if not self.data.val_rows.size and self.dist.main:
+            state.save_best(self.run.best(fold), self.identity, self.eval_model.state_dict(), p.epoch, math.nan)
         distributed.barrier()                           # rank 0's files are complete before anyone reads them
-        if p.best_epoch < 0 or not self.run.best(fold).is_file():
+        if not self.run.best(fold).is_file():
             raise KitError(f"fold {fold}: no epoch produced a finite {cfg.metric}; nothing to keep. Check the "
                            f"labels and the metric")
         best = checkpoint.load(self.run.best(fold))
+        if not self.data.val_rows.size:
+            log.info(f"fold {fold}: the last epoch's weights ({'EMA, ' if self.ema else ''}no validation images) -> "
+                     f"{self.run.best(fold)}")
+            return FoldResult(fold, best["epoch"], math.nan, None, time.time() - t0)
         log.info(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {self.run.best(fold)}")
         return FoldResult(fold, best["epoch"], best["score"], read_oof([self.run.oof(fold)]), time.time() - t0)
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -16,25 +17,29 @@ from kit.core.table import Table, check_images_readable, train_table
 from kit.core.task import Task, build, infer_kind, task_class
 from kit.evaluate.oof import Oof, write_oof
 from kit.evaluate.report import write_reports
-from kit.evaluate.rundir import RunDir
+from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
 from kit.settings.config import Config, load_config
 from kit.train import distributed, state
 from kit.train.device import resolve_device
 from kit.train.fold import FoldData, train_fold
+from kit.train.objective import Objective
+from kit.train.teacher import Teacher, default_folds_file, load_teacher, teaching
 from kit.train.lock import fold_lock, held, setup_lock
 from kit.train.model import check_model_name
 
 log = logging.getLogger(__name__)
 
 
-def parse_fold_arg(fold: str, num_folds: int, folds_csv: str) -> list[int]:
+def parse_fold_arg(fold: str, num_folds: int, folds_csv: str) -> list[int | str]:
     if fold == "all":
         return list(range(num_folds))
+    if fold == FULL:
+        return [FULL]
     try:
         k = int(fold)
     except ValueError:
-        raise KitError(f"--fold must be a fold number or 'all', got {fold!r}") from None
+        raise KitError(f"--fold must be a fold number, 'all' or 'full', got {fold!r}") from None
     if not 0 <= k < num_folds:
         raise KitError(f"--fold {k} is out of range: {folds_csv} has {num_folds} folds (0..{num_folds - 1})")
     return [k]
@@ -61,6 +66,10 @@ def load_settings(config_file: str | None, overrides: dict, demo: str | None = N
     """The run's Config: flags over the --config file over the built-in settings; without a data dir, the
     embedded demo competition (`demo`: its task, default multiclass) is written and its settings lie beneath."""
     cfg = load_config(config_file, overrides)
+    folds_file = default_folds_file(cfg.teacher)
+    if folds_file and cfg.folds_csv == Config().folds_csv:          # a student trains on its teacher's folds file
+        overrides = {**overrides, "folds_csv": folds_file}
+        cfg = load_config(config_file, overrides)
     if cfg.data_dir is None:
         from kit.prepare import demo as demos
         variant = demo or "multiclass"
@@ -97,16 +106,19 @@ class Plan:
     table: Table
     fold_of_row: np.ndarray
     new_split: bool                  # the folds file does not exist yet: written once every check has passed
-    todo: list[int]
+    todo: list[int | str]
     run: RunDir
     resume: bool
     force: bool
+    teacher: Optional[Teacher] = None
 
 
 def check_outputs(cfg: Config) -> None:
     """The run dir and the folds file are written; neither may lie in the competition folder, or be a file where a
     folder is meant (and the reverse)."""
     guard = Outputs().protects(cfg.data_dir, "the competition folder")
+    for teacher in cfg.teacher or []:
+        guard.protects(teacher, "the teacher run")
     guard.check("--run-dir", cfg.run_dir, "folder")
     guard.check("--folds-csv", cfg.folds_csv, "file")
 
@@ -123,6 +135,8 @@ def plan(cfg: Config, fold: str, resume: bool, force: bool) -> Plan:
     cfg.num_folds = int(fold_of_row.max()) + 1
     todo = parse_fold_arg(fold, cfg.num_folds, cfg.folds_csv)
     p = Plan(cfg, task, table, fold_of_row, new_split, todo, RunDir(cfg.run_dir), resume or force, force)
+    if cfg.teacher:
+        p.teacher = load_teacher(cfg.teacher, task, table, fold_of_row, todo)
     check_run_dir(p)
     return p
 
@@ -135,6 +149,9 @@ def binding_folds(p: Plan) -> list[int]:
 
 def check_run_dir(p: Plan) -> None:
     """One setup and one split per run dir; a fold resumed only under the setup it was trained with."""
+    for k in p.todo:            # first: a resume's own checkpoint names exactly what changed
+        if p.resume and not p.force and p.run.last(k).is_file():
+            state.check_resumable(p.run.last(k), fold_identity(p, k), p.force)
     others = binding_folds(p)
     p.run.check_split(p.table.ids, p.table.labels, p.fold_of_row, others)
     changes = p.run.check_setup(p.cfg, p.task, others)
@@ -145,9 +162,6 @@ def check_run_dir(p: Plan) -> None:
     if changes:
         log.warning(f"warning: {p.run} holds fold models trained with another setup ({'; '.join(changes)}); "
                     f"training into it anyway because --force-resume was given")
-    for k in p.todo:
-        if p.resume and not p.force and p.run.last(k).is_file():
-            state.check_resumable(p.run.last(k), fold_identity(p, k), p.force)
 
 
 def fold_identity(p: Plan, k: int) -> dict:
@@ -194,11 +208,9 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
             except KitError as e:
                 error = str(e)
         distributed.agree(error)        # every rank stops on a refusal; none waits for the others
-        targets = p.task.encode(p.table.labels)
         results = []
         for k in p.todo:
-            results.append(train_fold(cfg, p.task, FoldData(p.table, targets, p.fold_of_row, k), p.run, p.resume,
-                                      p.force))
+            results.append(train_fold(cfg, p.task, fold_data(p, k), p.run, p.resume, p.force))
             if d.main:
                 reports(p.run, quiet=True)
     summary = {"folds": {r.fold: {"score": r.best_score, "epoch": r.best_epoch, "seconds": r.seconds}
@@ -207,6 +219,16 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
         summary["cv"] = write_cv(p, results)
         reports(p.run)
     return summary
+
+
+def fold_data(p: Plan, k: int | str) -> FoldData:
+    """Fold k's rows, and a student's packed targets for them (from teacher fold k; kit.train.teacher)."""
+    targets = p.task.encode(p.table.labels)
+    data = FoldData(p.table, targets, p.fold_of_row, k)
+    if p.teacher is not None:
+        rows = data.train_rows                           # train.csv rows only: no pseudo-labelled images yet
+        data.teaching = teaching(p.teacher, Objective(p.task, p.cfg.label_smoothing), p.cfg, p.table, targets, rows, k)
+    return data
 
 
 def reports(run: RunDir, quiet: bool = False) -> None:
@@ -220,6 +242,7 @@ def reports(run: RunDir, quiet: bool = False) -> None:
 
 def write_cv(p: Plan, results: list) -> float:
     """The run's oof.csv (train.csv order) and its CV score, logged with the per-fold scores."""
+    results = [r for r in results if r.oof is not None]
     oof = Oof.concat([r.oof for r in results])
     row = {image_id: i for i, image_id in enumerate(p.table.ids)}
     oof = oof.take(np.argsort([row[i] for i in oof.ids]))

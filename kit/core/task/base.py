@@ -90,6 +90,19 @@ class Task:
         """Per-row loss [B] of the model's outputs against soft targets (a mixed batch's `mix @ soft_targets`)."""
         raise NotImplementedError
 
+    def distill_loss(self, logits, teacher, temperature: float):
+        """Per-row loss [B] of the model's outputs against a teacher's, as `teacher_targets` made them."""
+        raise NotImplementedError
+
+    def teacher_targets(self, outputs: np.ndarray) -> np.ndarray:
+        """A teacher's predictions (probabilities, values in the target's scale) -> what distill_loss compares
+        with, and what a pseudo-labelled image's label target is."""
+        return np.asarray(outputs, dtype=np.float32)
+
+    def confidence(self, outputs: np.ndarray) -> np.ndarray:
+        """Per row, how sure the predictions are (pseudo-labels keep the rows at or above a threshold)."""
+        return np.ones(len(outputs))
+
     def hard_loss(self, logits, target, smoothing: float = 0.0, reduction: str = "mean"):
         """The loss against the encoded targets themselves."""
         loss = self.loss(logits.float(), self.soft_targets(target, smoothing))
@@ -131,8 +144,9 @@ class Task:
         """This task with its decision parameters fitted on OOF predictions (multilabel: the thresholds)."""
         return self
 
-    def check_outputs(self, outputs: np.ndarray) -> Optional[str]:
-        """What is wrong with a graph's outputs for this task (an activation that does not fit it), or None."""
+    def check_outputs(self, outputs: np.ndarray, quantized: bool = False) -> Optional[str]:
+        """What is wrong with a graph's outputs for this task (an activation that does not fit it), or None.
+        `quantized`: an int8 graph, whose outputs are off by a quantization step per output."""
         return None
 
     # --- submission cells and answers -------------------------------------------------------------------------

@@ -78,6 +78,14 @@ class Regression(Task):
         fn = {"mse": F.mse_loss, "huber": F.huber_loss, "bce": F.binary_cross_entropy_with_logits}[self.loss_name]
         return fn(logits, soft, reduction="none").mean(-1)
 
+    def distill_loss(self, logits, teacher, temperature):
+        """The regression loss against the teacher's value (no temperature: a number has nothing to soften)."""
+        return self.loss(logits.float(), teacher)
+
+    def teacher_targets(self, outputs):
+        """The teacher's values in the model's scale, as soft_targets scales a label."""
+        return ((np.asarray(outputs, dtype=np.float64) - self.scale["shift"]) / self.scale["factor"]).astype(np.float32)
+
     def metrics(self):
         from kit.core.metrics import REGRESSION
         return REGRESSION
