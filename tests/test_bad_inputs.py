@@ -168,8 +168,8 @@ def _grouped(comp, group_of):
 def case_empty_group_ids(comp, tmp):
     _grouped(comp, lambda i, r: "" if i % 4 == 0 else f"p{i}")
     return train_cmd(comp, tmp, "--group-col", "patient"), \
-        r"train.csv line 2: 'patient' is empty or the text of a missing value \(4 row\(s\) in all\); such group ids "
-        r"would all form one group"
+        (r"train.csv line 2: 'patient' is empty or the text of a missing value \(4 row\(s\) in all\); such group "
+         r"ids would all form one group")
 
 
 def case_more_folds_than_groups(comp, tmp):
