@@ -22,6 +22,8 @@ def parse_args(argv=None):
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="--tta: identity + horizontal flip for every run; --no-tta: identity only (default: each "
                         "run keeps the views among flips, transpose and rotations that improve its OOF score)")
+    p.add_argument("--blend", default="auto", choices=["auto", "weights", "hill", "rank", "stack"],
+                   help="how several runs are combined (kit/evaluate/blend.py); auto: the best honest (nested) CV")
     p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--batch-size", type=number(1, None, int), default=32)

@@ -15,6 +15,9 @@ def parse_args(argv=None):
     p.add_argument("--fold", default="0", help="fold number, or 'all' (default 0)")
     p.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
     p.add_argument("--force-resume", action="store_true", help="resume or train even where settings changed")
+    p.add_argument("--seeds", type=nonempty, help="comma-separated seeds: train the same setup once per seed on the same "
+                                                  "folds file, into RUN_DIR/seed<k>/ (infer.py --run-dir RUN_DIR blends "
+                                                  "them)")
     p.add_argument("--demo", choices=["multiclass", "multilabel", "regression"],
                    help="without --data-dir: which demo competition (digits) to write and train (default multiclass)")
     add_config_flags(p)
@@ -24,7 +27,7 @@ def parse_args(argv=None):
 def main():
     args = parse_args()
     from kit.train.run import train
-    train(args.config, config_overrides(args), args.fold, args.resume, args.force_resume, args.demo)
+    train(args.config, config_overrides(args), args.fold, args.resume, args.force_resume, args.demo, args.seeds)
 
 
 if __name__ == "__main__":

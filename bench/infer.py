@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.peak import gemm_peak  # noqa: E402
-from kit.export.ensemble import Ensemble  # noqa: E402
+from kit.export.ensemble import Ensemble, WeightedHead  # noqa: E402
 from kit.train.members import fold_weight_standardization, load_members  # noqa: E402
 from kit.export.int8 import quantize_graph  # noqa: E402
 from kit.train.model import create_model, normalization  # noqa: E402
@@ -50,8 +50,8 @@ def build(args):
 def ensemble(models, mean, std, size):
     n = len(models)
     classes = [str(i) for i in range(models[0].get_classifier().out_features)]
-    return Ensemble(models, [size] * n, [mean] * n, [std] * n, [["identity"]] * n, [1 / n] * n,
-                    Multiclass(classes)).eval()
+    return Ensemble(models, [size] * n, [mean] * n, [std] * n, [["identity"]] * n, [0] * n, Multiclass(classes),
+                    WeightedHead([1.0])).eval()
 
 
 def time_rounds(fns: dict, rounds: int) -> dict:

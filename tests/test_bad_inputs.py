@@ -277,7 +277,7 @@ def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):
     (["--batch-size", "0"], r"argument --batch-size: '0' is outside 1\.\.inf"),
     (["--batch-size", "-1"], r"argument --batch-size: '-1' is outside 1\.\.inf"),
     (["--folds", "0,0"], r"--folds lists a fold twice \(\[0, 0\]\)"),
-    (["--folds", "1,x"], r"--folds must be comma-separated fold numbers, got '1,x'"),
+    (["--folds", "1,x"], r"--folds must be comma-separated fold numbers or 'full', got '1,x'"),
 ])
 def test_infer_settings_errors(trained, tmp_path, capsys, args, pattern):
     r = run_entry(capsys, "infer.py", "--run-dir", trained[1], "--out", tmp_path / "s.csv", "--onnx-out",

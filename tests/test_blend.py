@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_cli, run_entry
-from kit.evaluate.blend import choose_views, fit_weights, honest_cv
+from kit.evaluate.blend import choose_views, fit, fit_hill, fit_weights, methods_for, nested_cv
 from kit.export.ensemble import view
 from kit.runtime.predictor import Predictor
 from kit.core.task import Multiclass
@@ -72,7 +72,8 @@ def test_honest_cv_refits_without_each_scored_fold():
     wrong = 1 - right
     a = np.where((folds == 1)[:, None], right, np.where(np.arange(20)[:, None] % 4 == 0, right, wrong))
     b = np.where((folds == 1)[:, None], wrong, right)
-    cv, per_fold, blended = honest_cv(task, "accuracy", y, folds, [a, b])
+    honest = nested_cv(task, "accuracy", y, folds, [{"identity": a}, {"identity": b}], ["weights"], choose=False)
+    cv, per_fold, blended = honest["weights"].cv, honest["weights"].per_fold, honest["weights"].blended
     in_sample = fit_weights(task, "accuracy", y, [a, b])
     assert per_fold[1] < task.score("accuracy", y[folds == 1], np.tensordot(in_sample, np.stack([a, b])[:, folds == 1], 1))
     weights0 = fit_weights(task, "accuracy", y[folds == 1], [a[folds == 1], b[folds == 1]])     # fitted without fold 0
@@ -80,12 +81,72 @@ def test_honest_cv_refits_without_each_scored_fold():
     assert cv == pytest.approx(task.score("accuracy", y, blended))
 
 
+def test_the_view_choice_is_nested_too():
+    """A view that helps only on fold 0's rows is chosen when fitting on fold 0, never when fold 0 is scored."""
+    task = Multiclass(["a", "b"])
+    y = np.array([0, 1] * 10)
+    folds = np.repeat([0, 1], 10)
+    right = np.where(y[:, None] == np.arange(2), 0.8, 0.2)
+    identity = np.where(np.arange(20)[:, None] % 5 == 0, 1 - right, right)           # 4 of 20 wrong
+    flipped = np.where((folds == 0)[:, None], np.where(y[:, None] == np.arange(2), 0.99, 0.01), 1 - right)
+    views = {"identity": identity, "hflip": flipped}
+    assert choose_views(task, "accuracy", y[folds == 0], {v: o[folds == 0] for v, o in views.items()}) == \
+        ["identity", "hflip"]
+    honest = nested_cv(task, "accuracy", y, folds, [views], ["weights"], choose=True)
+    np.testing.assert_allclose(honest["weights"].blended[folds == 0], identity[folds == 0])    # chosen without fold 0
+    np.testing.assert_allclose(honest["weights"].blended[folds == 1], np.mean([identity, flipped], 0)[folds == 1])
+
+
+def test_hill_climbing_optimizes_the_metric_itself():
+    """Log loss prefers the confident member, accuracy the hesitant one that is right more often: hill climbs on
+    accuracy (the metric) and picks the latter; SLSQP's log-loss weights do not."""
+    task = Multiclass(["a", "b"])
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    onehot = np.eye(2)[y]
+    hesitant = np.where(rng.random(400)[:, None] < 0.8, 0.45 + 0.1 * onehot, 0.55 - 0.1 * onehot)      # 80 % right
+    confident = np.where(rng.random(400)[:, None] < 0.75, 0.25 + 0.5 * onehot, 0.75 - 0.5 * onehot)  # 75 % right
+    weights = fit_hill(task, "accuracy", y, [hesitant, confident])
+    blended = np.tensordot(weights, np.stack([hesitant, confident]), 1)
+    assert task.score("accuracy", y, blended) >= 0.79 and weights[0] > weights[1]
+    assert fit_weights(task, "accuracy", y, [hesitant, confident])[1] > 0.5
+
+
+def test_rank_and_stack_methods_on_oof():
+    from kit.core.task import Multilabel, Regression
+    rng = np.random.default_rng(2)
+    task = Multiclass(["a", "b", "c"])
+    y = rng.integers(0, 3, 300)
+    a = rng.dirichlet(np.ones(3), 300) * 0.5 + np.eye(3)[y] * 0.5
+    b = rng.dirichlet(np.ones(3), 300)
+    stack = fit("stack", task, "accuracy", y, [a, b])
+    out = stack.apply(task, [a, b])
+    np.testing.assert_allclose(out.sum(1), 1, atol=1e-6)
+    assert task.score("accuracy", y, out) >= task.score("accuracy", y, a) - 0.01
+    assert methods_for(task, "accuracy", 2) == ["weights", "hill", "stack"]          # rank: rank metrics only
+    assert methods_for(task, "roc_auc", 2) == ["weights", "hill", "rank", "stack"] and methods_for(task, "roc_auc", 1) == ["weights"]
+    rank = fit("rank", task, "roc_auc", y, [a, b])
+    ranked = rank.apply(task, [a, b])
+    assert ranked.min() >= 0 and ranked.max() <= 1
+    assert task.score("roc_auc", y, ranked) >= task.score("roc_auc", y, b)
+    tags = Multilabel(["x", "y"])
+    yt = (rng.random((200, 2)) < 0.4).astype(np.float32)
+    pa = np.clip(yt * 0.6 + rng.random((200, 2)) * 0.4, 0, 1)
+    out = fit("stack", tags, "f1_micro", yt, [pa, rng.random((200, 2))]).apply(tags, [pa, rng.random((200, 2))])
+    assert out.shape == (200, 2) and 0 <= out.min() and out.max() <= 1
+    reg = Regression(["v"], {"kind": "standard", "shift": 3.0, "factor": 2.0})
+    yv = rng.normal(3, 2, (200, 1))
+    pv = yv + rng.normal(0, 0.5, (200, 1))
+    out = fit("stack", reg, "rmse", yv, [pv, pv + 1.0]).apply(reg, [pv, pv + 1.0])
+    assert reg.score("rmse", yv, out) <= reg.score("rmse", yv, pv) + 1e-6          # it learns the offset away
+
+
 def test_two_architectures_blend_into_one_graph(trained, second_run, tmp_path, capsys):
     comp, first, _, _ = trained
     out, probs = tmp_path / "sub.csv", tmp_path / "probs.csv"
     graph = tmp_path / "blend.onnx"
     r = run_entry(capsys, "infer.py", "--data-dir", comp, "--run-dir", first, "--run-dir", second_run, "--out", out,
-                  "--probs", probs, "--provider", "cpu", "--onnx-out", graph, "--int8")
+                  "--probs", probs, "--provider", "cpu", "--onnx-out", graph, "--int8", "--blend", "weights")
     assert r.returncode == 0, r.stderr
     props = {p.key: p.value for p in onnx.load(str(graph)).metadata_props}
     members = json.loads(props["kit.members"])
@@ -99,7 +160,8 @@ def test_two_architectures_blend_into_one_graph(trained, second_run, tmp_path, c
     assert predictor.meta.img_size == 32 and predictor.session.get_outputs()[1].name == "members"
     assert predictor.session.get_outputs()[1].shape[1:] == [3 * len(members), 3]
     report = (graph.parent / "blend.md").read_text()
-    assert "Honest CV (accuracy" in report and "test_resnet" in report and "Correlation" in report
+    assert "| weights (chosen) |" in report and "honest CV (accuracy)" in report and "test_resnet" in report
+    assert "Correlation" in report and predictor.meta.blend["method"] == "weights"
     sub = rows_of(out)
     assert [row[0] for row in sub[1:]] == [row[0] for row in rows_of(comp / "sample_submission.csv")[1:]]
     p = np.array([[float(v) for v in row[1:]] for row in rows_of(probs)[1:]])      # from the int8 graph
@@ -131,8 +193,31 @@ def test_runs_on_other_folds_are_refused(trained, tmp_path, capsys):
 
 def test_a_zero_weight_run_is_left_out_of_the_graph(trained, second_run, tmp_path, monkeypatch):
     import kit.export.build
-    monkeypatch.setattr(kit.export.build, "fit_weights", lambda task, metric, y, preds: np.array([1.0, 0.0]))
-    summary = kit.export.build.export([trained[1], second_run], out=tmp_path / "b.onnx")
+    import kit.evaluate.blend
+    monkeypatch.setattr(kit.evaluate.blend, "fit_weights", lambda task, metric, y, preds: np.array([1.0, 0.0]))
+    summary = kit.export.build.export([trained[1], second_run], out=tmp_path / "b.onnx", method="weights")
     assert [m["model"] for m in summary["members"]] == ["test_nfnet"]
     graph = Predictor(tmp_path / "b.onnx", "cpu")
     assert graph.session.get_outputs()[1].shape[1:] == [3, 3] and graph.meta.img_size == 32
+
+
+@pytest.mark.parametrize("method", ["hill", "stack", "auto"])
+def test_every_blend_method_becomes_the_graph(trained, second_run, tmp_path, method):
+    """The graph computes the fitted method exactly: its output is Blend.apply of the runs' own outputs (each run the
+    mean of its members), and blend.md lists every method's honest CV, the chosen one first."""
+    import kit.export.build
+    summary = kit.export.build.export([trained[1], second_run], out=tmp_path / "b.onnx", method=method)
+    plan = summary["plan"]
+    predictor = Predictor(tmp_path / "b.onnx", "cpu")
+    from kit.core.images import load_rgb
+    images = np.stack([load_rgb(f, 32) for f in sorted((trained[0] / "test_images").iterdir())])
+    blended, each = predictor.session.run(None, {"images": images})
+    runs = [each[:, 3 * i:3 * i + 3].mean(1) for i in range(each.shape[1] // 3)]
+    np.testing.assert_allclose(blended, plan.blend.apply(plan.task, runs), atol=1e-5)
+    report = (tmp_path / "blend.md").read_text()
+    chosen = plan.method if method == "auto" else method
+    assert f"| {chosen} (chosen) |" in report and report.index("(chosen)") < report.index("| stack" if chosen != "stack" else "| weights")
+    assert predictor.meta.blend["method"] == chosen and set(predictor.meta.blend["honest_cv"]) >= {chosen}
+    if method == "auto":
+        honest = predictor.meta.blend["honest_cv"]
+        assert set(honest) == {"weights", "hill", "stack"} and honest[chosen] == max(honest.values())

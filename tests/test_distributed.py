@@ -77,6 +77,7 @@ def test_oof_covers_every_image_once(one_and_two):
     assert double.stdout.count("on each of 2 processes") == 2
 
 
+@pytest.mark.slow      # in CI's second pass (-m slow); the default run stays under ~10 minutes
 def test_resume_under_torchrun_is_exact(tmp_path):
     comp = make_competition(tmp_path / "comp", per_class=40)
 

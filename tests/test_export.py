@@ -9,7 +9,7 @@ import torch
 from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 
 from kit.train import checkpoint
-from kit.export.ensemble import Ensemble
+from kit.export.ensemble import Ensemble, WeightedHead
 from kit.train.members import fold_weight_standardization, load_members
 from kit.core.errors import KitError
 from kit.export.build import export
@@ -24,7 +24,8 @@ def ensemble(models, mean, std, tta, size=24):
     """A single-normalization ensemble of equally weighted classifiers."""
     n = len(models)
     views = ["identity", "hflip"] if tta else ["identity"]
-    return Ensemble(models, [size] * n, [mean] * n, [std] * n, [views] * n, [1 / n] * n, Multiclass(["a", "b", "c"]))
+    return Ensemble(models, [size] * n, [mean] * n, [std] * n, [views] * n, [0] * n, Multiclass(["a", "b", "c"]),
+                    WeightedHead([1.0]))
 
 
 @pytest.mark.parametrize("conv", [

@@ -272,6 +272,7 @@ def test_undefined_metrics_are_nan_not_a_traceback():
     assert np.isnan(task.score("roc_auc", one_class, probs))
 
 
+@pytest.mark.slow      # in CI's second pass (-m slow); the default run stays under ~10 minutes
 def test_a_non_utf8_locale_changes_nothing(tmp_path):
     """Unicode ids and labels under LC_ALL=C with Python's UTF-8 mode off: every file is read and written as UTF-8."""
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",

@@ -63,15 +63,15 @@ def test_a_scalar_mul_that_feeds_anything_but_convs_stays():
 
 def test_a_real_eca_nfnet_loses_its_expands_and_keeps_its_values(tmp_path, monkeypatch):
     """The kit's default model: every ECA expand_as gone, the scalar gains folded, the values unchanged."""
-    from kit.export.ensemble import Ensemble
+    from kit.export.ensemble import Ensemble, WeightedHead
     from kit.train.members import fold_weight_standardization
     from kit.core.task import Multiclass
     from kit.train.model import create_model
     torch.manual_seed(0)
     model = create_model("eca_nfnet_l0", 3).eval()
     fold_weight_standardization(model)
-    ensemble = Ensemble([model], [32], [[0.5] * 3], [[0.25] * 3], [["identity"]], [1.0],
-                        Multiclass(["a", "b", "c"])).eval()
+    ensemble = Ensemble([model], [32], [[0.5] * 3], [[0.25] * 3], [["identity"]], [0], Multiclass(["a", "b", "c"]),
+                        WeightedHead([1.0])).eval()
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     with torch.no_grad():
         expected = ensemble(torch.from_numpy(images))[0].numpy()

@@ -201,6 +201,8 @@ def test_every_config_field_has_its_flag():
             assert getattr(train.parse_args(["--no-" + flag[2:]]), name) is False
         elif kind == "list":
             assert getattr(train.parse_args([flag, "1", "2", "3"]), name) == [1.0, 2.0, 3.0]
+        elif kind == "Paths":                                      # repeatable
+            assert getattr(train.parse_args([flag, "a", flag, "b"]), name) == ["a", "b"]
         else:
             text, value = (f.metadata["choices"][-1],) * 2 if f.metadata["choices"] else samples[kind]
             assert getattr(train.parse_args([flag, text]), name) == value, name

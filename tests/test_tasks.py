@@ -128,6 +128,7 @@ def test_mixed_multiclass_loss_is_timms_soft_target_cross_entropy():
     got = Objective(Multiclass(["a", "b", "c"]), label_smoothing=0.1).train_loss(logits, y, mix)
     torch.testing.assert_close(got, SoftTargetCrossEntropy()(logits, mixup_target(y, 3, lam, 0.1)))
 
+@pytest.mark.slow      # in CI's second pass (-m slow); the default run stays under ~10 minutes
 @pytest.mark.parametrize("variant", ["multilabel", "regression"])
 def test_demo_variants_end_to_end(tmp_path, variant):
     """From nothing: `train.py --demo VARIANT`, then infer.py on its run dir; the submission has the task's format

@@ -29,7 +29,7 @@ class Metadata:
     img_size: int               # S of the input: the test size (kit.settings.config.test_size)
     train_img_size: int         # the size the models trained at (below img_size under FixRes)
     mean: list                  # the normalization inside the graph (informational)
-    std: list                   # ... and its std
+    std: list                   # its std
     model: str                  # timm architecture
     folds: list                 # fold numbers in the ensemble
     fold_scores: list           # each fold's best validation score
@@ -42,6 +42,7 @@ class Metadata:
     kit_version: str
     members: list               # per run: {"run", "model", "folds", "img_size", "train_img_size", "weight", "views", "cv"}
     answer: dict                # how a row of outputs becomes the JSON answer (kit/core/task: Task.answer_spec)
+    blend: dict                 # {"method", "honest_cv": {method: CV}}: how the runs were blended (kit.evaluate.blend)
 
     def task_(self) -> Task:
         return restore({**self.task_params, "kind": self.task, "names": self.classes})
@@ -65,7 +66,7 @@ def write_metadata(path: str | Path, meta: Metadata) -> None:
 _TYPES = {"task": str, "classes": list, "task_params": dict, "img_size": int, "train_img_size": int, "mean": list,
           "std": list, "model": str, "folds": list, "fold_scores": list, "cv_score": (int, float, type(None)), "metric": str,
           "tta": bool, "int8": bool, "id_col": str, "label_col": str, "kit_version": str, "members": list,
-          "answer": dict}
+          "answer": dict, "blend": dict}
 
 
 def _decode(props: dict, path) -> dict:
@@ -101,6 +102,7 @@ def read_metadata(props: dict, path: str | Path = "") -> Metadata:
     values.setdefault("train_img_size", values.get("img_size"))         # ... or FixRes
     values.setdefault("members", [])                                    # ... or blends
     values.setdefault("task_params", {})
+    values.setdefault("blend", {"method": "weights", "honest_cv": {}})     # ... or blend methods
     missing = [k for k in KEYS if k not in values and k != "answer"]
     if missing:
         raise KitError(f"{path}: its kit.* metadata lacks {', '.join(missing)}; re-export it with this kit")

@@ -37,9 +37,11 @@ def _guarded(fn):
 
 
 def _roc_auc(y, prob):
+    """Binary: the positive column's AUC. More classes: the mean of each class's one-vs-rest AUC (scikit-learn's
+    "ovr" macro average), computed per column so that scores not summing to 1 (a rank blend's) are scored too."""
     if prob.shape[1] == 2:
         return roc_auc_score(y, prob[:, 1])
-    return roc_auc_score(y, prob, multi_class="ovr", labels=np.arange(prob.shape[1]))
+    return float(np.mean([roc_auc_score(y == c, prob[:, c]) for c in range(prob.shape[1])]))
 
 
 MULTICLASS = {

@@ -1,14 +1,26 @@
-"""Blending runs on their OOF predictions (torch-free): which TTA views each run keeps, the members' weights,
-and an honest CV of the blend.
+"""Blending runs on their OOF predictions (torch-free): which TTA views each run keeps, how the runs' outputs are
+combined, and an honest CV of the result.
 
-All three work on OOF predictions, where every row was predicted by the one fold model that did not train on
-it. Choosing views or weights on those rows and scoring on the same rows overstates the result; the honest CV
-refits the weights inside a cross-validation over the folds (fit on the other folds' rows, score the held-out
-fold's rows) and reports that.
+Methods (`infer.py --blend`):
+  weights   non-negative weights summing to 1 that minimize the blend's OOF loss (scipy SLSQP; the metric itself
+            where it is smooth, else log loss as its smooth stand-in)
+  hill      Caruana et al. 2004 ensemble selection: start from the best run, add (with replacement) the run that
+            improves the metric itself most, HILL_STEPS times; the best ensemble seen gives the weights
+  rank      rank averaging, for rank metrics (ROC-AUC, mAP): each run's outputs mapped through their OOF
+            distribution (an empirical CDF per output, RANK_QUANTILES points), then averaged
+  stack     a scikit-learn logistic regression (ridge for a regression target) on the runs' outputs, through the
+            task's link (log-probabilities, logits, the value in the model's scale)
+  auto      the method with the best honest CV
+
+All of them work on OOF predictions, where every row was predicted by the one fold model that did not train on it.
+Choosing views or fitting a method on those rows and scoring on the same rows overstates the result, so the honest
+CV is nested: for each fold, the views are chosen and the method is fitted on the other folds' rows, and that
+fold's rows are scored; blend.md shows every method's honest CV side by side.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -16,7 +28,38 @@ from kit.core.task import Task
 
 # view name -> what it does to an NCHW batch (kit.export.ensemble applies them); identity first
 VIEWS = ("identity", "hflip", "vflip", "transpose", "rot90", "rot180", "rot270")
-MIN_WEIGHT = 1e-3            # a member below this share is left out of the graph
+METHODS = ("weights", "hill", "rank", "stack")
+RANK_METRICS = frozenset({"roc_auc", "map"})        # metrics that see only the order of each output's values
+MIN_WEIGHT = 1e-3            # a run below this share is left out of the graph
+HILL_STEPS = 200
+RANK_QUANTILES = 256
+
+
+@dataclass
+class Blend:
+    """A fitted blending method over R runs' outputs [R, N, C]."""
+    method: str
+    weights: np.ndarray                       # [R]: weights, hill, rank (equal); stack: 1/R, for information
+    quantiles: Optional[np.ndarray] = None    # rank: [R, C, RANK_QUANTILES] points of each run's OOF outputs
+    coef: Optional[np.ndarray] = None         # stack: [C, R, C] on the link of the runs' outputs
+    bias: Optional[np.ndarray] = None         # stack: [C]
+
+    def apply(self, task: Task, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        stack = np.stack(outputs)
+        if self.method == "rank":
+            ranks = (stack[..., None] >= self.quantiles[:, None]).mean(-1)
+            return np.tensordot(self.weights, ranks, 1)
+        if self.method == "stack":
+            z = np.einsum("rnc,orc->no", np.stack([task.link(o) for o in outputs]), self.coef) + self.bias
+            return task.unlink(z)
+        return np.tensordot(self.weights, stack, 1)
+
+
+def methods_for(task: Task, metric: str, runs: int) -> list[str]:
+    """The methods that apply: one run is its own blend; rank averaging only for rank metrics."""
+    if runs == 1:
+        return ["weights"]
+    return [m for m in METHODS if m != "rank" or metric in RANK_METRICS]
 
 
 def _objective(task: Task, metric: str):
@@ -61,18 +104,78 @@ def fit_weights(task: Task, metric: str, y: np.ndarray, predictions: Sequence[np
     return weights / weights.sum()
 
 
-def honest_cv(task: Task, metric: str, y: np.ndarray, folds: np.ndarray,
-              predictions: Sequence[np.ndarray]) -> tuple[float, dict[int, float], np.ndarray]:
-    """(CV of the blend with weights fitted without each scored fold, score per fold, the blended OOF)."""
+def fit_hill(task: Task, metric: str, y: np.ndarray, predictions: Sequence[np.ndarray],
+             steps: int = HILL_STEPS) -> np.ndarray:
+    """Caruana's ensemble selection with replacement, on the metric itself in its own direction; the weights of the
+    best ensemble met (ties keep the smaller, earlier one)."""
     stack = np.stack(predictions)
-    blended = np.empty_like(stack[0])
-    per_fold = {}
+    scores = [task.score(metric, y, p) for p in stack]
+    first = int(np.nanargmax(scores) if task.higher_is_better(metric) else np.nanargmin(scores))
+    counts = np.zeros(len(stack))
+    counts[first] = 1
+    total, best_score, best_counts = stack[first].copy(), scores[first], counts.copy()
+    for _ in range(steps):
+        trials = [task.score(metric, y, (total + p) / (counts.sum() + 1)) for p in stack]
+        pick = int(np.nanargmax(trials) if task.higher_is_better(metric) else np.nanargmin(trials))
+        counts[pick] += 1
+        total += stack[pick]
+        if task.is_better(metric, trials[pick], best_score):
+            best_score, best_counts = trials[pick], counts.copy()
+    return best_counts / best_counts.sum()
+
+
+def fit(method: str, task: Task, metric: str, y: np.ndarray, outputs: Sequence[np.ndarray]) -> Blend:
+    """`method` fitted on these OOF rows."""
+    n = len(outputs)
+    if method == "weights":
+        return Blend(method, fit_weights(task, metric, y, outputs))
+    if method == "hill":
+        return Blend(method, fit_hill(task, metric, y, outputs))
+    if method == "rank":
+        points = np.linspace(0, 1, RANK_QUANTILES)
+        quantiles = np.stack([np.quantile(o, points, axis=0).T for o in outputs])
+        return Blend(method, np.full(n, 1 / n), quantiles=quantiles.astype(np.float32))
+    if method == "stack":
+        coef, bias = task.fit_stacker(np.stack([task.link(o) for o in outputs], 1), y)
+        return Blend(method, np.full(n, 1 / n), coef=coef.astype(np.float32), bias=bias.astype(np.float32))
+    raise ValueError(method)
+
+
+@dataclass
+class Honest:
+    """One method's nested cross-validation: its CV, per fold, and the blended OOF predictions it scored."""
+    cv: float
+    per_fold: dict[int, float]
+    blended: np.ndarray
+
+
+def nested_cv(task: Task, metric: str, y: np.ndarray, folds: np.ndarray, by_view: Sequence[dict[str, np.ndarray]],
+              methods: Sequence[str], choose: bool) -> dict[str, Honest]:
+    """Every method's honest CV: for each fold, each run's views are chosen (when `choose`; else all views given
+    are averaged) and the method is fitted on the other folds' rows, then the fold's rows are scored."""
+    blended = {m: np.zeros_like(next(iter(by_view[0].values()))) for m in methods}
+    per_fold = {m: {} for m in methods}
     for k in np.unique(folds):
-        held = folds == k
-        weights = fit_weights(task, metric, y[~held], [p[~held] for p in predictions])
-        blended[held] = np.tensordot(weights, stack[:, held], 1)
-        per_fold[int(k)] = task.score(metric, y[held], blended[held])
-    return task.score(metric, y, blended), per_fold, blended
+        fit_rows, held = folds != k, folds == k
+        outputs = []
+        for views in by_view:
+            chosen = choose_views(task, metric, y[fit_rows], {v: o[fit_rows] for v, o in views.items()}) \
+                if choose else list(views)
+            outputs.append(np.mean([views[v] for v in chosen], 0))
+        for m in methods:
+            blend = fit(m, task, metric, y[fit_rows], [o[fit_rows] for o in outputs])
+            blended[m][held] = blend.apply(task, [o[held] for o in outputs])
+            per_fold[m][int(k)] = task.score(metric, y[held], blended[m][held])
+    return {m: Honest(task.score(metric, y, blended[m]), per_fold[m], blended[m]) for m in methods}
+
+
+def best_method(task: Task, metric: str, honest: dict[str, Honest]) -> str:
+    """The method with the best honest CV (the first listed on a tie)."""
+    best = None
+    for m, h in honest.items():
+        if best is None or task.is_better(metric, h.cv, honest[best].cv):
+            best = m
+    return best
 
 
 def correlations(y: np.ndarray, predictions: Sequence[np.ndarray]) -> np.ndarray:

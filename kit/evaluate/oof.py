@@ -3,17 +3,20 @@
 oof.csv      image_id,label,fold,<one column per model output>   one row per validation image, train.csv
              order, predictions of the fold's best epoch (multiclass columns: prob_<class>)
 metrics.csv  epoch,lr,train_loss,val_loss,metric,score,is_best,seconds,train_images_per_s
+kept.json    {"epochs", "best_epoch_score", "average_score"} (--avg-top-k only): the epochs whose weights the fold
+             kept (one: the best epoch; several: their average), the best epoch's score and the average's
 """
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from kit.core.atomic import write_csv
+from kit.core.atomic import write_csv, write_text
 from kit.core.errors import KitError
 
 OOF_KEYS = ["image_id", "label", "fold"]
@@ -97,6 +100,16 @@ class Epoch:
 
 
 HISTORY_HEADER = [f.name for f in fields(Epoch)]
+
+
+def write_kept(path: str | Path, epochs: list[int], best_epoch_score: float, average_score: float) -> None:
+    write_text(path, json.dumps({"epochs": epochs, "best_epoch_score": best_epoch_score,
+                                 "average_score": average_score}) + "\n")
+
+
+def read_kept(path: str | Path) -> dict | None:
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def write_history(path: str | Path, epochs: Sequence[Epoch]) -> None:

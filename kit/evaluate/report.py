@@ -32,7 +32,7 @@ from kit.core.entry import Parser, nonempty  # noqa: E402
 from kit.core.errors import KitError  # noqa: E402
 from kit.core.images import open_rgb  # noqa: E402
 from kit.core.table import training_images  # noqa: E402
-from kit.evaluate.oof import Epoch, Oof, read_history, read_oof  # noqa: E402
+from kit.evaluate.oof import Epoch, Oof, read_history, read_kept, read_oof  # noqa: E402
 from kit.evaluate.rundir import FULL, RunDir  # noqa: E402
 from kit.settings.config import test_size  # noqa: E402
 
@@ -46,10 +46,20 @@ class FoldSummary:
     fold: int
     history: list[Epoch]          # metrics.csv
     oof: Oof                      # oof.csv
+    kept: dict | None = None      # kept.json (--avg-top-k)
 
     @property
     def best(self) -> Epoch:
         return [e for e in self.history if e.is_best][-1]
+
+    @property
+    def averaged(self) -> bool:
+        return bool(self.kept) and len(self.kept["epochs"]) > 1
+
+    @property
+    def score(self) -> float:
+        """The kept model's validation score: the best epoch's, or the average's when that was kept."""
+        return self.kept["average_score"] if self.averaged else self.best.score
 
     @property
     def seconds(self) -> float:
@@ -58,7 +68,7 @@ class FoldSummary:
 
 def load_folds(run: RunDir) -> list[FoldSummary]:
     """Every fold with a history and OOF predictions so far."""
-    return [FoldSummary(k, read_history(run.history(k)), read_oof([run.oof(k)]))
+    return [FoldSummary(k, read_history(run.history(k)), read_oof([run.oof(k)]), read_kept(run.kept(k)))
             for k in run.folds("metrics.csv") if run.oof(k).is_file()]
 
 
@@ -188,12 +198,19 @@ def task_reports(run: RunDir, task, oof: Oof, y: np.ndarray, paths: list) -> tup
 
 
 def summary_table(folds: list[FoldSummary], metric: str, cv: float) -> str:
-    scores = [f.best.score for f in folds]
-    lines = [f"| fold | best epoch | {metric} | epochs | wall time |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {f.fold} | {f.best.epoch} | {f.best.score:.4f} | {len(f.history)} | {f.seconds:.0f} s |"
-              for f in folds]
+    """Per fold: the best epoch, the kept model's score, epochs, wall time (and, with --avg-top-k, what was kept)."""
+    scores = [f.score for f in folds]
+    averaging = any(f.kept for f in folds)
+    lines = [f"| fold | best epoch | {metric} | epochs | wall time |" + (" kept weights |" if averaging else ""),
+             "|---:|---:|---:|---:|---:|" + ("---|" if averaging else "")]
+    for f in folds:
+        kept = ""
+        if averaging:
+            kept = (f" average of epochs {f.kept['epochs']} ({f.kept['average_score']:.4f} vs the best epoch's "
+                    f"{f.kept['best_epoch_score']:.4f}) |" if f.averaged else " the best epoch |")
+        lines.append(f"| {f.fold} | {f.best.epoch} | {f.score:.4f} | {len(f.history)} | {f.seconds:.0f} s |{kept}")
     lines.append(f"| **CV** | | **{cv:.4f}** (folds {np.mean(scores):.4f} ± {np.std(scores):.4f}) | | "
-                 f"{sum(f.seconds for f in folds):.0f} s |")
+                 f"{sum(f.seconds for f in folds):.0f} s |" + (" |" if averaging else ""))
     return "\n".join(lines)
 
 
@@ -209,6 +226,15 @@ def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
     return (f"## The full model\n\n`full/` trained on every training image{pseudo} for {len(history)} epochs (its "
             f"last epoch's weights are kept; final train loss {history[-1].train_loss:.4f}). It has **no CV of its "
             f"own**: no image was held out from it. {estimate}\n\n")
+
+
+def imbalance_note(cfg) -> str:
+    """What the run did about class imbalance, when it did anything."""
+    parts = [f"sampler {cfg.sampler}" if cfg.sampler != "none" else "",
+             "inverse-frequency class weights" if cfg.class_weights == "auto" else "",
+             f"focal loss (gamma {cfg.focal_gamma:g})" if cfg.loss == "focal" else ""]
+    parts = [p for p in parts if p]
+    return f"Class imbalance: {', '.join(parts)}; per-class recall below.\n\n" if parts else ""
 
 
 def teacher_note(cfg) -> str:
@@ -231,7 +257,7 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
     if not folds and not full:
         raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
     header = (f"# CV summary: {run.path.name}\n\nRecipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) "
-              f"and exported at {test_size(cfg)}px.\n\n{teacher_note(cfg)}")
+              f"and exported at {test_size(cfg)}px.\n\n{imbalance_note(cfg)}{teacher_note(cfg)}")
     config = f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n"
     if not folds:
         write_text(run.path / "cv.md", header + full + config)
@@ -246,7 +272,7 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
                f"{[f.fold for f in folds]} (of {cfg.num_folds}).\n\n{table}\n\n{full}{section}{config}")
     if not quiet:
         log.info(f"\n{table}\nreports: {run}/{{{', '.join(['curves.png', *files, 'cv.md'])}}}")
-    return {"cv": cv, "folds": {f.fold: f.best.score for f in folds}, "oof_images": len(oof), "files": files}
+    return {"cv": cv, "folds": {f.fold: f.score for f in folds}, "oof_images": len(oof), "files": files}
 
 
 def main() -> None:

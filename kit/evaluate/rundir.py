@@ -5,7 +5,8 @@
   task.json              the task (kit.core.task.Task.to_dict: kind, names, and a regression's target scaling)
   fold<k>/config.yaml    the config fold k was trained with
   fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.train.state)
-  fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history (kit.evaluate.oof)
+  fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history; fold<k>/kept.json
+                         which epochs' weights it kept (--avg-top-k) (kit.evaluate.oof)
   fold<k>/.lock, fold<k>/tb/   the trainer's lock; TensorBoard logs (--tensorboard)
   full/                  the model trained on every image (--fold full): config.yaml, best.pt (its last epoch's
                          weights), last.pt, metrics.csv (no validation: val_loss and score are nan), no oof.csv
@@ -68,6 +69,9 @@ class RunDir:
 
     def history(self, k: int) -> Path:
         return self.fold_dir(k) / "metrics.csv"
+
+    def kept(self, k: int) -> Path:
+        return self.fold_dir(k) / "kept.json"
 
     def fold_config_file(self, k: int) -> Path:
         return self.fold_dir(k) / "config.yaml"
@@ -150,6 +154,17 @@ class RunDir:
         config_mod.save_config(cfg, self.config_file)
         write_text(self.classes_file, json.dumps(task.names) + "\n")
         write_text(self.task_file, json.dumps(task.to_dict()) + "\n")
+
+
+def expand(paths) -> list[RunDir]:
+    """Run dirs from --run-dir values: a folder of seed runs (RUN_DIR/seed<k>/, from train.py --seeds) stands for
+    each of them."""
+    runs = []
+    for path in map(Path, paths):
+        seeds = sorted((d for d in path.glob("seed*") if (d / "config.yaml").is_file() and d.name[4:].isdigit()),
+                       key=lambda d: int(d.name[4:])) if not (path / "config.yaml").is_file() else []
+        runs += [RunDir(d) for d in seeds] or [RunDir(path)]
+    return runs
 
 
 def blend_dir(runs: list[RunDir]) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,9 +21,10 @@ import torch
 from kit import __version__
 from kit.core.artifact import Metadata, write_metadata
 from kit.core.atomic import atomic_path, write_text
-from kit.evaluate.blend import VIEWS, choose_views, correlations, fit_weights, honest_cv
+from kit.evaluate.blend import (VIEWS, Blend, best_method, choose_views, correlations, fit, methods_for,
+                                 nested_cv)
 from kit.core.table import train_table, training_images
-from kit.export.ensemble import Ensemble, Preprocess, view
+from kit.export.ensemble import Ensemble, Preprocess, head_of, view
 from kit.train.members import Member, fold_weight_standardization, load_members
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
@@ -96,8 +97,28 @@ def view_outputs(members: list[Member], oof: Oof, rows: np.ndarray, images: np.n
     return out
 
 
+@dataclass
+class ExportPlan:
+    """Everything the graph is built from, and the numbers blend.md and the metadata report."""
+    blends: list[RunBlend]
+    oof: Optional[Oof]           # None: the full model, which has no OOF predictions
+    task: object                 # the task, its decision parameters (multilabel thresholds) fitted on OOF
+    metric: str
+    input_size: int
+    rows: int = 0                # OOF rows the views and the blend were chosen on
+    honest: dict = field(default_factory=dict)    # method -> kit.evaluate.blend.Honest
+    method: str = "weights"
+    blend: Optional[Blend] = None
+    correlation: list = field(default_factory=lambda: [[1.0]])
+    in_sample: Optional[float] = None
+
+    @property
+    def cv(self) -> Optional[float]:
+        return self.honest[self.method].cv if self.honest else None
+
+
 def plan_full(runs: list[RunDir], members: list[list[Member]], tta: Optional[bool],
-              data_dir: Optional[str]) -> tuple[list[RunBlend], None, dict]:
+              data_dir: Optional[str]) -> ExportPlan:
     """The full model (RUN/full): no OOF predictions to choose views or weights on, or to score. Views as asked
     (identity by default); the task's decision parameters (multilabel thresholds) fitted on the run's fold models'
     OOF predictions where there are any, their estimate."""
@@ -107,21 +128,20 @@ def plan_full(runs: list[RunDir], members: list[list[Member]], tta: Optional[boo
     member, run = members[0][0], runs[0]
     if data_dir:
         member.config.data_dir = data_dir
-    member.views, member.weight = ("identity", "hflip") if tta else ("identity",), 1.0
+    member.views = ("identity", "hflip") if tta else ("identity",)
     task = member.task
     if run.folds("oof.csv"):
         oof = read_oof([run.oof(k) for k in run.folds("oof.csv")])
         task = task.fit(task.encode(oof.labels), oof.outputs)
     log.info(f"export: {run}/full: the model trained on every image (no CV of its own; TTA views "
              f"{list(member.views)})")
-    numbers = {"rows": 0, "cv": None, "per_fold": {}, "metric": member.config.metric, "input_size": member.size,
-               "task": task, "correlation": [[1.0]], "in_sample": None}
-    return [RunBlend(run, [member], list(member.views), None, None, None)], None, numbers
+    return ExportPlan([RunBlend(run, [member], list(member.views), None, None, None)], None, task,
+                      member.config.metric, member.size, blend=Blend("weights", np.ones(1)))
 
 
 def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], data_dir: Optional[str],
-         oof_images: Optional[int]) -> tuple[list[RunBlend], Oof, dict]:
-    """Members, views and weights of every run, and the blend's numbers."""
+         oof_images: Optional[int], method: str = "auto") -> ExportPlan:
+    """Members, views and the blend of every run, chosen on OOF predictions, with every method's honest CV."""
     members = [load_members(run, folds) for run in runs]
     if any(m.fold == FULL for ms in members for m in ms):
         return plan_full(runs, members, tta, data_dir)
@@ -131,39 +151,38 @@ def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], da
     members = [[m for m in ms if m.fold in common] for ms in members]
     oof = shared_oof(runs, members)
     cfg = members[0][0].config
-    if data_dir:
-        for ms in members:
-            for m in ms:
-                m.config.data_dir = data_dir
+    for m in (m for ms in members for m in ms):
+        m.config.data_dir = data_dir or m.config.data_dir
     size = max(m.size for ms in members for m in ms)
     rows = sample_rows(oof, oof_images)
     images = np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in rows])])
     task, metric = members[0][0].task, cfg.metric
     y = task.encode([oof.labels[i] for i in rows])
+    candidates = VIEWS if tta is None else (("identity", "hflip") if tta else ("identity",))
+    by_view = [view_outputs(ms, oof, rows, images, candidates) for ms in members]
+    methods = methods_for(task, metric, len(runs))
+    if method not in ("auto", *methods):
+        raise KitError(f"--blend {method} does not apply here (here: {', '.join(methods)}; rank averaging applies to "
+                       f"rank metrics only, and one run is its own blend)")
+    honest = nested_cv(task, metric, y, oof.folds[rows], by_view, methods, choose=tta is None)     # every method's
+    chosen = best_method(task, metric, honest) if method == "auto" else method
     blends = []
-    for run, ms in zip(runs, members):
-        candidates = VIEWS if tta is None else (("identity", "hflip") if tta else ("identity",))
-        by_view = view_outputs(ms, oof, rows, images, candidates)
-        views = choose_views(task, metric, y, by_view) if tta is None else list(candidates)
-        outputs = np.mean([by_view[v] for v in views], 0)
-        blends.append(RunBlend(run, ms, views, outputs, task.score(metric, y, outputs),
-                               task.score(metric, y, by_view["identity"])))
-        log.info(f"export: {run}: TTA views {views} ({'chosen on ' + str(len(rows)) + ' OOF images' if tta is None else 'as asked'}"
+    for run, ms, views in zip(runs, members, by_view):
+        kept = choose_views(task, metric, y, views) if tta is None else list(candidates)
+        outputs = np.mean([views[v] for v in kept], 0)
+        blends.append(RunBlend(run, ms, kept, outputs, task.score(metric, y, outputs),
+                               task.score(metric, y, views["identity"])))
+        log.info(f"export: {run}: TTA views {kept} ({'chosen on ' + str(len(rows)) + ' OOF images' if tta is None else 'as asked'}"
                  f"; OOF {metric} {blends[-1].cv:.4f}, identity alone {blends[-1].identity_cv:.4f})")
-    weights = fit_weights(task, metric, y, [b.outputs for b in blends])
-    for b, w in zip(blends, weights):
+    blend = fit(chosen, task, metric, y, [b.outputs for b in blends])
+    blended = blend.apply(task, [b.outputs for b in blends])
+    for b, w in zip(blends, blend.weights):
         b.weight = float(w)
-    cv, per_fold, blended = honest_cv(task, metric, y, oof.folds[rows], [b.outputs for b in blends])
-    blended_in_sample = np.tensordot(weights, np.stack([b.outputs for b in blends]), 1)
-    numbers = {"rows": len(rows), "cv": cv, "per_fold": per_fold, "metric": metric, "input_size": size,
-               "task": task.fit(y, blended_in_sample),                    # multilabel thresholds: fitted on OOF
-               "correlation": correlations(y, [b.outputs for b in blends]).tolist(),
-               "in_sample": task.score(metric, y, blended_in_sample)}
-    kept = [b for b in blends if b.weight > 0]
-    for b in kept:
+    for b in blends:
         for m in b.members:
-            m.views, m.weight = tuple(b.views), b.weight / len(b.members)
-    return blends, oof, numbers
+            m.views = tuple(b.views)
+    return ExportPlan(blends, oof, task.fit(y, blended), metric, size, len(rows), honest, chosen, blend,
+                      correlations(y, [b.outputs for b in blends]).tolist(), task.score(metric, y, blended))
 
 
 def finite(value) -> Optional[float]:
@@ -171,45 +190,53 @@ def finite(value) -> Optional[float]:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def metadata(blends: list[RunBlend], numbers: dict, tta: bool) -> Metadata:
-    kept = [b for b in blends if b.weight > 0]
+def metadata(p: ExportPlan, kept: list[RunBlend], tta: bool) -> Metadata:
     members = [m for b in kept for m in b.members]
     first, cfg = members[0], members[0].config
-    single = len(blends) == 1
-    params = numbers["task"].params()
-    return Metadata(task=first.task.kind, classes=first.task.names, task_params=params, img_size=numbers["input_size"],
+    single = len(p.blends) == 1
+    return Metadata(task=first.task.kind, classes=first.task.names, task_params=p.task.params(), img_size=p.input_size,
                     train_img_size=cfg.img_size if single else max(m.config.img_size for m in members),
                     mean=first.mean, std=first.std,
                     model=cfg.model if single else " + ".join(b.members[0].config.model for b in kept),
-                    folds=sorted({m.fold for m in members}),
+                    folds=[m.fold for m in kept[0].members] if single else sorted({m.fold for m in members}),
                     fold_scores=[finite(m.score) for m in members] if single else
-                    [numbers["per_fold"][k] for k in sorted(numbers["per_fold"])],
-                    cv_score=finite(blends[0].cv if single else numbers["cv"]), metric=numbers["metric"], tta=tta,
+                    [p.honest[p.method].per_fold[k] for k in sorted(p.honest[p.method].per_fold)],
+                    cv_score=finite(p.blends[0].cv if single else p.cv), metric=p.metric, tta=tta,
                     int8=False, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
                     members=[{"run": str(b.run), "model": b.members[0].config.model, "folds": [m.fold for m in b.members],
                               "img_size": b.members[0].size, "train_img_size": b.members[0].config.img_size,
-                              "weight": round(b.weight, 6), "views": b.views, "cv": b.cv} for b in kept],
-                    answer=numbers["task"].answer_spec())
+                              "weight": round(b.weight, 6), "views": b.views, "cv": finite(b.cv)} for b in kept],
+                    answer=p.task.answer_spec(),
+                    blend={"method": p.method, "honest_cv": {m: finite(h.cv) for m, h in p.honest.items()}})
 
 
-def blend_report(blends: list[RunBlend], numbers: dict) -> str:
-    metric = numbers["metric"]
-    lines = [f"# Blend of {len(blends)} runs\n",
-             f"Honest CV ({metric}, weights refitted without each scored fold): **{numbers['cv']:.4f}** on "
-             f"{numbers['rows']} OOF images; with the weights fitted on all of them (optimistic): "
-             f"{numbers['in_sample']:.4f}.\n",
-             f"Graph input: {numbers['input_size']}px; members at another size are resized in the graph "
-             f"(antialiased bilinear).\n",
-             f"| run | model | folds | size (train/test) | views | OOF {metric} | weight |", "|---|---|---|---|---|---:|---:|"]
-    for b in blends:
+def blend_report(p: ExportPlan) -> str:
+    """blend.md: every method's honest CV side by side (the chosen one first), each run's views, weight and own
+    CV, the members' OOF correlation."""
+    metric, chosen = p.metric, p.method
+    order = [chosen] + [m for m in p.honest if m != chosen]
+    lines = [f"# Blend of {len(p.blends)} runs\n",
+             f"Chosen: **{chosen}** (by honest CV). Honest CV: each fold's views and blend fitted without that fold, "
+             f"then the fold scored; {p.rows} OOF images. With everything fitted on all of them (optimistic): "
+             f"{p.in_sample:.4f}.\n",
+             f"| method | honest CV ({metric}) | per fold |", "|---|---:|---|"]
+    for m in order:
+        h = p.honest[m]
+        lines.append(f"| {m}{' (chosen)' if m == chosen else ''} | {h.cv:.4f} | "
+                     f"{', '.join(f'{v:.4f}' for _, v in sorted(h.per_fold.items()))} |")
+    best_run = max(p.blends, key=lambda b: b.cv) if p.task.higher_is_better(metric) else min(p.blends, key=lambda b: b.cv)
+    lines += ["", f"The best single run ({best_run.run}): OOF {metric} {best_run.cv:.4f} with its views (chosen on "
+                  f"the same rows: optimistic).", "",
+              f"Graph input: {p.input_size}px; members at another size are resized in the graph (antialiased bilinear).",
+              "", f"| run | model | folds | size (train/test) | views | OOF {metric} | weight |",
+              "|---|---|---|---|---|---:|---:|"]
+    for b in p.blends:
         m = b.members[0]
         lines.append(f"| {b.run} | {m.config.model} | {[x.fold for x in b.members]} | {m.config.img_size}/{m.size} | "
                      f"{', '.join(b.views)} | {b.cv:.4f} | {b.weight:.3f} |")
-    lines += ["", "Per fold (honest): " + ", ".join(f"fold {k} {v:.4f}" for k, v in sorted(numbers["per_fold"].items())),
-              "", "Correlation of the members' OOF predictions (probability of the true class):", "",
-              "| | " + " | ".join(str(i) for i in range(len(blends))) + " |",
-              "|---|" + "---:|" * len(blends)]
-    for i, row in enumerate(numbers["correlation"]):
+    lines += ["", "Correlation of the members' OOF predictions (probability of the true class):", "",
+              "| | " + " | ".join(str(i) for i in range(len(p.blends))) + " |", "|---|" + "---:|" * len(p.blends)]
+    for i, row in enumerate(p.correlation):
         lines.append(f"| {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -221,49 +248,54 @@ def probe_images(cfg, oof: Optional[Oof], count: int, size: int) -> np.ndarray:
     return np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in sample_rows(oof, count)])])
 
 
-def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, folds: list[int] | None = None,
+def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, folds: list | None = None,
            tta: bool | None = None, int8: bool = False, data_dir: str | None = None,
-           oof_images: Optional[int] = OOF_IMAGES) -> dict:
+           oof_images: Optional[int] = OOF_IMAGES, method: str = "auto") -> dict:
     """Export the fold models of one run, or the blend of several, to ONNX (and int8 if asked).
 
     TTA: by default each run keeps the views that improve its OOF score (the identity view always); `tta`
-    True/False fixes it to [identity, horizontal flip] / [identity] for every run.
+    True/False fixes it to [identity, horizontal flip] / [identity] for every run. `method`: the blend
+    (kit.evaluate.blend.METHODS, or auto: the best honest CV).
     """
     runs = [RunDir(r) for r in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     if len({r.path.resolve() for r in runs}) != len(runs):
         raise KitError("a --run-dir is given twice; each run can join the blend once")
-    blends, oof, numbers = plan(runs, folds, tta, data_dir, oof_images)
-    kept = [b for b in blends if b.weight > 0]
-    for b in blends:
-        if b.weight == 0:
+    p = plan(runs, folds, tta, data_dir, oof_images, method)
+    kept = [b for b in p.blends if b.weight > 0 or p.method == "stack"]
+    for b in p.blends:
+        if b not in kept:
             log.info(f"export: {b.run} gets weight 0 on the OOF predictions; left out of the graph")
+    keep = [p.blends.index(b) for b in kept]
+    p.blend.weights = p.blend.weights[keep] / p.blend.weights[keep].sum()
+    if p.blend.quantiles is not None:
+        p.blend.quantiles = p.blend.quantiles[keep]
     members = [m for b in kept for m in b.members]
-    cfg, size = members[0].config, numbers["input_size"]
-    reference = Ensemble.of(members).eval()                                   # as trained
+    cfg, size = members[0].config, p.input_size
+    head = head_of(p.blend, members[0].task)
+    reference = Ensemble.of(members, head).eval()                                   # as trained
     folded = [copy.deepcopy(m.model) for m in members]
     n_folded = sum(fold_weight_standardization(m) for m in folded)
-    meta = metadata(blends, numbers, any(len(b.views) > 1 for b in kept))
-    images = probe_images(cfg, oof, PARITY_IMAGES, size)
+    meta = metadata(p, kept, any(len(b.views) > 1 for b in kept))
+    images = probe_images(cfg, p.oof, PARITY_IMAGES, size)
     out = Path(out) if out else (runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx")
     summary = {"path": str(out), "folds": meta.folds, "folded_convs": n_folded, "members": meta.members,
-               "cv": meta.cv_score, "identity_cv": [b.identity_cv for b in blends], "blend": numbers}
+               "cv": meta.cv_score, "identity_cv": [b.identity_cv for b in p.blends], "plan": p}
     with atomic_path(out) as tmp:
-        export_onnx(Ensemble.of(members, folded).eval(), size, tmp)
+        export_onnx(Ensemble.of(members, head, folded).eval(), size, tmp)
         write_metadata(tmp, meta)
         summary["parity_max_abs_diff"] = parity_check(tmp, reference, images)
         summary["graph"] = tmp.read_bytes()         # exactly what was checked: predict with this, not the path
     if len(runs) > 1:
-        write_text(out.with_name("blend.md"), blend_report(blends, numbers))
-        log.info(f"export: blend of {len(kept)} run(s) -> {out}; honest CV {numbers['metric']} {numbers['cv']:.4f} "
-                 f"(weights {', '.join(f'{b.weight:.3f}' for b in blends)}; report {out.with_name('blend.md')})")
+        write_text(out.with_name("blend.md"), blend_report(p))
+        log.info(f"export: blend of {len(kept)} run(s) by {p.method} -> {out}; honest CV {p.metric} {p.cv:.4f} "
+                 f"({', '.join(f'{m} {h.cv:.4f}' for m, h in p.honest.items())}; report {out.with_name('blend.md')})")
     log.info(f"export: {len(members)} fold model(s) {meta.folds} of {meta.model} -> {out} ({n_folded} "
              f"weight-standardized convs folded, TTA {'on' if meta.tta else 'off'}, parity max |Δprob| "
              f"{summary['parity_max_abs_diff']:.2e})")
     if int8:
         calibration = sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES)
         meta8 = Metadata(**{**meta.__dict__, "int8": True})
-        evaluation = probe_images(cfg, oof, EVAL_IMAGES, size)
+        evaluation = probe_images(cfg, p.oof, EVAL_IMAGES, size)
         summary["int8"] = quantize(out, out.with_name(out.stem + ".int8.onnx"), calibration, evaluation,
                                    lambda path: write_metadata(path, meta8), meta.task_())
     return summary
-

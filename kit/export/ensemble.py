@@ -51,15 +51,64 @@ class Preprocess(torch.nn.Module):
         return (resize_pixels(pixels, self.size) - self.mean) * self.inv_std
 
 
+class WeightedHead(torch.nn.Module):
+    """The runs' outputs [N, R, C] -> their weighted sum (weights, hill)."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32).view(1, -1, 1))
+
+    def forward(self, runs: torch.Tensor) -> torch.Tensor:
+        return (runs * self.weights).sum(1)
+
+
+class RankHead(WeightedHead):
+    """Rank averaging: each run's outputs through their OOF distribution (the share of its OOF values at or below),
+    then the weighted sum."""
+
+    def __init__(self, weights, quantiles):
+        super().__init__(weights)
+        self.register_buffer("quantiles", torch.as_tensor(quantiles, dtype=torch.float32))     # [R, C, Q]
+
+    def forward(self, runs: torch.Tensor) -> torch.Tensor:
+        ranks = (runs.unsqueeze(-1) >= self.quantiles.unsqueeze(0)).float().mean(-1)
+        return super().forward(ranks)
+
+
+class StackHead(torch.nn.Module):
+    """Stacking: the task's link of the runs' outputs -> a linear model -> the task's inverse link."""
+
+    def __init__(self, coef, bias, task: Task):
+        super().__init__()
+        self.task = task
+        self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float32))             # [C, R, C]
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))             # [C]
+
+    def forward(self, runs: torch.Tensor) -> torch.Tensor:
+        features = self.task.link_torch(runs)                                              # [N, R, C]
+        z = (features.unsqueeze(1) * self.coef.unsqueeze(0)).sum((2, 3)) + self.bias
+        return self.task.unlink_torch(z)
+
+
+def head_of(blend, task: Task) -> torch.nn.Module:
+    """The graph's module for a fitted kit.evaluate.blend.Blend."""
+    if blend.method == "rank":
+        return RankHead(blend.weights, blend.quantiles)
+    if blend.method == "stack":
+        return StackHead(blend.coef, blend.bias, task)
+    return WeightedHead(blend.weights)
+
+
 class Ensemble(torch.nn.Module):
     """uint8 NHWC images -> for every member: its preprocessing, its TTA views, its model, the task's
-    activation, the mean over views -> (the weighted sum over members [N, C], each member's output [N, M, C]).
+    activation, the mean over views; each run's output is the mean of its members (fold models); the head blends the
+    runs -> (the blend [N, C], each member's output [N, M, C]).
 
     Members that share preprocessing and views share the preprocessed batch.
     """
 
     def __init__(self, models: list[torch.nn.Module], sizes: list[int], means: list[list], stds: list[list],
-                 views: list[list[str]], weights: list[float], task: Task):
+                 views: list[list[str]], runs: list[int], task: Task, head: torch.nn.Module):
         super().__init__()
         self.models = torch.nn.ModuleList(models)
         keys = [(int(z), tuple(m), tuple(s)) for z, m, s in zip(sizes, means, stds)]
@@ -67,14 +116,19 @@ class Ensemble(torch.nn.Module):
         self.preprocess = torch.nn.ModuleList(Preprocess(z, list(m), list(s)) for z, m, s in distinct)
         self.uses = [distinct.index(k) for k in keys]
         self.views = [list(v) for v in views]
-        self.weights = [float(w) for w in weights]
+        self.runs = list(runs)
         self.task = task
+        self.head = head
 
     @classmethod
-    def of(cls, members: list[Member], models: list[torch.nn.Module] | None = None) -> "Ensemble":
+    def of(cls, members: list[Member], head: torch.nn.Module | None = None,
+           models: list[torch.nn.Module] | None = None) -> "Ensemble":
+        """`members` grouped by run in order; `head` blends the runs (default: their equal-weight mean)."""
+        order = list(dict.fromkeys(m.run.path for m in members))
+        runs = [order.index(m.run.path) for m in members]
         return cls(models or [m.model for m in members], [m.size for m in members], [m.mean for m in members],
-                   [m.std for m in members], [m.views for m in members], [m.weight for m in members],
-                   members[0].task)
+                   [m.std for m in members], [m.views for m in members], runs, members[0].task,
+                   head or WeightedHead([1 / len(order)] * len(order)))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = images.shape[0]
@@ -87,5 +141,6 @@ class Ensemble(torch.nn.Module):
                 x = self.preprocess[use](pixels)
                 batches[key] = torch.cat([view(x, v) for v in views]) if len(views) > 1 else view(x, views[0])
             outputs.append(self.task.activate(model(batches[key])).view(len(views), n, -1).mean(0))
-        blend = sum(out * w for out, w in zip(outputs, self.weights))
-        return blend, torch.stack(outputs, 1)
+        runs = torch.stack([torch.stack([o for o, r in zip(outputs, self.runs) if r == k]).mean(0)
+                            for k in range(max(self.runs) + 1)], 1)
+        return self.head(runs), torch.stack(outputs, 1)

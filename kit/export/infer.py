@@ -12,7 +12,7 @@ from kit.core.errors import KitError
 from kit.core.paths import Outputs
 from kit.core.table import Layout
 from kit.runtime.submission import output_paths
-from kit.evaluate.rundir import FULL, RunDir, blend_dir
+from kit.evaluate.rundir import FULL, RunDir, blend_dir, expand
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class InferRequest:
     folds: Optional[str] = None
     provider: str = "auto"
     tta: Optional[bool] = None
+    blend: str = "auto"
     int8: bool = False
     export_only: bool = False
     batch_size: int = 32
@@ -87,11 +88,12 @@ def infer(request: InferRequest) -> dict:
     """Export (unless --onnx), then predict and write the submission; returns what the submission step measured
     (nothing with --export-only)."""
     from kit.runtime.submission import make_submission
-    runs = [RunDir(r) for r in request.run_dirs]
+    runs = expand(request.run_dirs)
     settings = run_settings(runs[0])
     folds = parse_folds(request.folds)
-    if request.onnx and (request.int8 or request.folds or request.export_only or len(runs) > 1):
-        raise KitError("--onnx predicts with an existing file: --int8, --folds, --export-only and several "
+    if request.onnx and (request.int8 or request.folds or request.export_only or len(runs) > 1 or
+                         request.blend != "auto"):
+        raise KitError("--onnx predicts with an existing file: --int8, --folds, --blend, --export-only and several "
                        "--run-dir apply to exporting; pass the int8 file itself as --onnx")
     data_dir = request.data_dir or settings.get("data_dir")
     if not data_dir and not request.export_only:
@@ -102,8 +104,8 @@ def infer(request: InferRequest) -> dict:
         onnx_path = request.onnx
     else:
         from kit.export.build import export
-        summary = export(request.run_dirs, out=onnx_out, folds=folds, tta=request.tta, int8=request.int8,
-                         data_dir=request.data_dir)
+        summary = export([r.path for r in runs], out=onnx_out, folds=folds, tta=request.tta, int8=request.int8,
+                         data_dir=request.data_dir, method=request.blend)
         exported = summary["int8"] if request.int8 else summary
         onnx_path, graph = exported["path"], exported["graph"]
     if request.export_only:

@@ -96,7 +96,10 @@ class Predictor:
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a graph that cannot run
             raise KitError(f"{self.path}: onnxruntime cannot run the graph on {size}px images "
                            f"({str(e).splitlines()[0][:200]}); re-export it with this kit") from None
-        problem = self.task.check_outputs(outputs, quantized=self.meta.int8)
+        if self.meta.blend.get("method") == "rank":            # ranks in [0, 1], not probabilities
+            problem = None if 0 <= outputs.min() and outputs.max() <= 1 else "its rank outputs lie outside [0, 1]"
+        else:
+            problem = self.task.check_outputs(outputs, quantized=self.meta.int8)
         if problem:
             raise KitError(f"{self.path}: its metadata says {self.meta.task} but {problem}; the metadata was edited or "
                            f"belongs to another graph. Re-export it with this kit")

@@ -88,6 +88,17 @@ class Config:
     warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
     min_lr: float = knob(1e-6, "learning rate at the end of the cosine decay")
     label_smoothing: float = knob(0.1, "label smoothing of the training loss")
+    # --- class imbalance (bench/imbalance.py measured them on a 1:20 long tail) ---
+    sampler: str = knob("none", "images per epoch: none (each once), balanced (as many of each class), sqrt (in "
+                                "proportion to the square root of each class's count); multilabel: by each image's "
+                                "rarest tag", ("none", "balanced", "sqrt"))
+    class_weights: str = knob("none", "loss weight per class: none, or auto (inverse frequency, mean 1 over the "
+                                      "training images)", ("none", "auto"))
+    loss: str = knob("ce", "classification loss: ce (cross-entropy; BCE for multilabel) or focal (Lin et al. 2017)",
+                     ("ce", "focal"))
+    focal_gamma: float = knob(2.0, "focusing parameter of the focal loss")
+    avg_top_k: int = knob(1, "keep the average of the K best epochs' (EMA) weights when it scores at least as well "
+                             "as the best epoch (1: the best epoch)")
     # auto: lambda from the batch size and optimizer by the rule bench/agc_rule.py measured (kit/agc.py)
     agc_clip: str = knob("auto", "AGC clip factor lambda, or auto (from batch size and optimizer); 0 disables")
     agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
@@ -248,6 +259,7 @@ def validate(cfg: Config) -> None:
     checks = [
         (cfg.num_folds is None or cfg.num_folds >= 2, "num_folds must be at least 2"),
         (0 <= cfg.distill_weight <= 1, "distill_weight must be in [0, 1]"),
+        (cfg.focal_gamma >= 0 and cfg.avg_top_k >= 1, "focal_gamma must be >= 0 and avg_top_k at least 1"),
         (cfg.distill_temperature > 0, "distill_temperature must be positive"),
         (0 <= cfg.pseudo_threshold <= 1 and cfg.pseudo_weight >= 0, "pseudo_threshold must be in [0, 1] and "
                                                                     "pseudo_weight >= 0"),

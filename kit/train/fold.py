@@ -8,6 +8,7 @@ one does.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -34,12 +35,12 @@ from kit.settings.config import Config, mixing, save_config, test_size
 from kit.core.table import Table
 from kit.train.device import activation_layout, make_deterministic, resolve_device, rng_state, seed_everything, set_rng_state
 from kit.core.errors import KitError
-from kit.train.loader import (EpochSampler, ImageDataset, decoder, make_loader, start_workers, train_decoder,
-                              worker_errors)
+from kit.train.loader import (EpochSampler, ImageDataset, class_balance, decoder, make_loader, start_workers,
+                              train_decoder, worker_errors)
 from kit.train.model import ImageNormalizer, create_model, normalization, split_head_params
 from kit.train.objective import Objective
 from kit.train.teacher import Teaching
-from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_oof
+from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
 from kit.evaluate.rundir import FULL, RunDir
 from kit.core.task import Task
 
@@ -66,6 +67,12 @@ class FoldData:
         rows = np.flatnonzero(self.fold_of_row != self.fold) if self.fold != FULL else np.arange(len(self.table.ids))
         extra = len(self.teaching.extra_paths) if self.teaching else 0
         return np.concatenate([rows, len(self.table.ids) + np.arange(extra)]).astype(np.int64)
+
+    @property
+    def labelled_train_rows(self) -> np.ndarray:
+        """The training rows of train.csv (no pseudo-labelled image): what class counts are taken over."""
+        rows = self.train_rows
+        return rows[rows < len(self.table.ids)]
 
     @property
     def paths(self) -> list:
@@ -97,6 +104,22 @@ def _tensorboard(path):
     except ImportError:
         raise KitError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     return SummaryWriter(str(path))
+
+
+def average_weights(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts (integer buffers, counters, from the first)."""
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+
+
+def sampling_weights(task: Task, data: FoldData, rule: str) -> np.ndarray | None:
+    """Per training item, its class's weight under `rule` (kit.train.loader.class_balance); pseudo-labelled test
+    images, which have no class, weigh the mean."""
+    rows = data.labelled_train_rows
+    weights = class_balance(task.sampling_classes(data.targets[rows]), rule)
+    if weights is None:
+        return None
+    return np.concatenate([weights, np.full(len(data.train_rows) - len(rows), weights.mean())])
 
 
 def worker_errors_in(batches, what: str):
@@ -138,7 +161,7 @@ class Trainer:
         train_rows, val_rows = data.train_rows, data.val_rows
         self.batch_size = max(1, min(cfg.batch_size, len(train_rows) // dist.world))     # per process
         self.train_sampler = EpochSampler(train_rows, cfg.seed + data.seed_offset, True, self.batch_size, dist.rank,
-                                          dist.world)
+                                          dist.world, sampling_weights(task, data, cfg.sampler))
         pin = device.type == "cuda"
         self.test_size = test_size(cfg)
         self.train_loader = make_loader(ImageDataset(data.paths, data.train_targets, train_decoder(cfg),
@@ -177,7 +200,10 @@ class Trainer:
         # lambda of the global batch per optimizer step, the batch the gradient is averaged over
         self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer)
         self.objective = Objective(task, cfg.label_smoothing, cfg.distill_weight if data.teaching else None,
-                                   cfg.distill_temperature)
+                                   cfg.distill_temperature,
+                                   task.class_weights(data.targets[data.labelled_train_rows])
+                                   if cfg.class_weights == "auto" else None,
+                                   cfg.focal_gamma if cfg.loss == "focal" else None).to(device)
 
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
@@ -209,6 +235,7 @@ class Trainer:
             improved = self.task.is_better(cfg.metric, val_score, p.best_score)
             p.epoch += 1
             p.step_in_epoch = 0
+            self._remember(val_score)
             if improved:
                 p.best_score, p.best_epoch = val_score, p.epoch
                 self._save_best(probs, val_score)
@@ -245,10 +272,45 @@ class Trainer:
                             self.progress.epoch, score)
             write_oof(self.run.oof(self.fold), self._oof(probs))
 
+    def _remember(self, score: float) -> None:
+        """--avg-top-k: keep the K best epochs' evaluated (EMA) weights, best first."""
+        if self.cfg.avg_top_k < 2 or not math.isfinite(score):
+            return
+        p = self.progress
+        p.top.append({"epoch": p.epoch, "score": score,
+                      "model": {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}})
+        p.top.sort(key=lambda t: t["score"], reverse=self.task.higher_is_better(self.cfg.metric))
+        del p.top[self.cfg.avg_top_k:]
+
+    def _average(self) -> None:
+        """The mean of the K best epochs' weights, scored on the validation images like an epoch and kept only if it
+        is at least as good as the best epoch. NFNets have no BatchNorm, so the averaged weights need no statistics
+        refreshed (SWA's update_bn pass); a model with BatchNorm would (its running stats are averaged here)."""
+        p, cfg = self.progress, self.cfg
+        if len(p.top) < 2 or p.best_score is None:
+            return
+        saved = copy.deepcopy(self.eval_model.state_dict())
+        self.eval_model.load_state_dict(average_weights([t["model"] for t in p.top]))
+        probs, loss = self.evaluate()
+        score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
+        epochs = sorted(t["epoch"] for t in p.top)
+        kept = math.isfinite(loss) and not self.task.is_better(cfg.metric, p.best_score, score)
+        log.info(f"fold {self.fold}: the average of epochs {epochs} scores {cfg.metric} {score:.4f} against the best "
+                 f"epoch's {p.best_score:.4f}: {'kept' if kept else 'the best epoch is kept'}")
+        if self.dist.main:
+            if kept:
+                state.save_best(self.run.best(self.fold), self.identity, self.eval_model.state_dict(), p.best_epoch,
+                                score, epochs)
+                write_oof(self.run.oof(self.fold), self._oof(probs))
+            write_kept(self.run.kept(self.fold), epochs if kept else [p.best_epoch], p.best_score, score)
+        self.eval_model.load_state_dict(saved)
+
     def _finish(self, t0: float) -> FoldResult:
-        """The kept model: the best epoch's (its OOF predictions beside it); without validation images, the last
-        epoch's (EMA) weights."""
+        """The kept model: the best epoch's (its OOF predictions beside it), or the average of the K best epochs'
+        (--avg-top-k) when it scores at least as well; without validation images, the last epoch's (EMA) weights."""
         cfg, p, fold = self.cfg, self.progress, self.fold
+        if self.data.val_rows.size:
+            self._average()
         if not self.data.val_rows.size and self.dist.main:
             state.save_best(self.run.best(fold), self.identity, self.eval_model.state_dict(), p.epoch, math.nan)
         distributed.barrier()                           # rank 0's files are complete before anyone reads them

@@ -54,12 +54,14 @@ class EpochSampler(Sampler):
 
     The epoch's order and every sample's augmentation seed depend only on (seed, epoch, position), so training
     resumes mid-epoch exactly, and N processes at batch B see the same global batches as one process at
-    batch N*B. Validation (shuffle=False) takes every world-th row, no augmentation.
+    batch N*B. Validation (shuffle=False) takes every world-th row, no augmentation. `weights` (per index): each
+    epoch draws as many indices, with replacement, in proportion to them (the class-balanced samplers).
     """
 
     def __init__(self, indices: np.ndarray, seed: int, shuffle: bool, batch_size: int = 1, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, weights: np.ndarray | None = None):
         self.indices, self.seed, self.shuffle = indices, seed, shuffle
+        self.weights = torch.as_tensor(weights, dtype=torch.float64) if weights is not None else None
         self.batch_size, self.rank, self.world = batch_size, rank, world
         self.epoch, self.start_batch = 0, 0
         self.idle = False                   # yields nothing while set (see start_workers)
@@ -85,7 +87,10 @@ class EpochSampler(Sampler):
             yield from ((int(i), -1) for i in self.indices[self.rank::self.world])
             return
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = self.indices[torch.randperm(len(self.indices), generator=g).numpy()]
+        if self.weights is None:
+            order = self.indices[torch.randperm(len(self.indices), generator=g).numpy()]
+        else:
+            order = self.indices[torch.multinomial(self.weights, len(self.indices), True, generator=g).numpy()]
         step = self.batch_size * self.world
         for k in range(self.start_batch, self.global_batches):
             first = k * step + self.rank * self.batch_size
@@ -106,6 +111,15 @@ def worker_errors(what: str):
             last = text.splitlines()[-1]
             text = last.split(": ", 1)[1] if ": " in last else last
         raise KitError(f"{what}: {text}") from None
+
+
+def class_balance(classes: np.ndarray, rule: str) -> np.ndarray | None:
+    """Sampling weights per image from its class: `balanced` 1/n (every class as often), `sqrt` 1/sqrt(n) (in
+    proportion to the square root of its count); None for `none` (each image once per epoch)."""
+    if rule == "none":
+        return None
+    counts = np.bincount(classes).astype(np.float64)[classes]
+    return 1.0 / (counts if rule == "balanced" else np.sqrt(counts))
 
 
 def _worker_init(_):

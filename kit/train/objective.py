@@ -21,11 +21,20 @@ def pack(label: np.ndarray, teacher: np.ndarray, weight: np.ndarray) -> np.ndarr
 
 class Objective:
     def __init__(self, task: Task, label_smoothing: float = 0.0, distill_weight: float | None = None,
-                 temperature: float = 1.0):
-        """`distill_weight`: None for hard targets; a weight in [0, 1] for packed (student) targets."""
+                 temperature: float = 1.0, class_weights: np.ndarray | None = None, focal_gamma: float | None = None):
+        """`distill_weight`: None for hard targets; a weight in [0, 1] for packed (student) targets.
+        `class_weights` [C] and `focal_gamma` shape the training loss only: the validation loss stays the plain one,
+        comparable across runs."""
         self.task = task
         self.label_smoothing = label_smoothing
         self.distill_weight, self.temperature = distill_weight, temperature
+        self.class_weights = torch.as_tensor(class_weights) if class_weights is not None else None
+        self.focal_gamma = focal_gamma
+
+    def to(self, device: torch.device) -> "Objective":
+        if self.class_weights is not None:
+            self.class_weights = self.class_weights.to(device)
+        return self
 
     def activate(self, outputs: torch.Tensor) -> torch.Tensor:
         return self.task.activate(outputs)
@@ -40,15 +49,17 @@ class Objective:
         if self.distill_weight is not None:
             return self._student_loss(logits.float(), target, mix)
         if mix is None:
-            return self.task.hard_loss(logits, target, self.label_smoothing)
-        return self.task.loss(logits.float(), mix @ self.task.soft_targets(target, self.label_smoothing)).mean()
+            return self.task.hard_loss(logits, target, self.label_smoothing, class_weights=self.class_weights,
+                                       focal_gamma=self.focal_gamma)
+        return self.task.loss(logits.float(), mix @ self.task.soft_targets(target, self.label_smoothing),
+                              self.class_weights, self.focal_gamma).mean()
 
     def _student_loss(self, logits: torch.Tensor, packed: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         if mix is not None:
             packed = mix @ packed                      # labels, teacher targets and weights mix alike
         width = (packed.shape[1] - 1) // 2
         label, teacher, weight = packed[:, :width], packed[:, width:2 * width], packed[:, -1]
-        rows = (1 - self.distill_weight) * self.task.loss(logits, label) + \
+        rows = (1 - self.distill_weight) * self.task.loss(logits, label, self.class_weights, self.focal_gamma) + \
             self.distill_weight * self.task.distill_loss(logits, teacher, self.temperature)
         return (weight * rows).mean()
 

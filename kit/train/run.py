@@ -81,9 +81,32 @@ def load_settings(config_file: str | None, overrides: dict, demo: str | None = N
 
 
 def train(config_file: str | None, overrides: dict, fold: str = "0", resume: bool = False,
-          force_resume: bool = False, demo: str | None = None) -> dict:
-    """What train.py does: settings, then the run."""
-    return run(load_settings(config_file, overrides, demo), fold, resume, force_resume)
+          force_resume: bool = False, demo: str | None = None, seeds: str | None = None) -> dict:
+    """What train.py does: settings, then the run (with --seeds, one run per seed in RUN_DIR/seed<k>/, all on the
+    same folds file: the first seed's split, or the file that exists)."""
+    cfg = load_settings(config_file, overrides, demo)
+    if not seeds:
+        return run(cfg, fold, resume, force_resume)
+    values = parse_seeds(seeds)
+    summaries = {}
+    for seed in values:
+        seeded = load_settings(config_file, {**overrides, "seed": seed, "run_dir": str(Path(cfg.run_dir) / f"seed{seed}"),
+                                             "folds_csv": cfg.folds_csv}, demo)
+        log.info(f"seeds: seed {seed} -> {seeded.run_dir}")
+        summaries[seed] = run(seeded, fold, resume, force_resume)
+    log.info(f"seeds: {len(values)} runs in {cfg.run_dir}/seed<k>/; blend them with python infer.py --run-dir "
+             f"{cfg.run_dir}")
+    return {"seeds": summaries}
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise KitError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or any(not 0 <= s < 2**32 for s in seeds):
+        raise KitError(f"--seeds must be distinct integers in 0 .. 2**32-1, got {text!r}")
+    return seeds
 
 
 def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False) -> dict:
@@ -128,6 +151,7 @@ def plan(cfg: Config, fold: str, resume: bool, force: bool) -> Plan:
     check_outputs(cfg)
     table = train_table(cfg)
     task = resolve_task(cfg, table)
+    task.check_training(cfg)
     check_images_readable(table.paths)
     new_split = not Path(cfg.folds_csv).exists()
     fold_of_row = folds_mod.load_or_create(cfg.folds_csv, table, task.stratify_key(table.labels), cfg.num_folds,

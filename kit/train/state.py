@@ -6,11 +6,13 @@ RUN/fold<k>/best.pt   the weights that scored best on the fold's validation imag
                         "world_size"}: the resolved Config as a dict, the output names, the task dict (task.json's),
                         the fold, the metric, the normalization, the kit version, a hash of the fold's validation
                         ids, the torchrun process count
-  best                  {"model", "epoch", "score"}: the evaluated weights (EMA when on), the epoch, its score
+  best                  {"model", "epoch", "score", "averaged"}: the evaluated weights (EMA when on), the epoch, its
+                        score, and the epochs whose weights were averaged into them (--avg-top-k; [] for one epoch)
 RUN/fold<k>/last.pt   what --resume continues from: identity and
   resumable             {"model", "optimizer", "scaler", "ema", "epoch", "step_in_epoch", "updates", "best_score",
-                        "best_epoch", "history", "rng"}: the raw and EMA weights, optimizer and AMP scaler states,
-                        progress counters, metrics.csv's rows as numbers, every rank's RNG states
+                        "best_epoch", "history", "top_k", "rng"}: the raw and EMA weights, optimizer and AMP scaler
+                        states, progress counters, metrics.csv's rows as numbers, the K best epochs' weights for
+                        --avg-top-k ({"epoch", "score", "model"} each; [] when off), every rank's RNG states
 """
 from __future__ import annotations
 
@@ -52,10 +54,11 @@ class Progress:
     best_score: Optional[float] = None
     best_epoch: int = -1
     history: list[Epoch] = field(default_factory=list)
+    top: list = field(default_factory=list)      # --avg-top-k: the K best epochs' {"epoch", "score", "model"}
 
 
-def save_best(path: Path, ident: dict, weights: dict, epoch: int, score: float) -> None:
-    checkpoint.save({**ident, "model": weights, "epoch": epoch, "score": score}, path)
+def save_best(path: Path, ident: dict, weights: dict, epoch: int, score: float, averaged: list | None = None) -> None:
+    checkpoint.save({**ident, "model": weights, "epoch": epoch, "score": score, "averaged": averaged or []}, path)
 
 
 def save_last(path: Path, ident: dict, model, optimizer, scaler, ema, progress: Progress, rng: list) -> None:
@@ -63,7 +66,7 @@ def save_last(path: Path, ident: dict, model, optimizer, scaler, ema, progress: 
                      "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
                      "epoch": progress.epoch, "step_in_epoch": progress.step_in_epoch, "updates": progress.updates,
                      "best_score": progress.best_score, "best_epoch": progress.best_epoch,
-                     "history": as_dicts(progress.history), "rng": rng}, path)
+                     "history": as_dicts(progress.history), "top_k": progress.top, "rng": rng}, path)
 
 
 def check_resume(saved: dict, ident: dict, force: bool) -> None:
@@ -107,5 +110,5 @@ def restore(saved: dict, model, optimizer, scaler, ema) -> tuple[Progress, list]
     if ema is not None and saved.get("ema") is not None:
         ema.module.load_state_dict(saved["ema"])
     progress = Progress(saved["epoch"], saved["step_in_epoch"], saved["updates"], saved["best_score"],
-                        saved["best_epoch"], [Epoch(**e) for e in saved["history"]])
+                        saved["best_epoch"], [Epoch(**e) for e in saved["history"]], saved.get("top_k", []))
     return progress, saved["rng"]

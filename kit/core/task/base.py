@@ -86,8 +86,20 @@ class Task:
         """The float target matrix [B, C] the loss compares with (label smoothing folded in)."""
         raise NotImplementedError
 
-    def loss(self, logits, soft):
-        """Per-row loss [B] of the model's outputs against soft targets (a mixed batch's `mix @ soft_targets`)."""
+    def loss(self, logits, soft, class_weights=None, focal_gamma: Optional[float] = None):
+        """Per-row loss [B] of the model's outputs against soft targets (a mixed batch's `mix @ soft_targets`);
+        `class_weights` [C] weigh each output's term, `focal_gamma` makes it the focal loss (Lin et al. 2017)."""
+        raise NotImplementedError
+
+    def check_training(self, cfg) -> None:
+        """Refuse training settings that do not apply to this task (class weights for a number, say)."""
+
+    def class_weights(self, targets: np.ndarray) -> np.ndarray:
+        """Inverse-frequency weights [C] of the outputs over these encoded targets, mean 1 over the images."""
+        raise NotImplementedError
+
+    def sampling_classes(self, targets: np.ndarray) -> np.ndarray:
+        """The class each image counts as for a class-balanced sampler."""
         raise NotImplementedError
 
     def distill_loss(self, logits, teacher, temperature: float):
@@ -103,10 +115,11 @@ class Task:
         """Per row, how sure the predictions are (pseudo-labels keep the rows at or above a threshold)."""
         return np.ones(len(outputs))
 
-    def hard_loss(self, logits, target, smoothing: float = 0.0, reduction: str = "mean"):
+    def hard_loss(self, logits, target, smoothing: float = 0.0, reduction: str = "mean", class_weights=None,
+                  focal_gamma: Optional[float] = None):
         """The loss against the encoded targets themselves."""
-        loss = self.loss(logits.float(), self.soft_targets(target, smoothing))
-        return loss.sum() if reduction == "sum" else loss.mean()
+        loss = self.loss(logits.float(), self.soft_targets(target, smoothing), class_weights, focal_gamma)
+        return {"sum": loss.sum, "mean": loss.mean, "none": lambda: loss}[reduction]()
 
     # --- metrics and decisions --------------------------------------------------------------------------------
 
@@ -139,6 +152,30 @@ class Task:
         """The metric itself where it is smooth in the predictions (log loss, regression errors), else log loss as
         its smooth stand-in (accuracy, F1 and AUC are flat almost everywhere): what blend weights minimize."""
         return metric if self.metrics()[metric].smooth else "log_loss"
+
+    # --- stacking (kit.evaluate.blend's `stack`): a linear model on the link of the runs' outputs ---------------
+
+    def link(self, outputs: np.ndarray) -> np.ndarray:
+        """Predictions -> the space the model's outputs live in before `activate` (numpy)."""
+        raise NotImplementedError
+
+    def link_torch(self, outputs):
+        """`link`, on torch tensors inside the exported graph."""
+        raise NotImplementedError
+
+    def unlink(self, z: np.ndarray) -> np.ndarray:
+        """The inverse of `link`, in numpy: the stacker's linear outputs -> predictions."""
+        raise NotImplementedError
+
+    def unlink_torch(self, z):
+        """`unlink`, on torch tensors inside the exported graph."""
+        return self.activate(z)
+
+    def fit_stacker(self, features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(coef [C, R, C], bias [C]) of scikit-learn's linear model for the task, fitted on the runs' linked outputs
+        `features` [N, R, C]: the stacker's output o is bias[o] + sum over runs r and outputs c of
+        coef[o, r, c] * features[:, r, c]."""
+        raise NotImplementedError
 
     def fit(self, targets: np.ndarray, outputs: np.ndarray) -> "Task":
         """This task with its decision parameters fitted on OOF predictions (multilabel: the thresholds)."""

@@ -65,9 +65,29 @@ class Multilabel(Task):
     def soft_targets(self, target, smoothing):
         return target.float() * (1.0 - smoothing) + 0.5 * smoothing
 
-    def loss(self, logits, soft):
+    def loss(self, logits, soft, class_weights=None, focal_gamma=None):
+        """BCE per tag (torchvision's sigmoid focal loss when focal_gamma, without its alpha), weighted per tag."""
         import torch.nn.functional as F
-        return F.binary_cross_entropy_with_logits(logits, soft, reduction="none").mean(-1)
+        if focal_gamma:
+            from torchvision.ops import sigmoid_focal_loss
+            terms = sigmoid_focal_loss(logits, soft, alpha=-1, gamma=focal_gamma, reduction="none")
+        else:
+            terms = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+        if class_weights is not None:
+            terms = terms * class_weights
+        return terms.mean(-1)
+
+    def class_weights(self, targets):
+        """Per tag, the inverse frequency of its positive images (mean 1 over the tags' positives)."""
+        positives = np.asarray(targets).sum(0).astype(np.float64)
+        return (positives.sum() / (len(self.names) * np.maximum(positives, 1))).astype(np.float32)
+
+    def sampling_classes(self, targets):
+        """Each image's rarest tag (images with no tag form one more class)."""
+        targets = np.asarray(targets) > 0
+        counts = targets.sum(0)
+        rarity = np.where(targets, counts[None, :], np.inf)
+        return np.where(targets.any(1), rarity.argmin(1), len(self.names))
 
     def distill_loss(self, logits, teacher, temperature):
         """Per tag, BCE of the student's softened sigmoid against the teacher's (its logit / T), times T²."""
@@ -85,6 +105,31 @@ class Multilabel(Task):
     def metrics(self):
         from kit.core.metrics import MULTILABEL
         return MULTILABEL
+
+    def link(self, outputs):
+        p = np.clip(outputs, 1e-6, 1 - 1e-6)
+        return np.log(p) - np.log1p(-p)
+
+    def link_torch(self, outputs):
+        p = outputs.clamp(1e-6, 1 - 1e-6)
+        return p.log() - (1 - p).log()
+
+    def unlink(self, z):
+        return 1 / (1 + np.exp(-z))
+
+    def fit_stacker(self, features, targets):
+        """Per tag, a logistic regression on the runs' logits of that tag (a tag all-0 or all-1 on the fitting rows:
+        the runs' mean logit)."""
+        from sklearn.linear_model import LogisticRegression
+        n, runs, tags = features.shape
+        coef, bias = np.zeros((tags, runs, tags)), np.zeros(tags)
+        for t in range(tags):
+            if 0 < targets[:, t].sum() < n:
+                model = LogisticRegression(C=1.0, max_iter=2000).fit(features[:, :, t], targets[:, t])
+                coef[t, :, t], bias[t] = model.coef_[0], model.intercept_[0]
+            else:
+                coef[t, :, t] = 1 / runs
+        return coef, bias
 
     def fit(self, targets, outputs):
         from kit.core.metrics import best_thresholds

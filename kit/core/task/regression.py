@@ -73,7 +73,12 @@ class Regression(Task):
         """The target in the model's scale (label smoothing does not apply to a number)."""
         return (target.float() - self.scale["shift"]) / self.scale["factor"]
 
-    def loss(self, logits, soft):
+    def check_training(self, cfg):
+        if cfg.loss != "ce" or cfg.class_weights != "none" or cfg.sampler != "none":
+            raise KitError("--loss focal, --class-weights and --sampler balanced/sqrt need classes; a regression target "
+                           "has none (use --regression-loss)")
+
+    def loss(self, logits, soft, class_weights=None, focal_gamma=None):
         import torch.nn.functional as F
         fn = {"mse": F.mse_loss, "huber": F.huber_loss, "bce": F.binary_cross_entropy_with_logits}[self.loss_name]
         return fn(logits, soft, reduction="none").mean(-1)
@@ -85,6 +90,25 @@ class Regression(Task):
     def teacher_targets(self, outputs):
         """The teacher's values in the model's scale, as soft_targets scales a label."""
         return ((np.asarray(outputs, dtype=np.float64) - self.scale["shift"]) / self.scale["factor"]).astype(np.float32)
+
+    def link(self, outputs):
+        return (np.asarray(outputs, dtype=np.float64) - self.scale["shift"]) / self.scale["factor"]
+
+    def link_torch(self, outputs):
+        return (outputs - self.scale["shift"]) / self.scale["factor"]
+
+    def unlink(self, z):
+        return z * self.scale["factor"] + self.scale["shift"]
+
+    def unlink_torch(self, z):
+        return z * self.scale["factor"] + self.scale["shift"]
+
+    def fit_stacker(self, features, targets):
+        """Ridge regression of the target (in the model's scale) on the runs' predictions in that scale; the graph
+        maps its output back with the standard scaling (a unit-scaled target's sigmoid would not be linear)."""
+        from sklearn.linear_model import Ridge
+        model = Ridge(alpha=1.0).fit(features[:, :, 0], self.link(targets)[:, 0])
+        return model.coef_.reshape(1, -1, 1), np.array([model.intercept_])
 
     def metrics(self):
         from kit.core.metrics import REGRESSION
