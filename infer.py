@@ -26,6 +26,9 @@ def parse_args(argv=None):
                    help="how several runs are combined (kit/evaluate/blend.py); auto: the best honest (nested) CV")
     p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it")
     p.add_argument("--export-only", action="store_true")
+    p.add_argument("--re-export", action="store_true", help="export even when the graph is up to date (by default a "
+                                                            "graph made from the same checkpoints and settings is "
+                                                            "reused)")
     p.add_argument("--batch-size", type=number(1, None, int), default=32)
     return p.parse_args(argv)
 

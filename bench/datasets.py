@@ -2,6 +2,7 @@
 
   digits        the kit's demo: scikit-learn's UCI handwritten digits (1797 8x8 scans), 1437 train / 360 test
   digits-hard   the same ids, labels and split; each scan rotated up to ±30°, blurred (5x5 and back), noised
+  digits-hard-longtail  digits-hard with the training set cut to a 1:20 long tail over the classes (test untouched)
   photo-patches 12 classes = 12 of scikit-image's bundled sample photos (astronaut, brick, camera, chelsea, coffee,
                 coins, grass, gravel, hubble_deep_field, immunohistochemistry, moon, rocket); each image is a
                 random window (12-30 % of the photo's side, random aspect) of one of them, rotated, flipped,
@@ -111,7 +112,31 @@ def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 
     return root
 
 
-DATASETS = {"digits": digits, "digits-hard": digits_hard, "photo-patches": photo_patches}
+def long_tail(root: Path, ratio: float = 20.0) -> Path:
+    """digits-hard with its training set cut to a long tail: class k (in label order) keeps 1/ratio^(k/9) of its
+    images, so digit 0 keeps all and digit 9 one in twenty; the test set is untouched (balanced)."""
+    if (root / "train.csv").exists():
+        return root
+    src = digits_hard(root.with_name("digits-hard"))
+    with open(src / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    keep = []
+    for k in range(10):
+        mine = [r for r in rows if r[1] == str(k)]
+        keep += mine[:max(5, round(len(mine) / ratio ** (k / 9)))]
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    order = {r[0]: i for i, r in enumerate(rows)}
+    kept = sorted(keep, key=lambda r: order[r[0]])
+    with open(tmp / "train.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["image_id", "label"], *kept])
+    tmp.rename(root)
+    return root
+
+
+DATASETS = {"digits": digits, "digits-hard": digits_hard, "photo-patches": photo_patches,
+            "digits-hard-longtail": long_tail}
 
 
 def build(name: str, data_root: Path = Path("data")) -> Path:

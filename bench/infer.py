@@ -80,7 +80,7 @@ def quantized(fp32: Path, members, size: int) -> tuple[Path, str]:
     rows = sample_rows(oof, EVAL_IMAGES)
     evaluation = np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in rows])])
     result = quantize(fp32, out, sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES), evaluation,
-                      lambda path: None, members[0].task)
+                      lambda path, agreement: None, members[0].task)
     return out, (f"fp32/int8 agreement on {result['images']} OOF images: {100 * result['agreement']:.1f}%, "
                  f"mean |Δprob| {result['mean_abs_diff']:.2g}")
 

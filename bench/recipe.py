@@ -45,6 +45,12 @@ ARMS: dict[str, list | None] = {
     "with-regularizers": ["--drop-rate", "0.2", "--drop-path-rate", "0.1", "--aug-coarse-dropout", "0.3",
                           "--aug-shift-scale-rotate", "0.5"],
     "agc-0.05": ["--agc-clip", "0.05"],
+    # issue 23: weight averaging and class imbalance (bench/RESULTS.md)
+    "avg3": ["--avg-top-k", "3"],
+    "balanced": ["--sampler", "balanced"],
+    "sqrt": ["--sampler", "sqrt"],
+    "focal": ["--loss", "focal"],
+    "class-weights": ["--class-weights", "auto"],
 }
 
 
@@ -224,13 +230,23 @@ def run_all(args) -> None:
 
 
 def score(result: dict, key: str) -> float:
-    """A run's validation accuracy (its kept epoch) or its accuracy on the held-out test set."""
-    return result["val"] if key == "val" else _accuracy(result["probs"], result["classes"], result["labels"])
+    """A run's validation score (its kept epoch) or its score on the held-out test set (accuracy, or macro-F1
+    when SCORE says so)."""
+    return result["val"] if key == "val" else TEST_SCORE(result["probs"], result["classes"], result["labels"])
 
 
 def _accuracy(probs, classes, labels) -> float:
     pred = np.asarray(classes)[np.asarray(probs).argmax(1)]
     return float(np.mean(pred == np.asarray(labels)))
+
+
+def _macro_f1(probs, classes, labels) -> float:
+    from sklearn.metrics import f1_score
+    pred = np.asarray(classes)[np.asarray(probs).argmax(1)]
+    return float(f1_score(np.asarray(labels), pred, average="macro", labels=list(classes), zero_division=0))
+
+
+TEST_SCORE = _accuracy
 
 
 def report(args) -> None:
@@ -242,20 +258,20 @@ def report(args) -> None:
         arms = list(dict.fromkeys(r["arm"] for r in mine))
         by = {(r["arm"], r["seed"], r["fold"]): r for r in mine}
         print(f"\n## {dataset}\n")
-        print("| arm | runs | val accuracy (mean ± std) | test accuracy, single fold | test accuracy, 5-fold ensemble "
-              f"| Δ val vs {args.baseline} | Δ test vs {args.baseline} (paired; p Wilcoxon / t) | s per fold |")
+        print(f"| arm | runs | val score (mean ± std) | test {args.score}, single fold | test {args.score}, 5-fold "
+              f"ensemble | Δ val vs {args.baseline} | Δ test vs {args.baseline} (paired; p Wilcoxon / t) | s per fold |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for arm in arms:
             runs = [r for r in mine if r["arm"] == arm]
             val = np.array([r["val"] for r in runs])
-            test = np.array([_accuracy(r["probs"], r["classes"], r["labels"]) for r in runs])
+            test = np.array([TEST_SCORE(r["probs"], r["classes"], r["labels"]) for r in runs])
             ens, gain = [], []                 # the 5-fold ensemble's test accuracy, and its gain over the best fold
             for seed in sorted({r["seed"] for r in runs}):
                 members = [r for r in runs if r["seed"] == seed]
                 if len(members) == 5:
-                    ens.append(_accuracy(np.mean([m["probs"] for m in members], 0), members[0]["classes"],
-                                         members[0]["labels"]))
-                    gain.append(ens[-1] - max(_accuracy(m["probs"], m["classes"], m["labels"]) for m in members))
+                    ens.append(TEST_SCORE(np.mean([m["probs"] for m in members], 0), members[0]["classes"],
+                                          members[0]["labels"]))
+                    gain.append(ens[-1] - max(TEST_SCORE(m["probs"], m["classes"], m["labels"]) for m in members))
             delta = {}
             for key in ("val", "test"):                 # paired by (seed, fold) with the baseline arm
                 pairs = [(score(by[(arm, r["seed"], r["fold"])], key), score(by[(args.baseline, r["seed"], r["fold"])], key))
@@ -290,6 +306,7 @@ def main():
     rep = sub.add_parser("report")
     rep.add_argument("--results", default="bench/results/recipe.jsonl")
     rep.add_argument("--baseline", default="kit")
+    rep.add_argument("--score", default="accuracy", choices=["accuracy", "macro_f1"], help="the held-out test score")
     one = sub.add_parser("one")
     for name in ("--data", "--arm", "--folds-csv", "--run-dir", "--flags"):
         one.add_argument(name)
@@ -300,6 +317,8 @@ def main():
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         run_all(args)
     elif args.command == "report":
+        global TEST_SCORE
+        TEST_SCORE = _macro_f1 if args.score == "macro_f1" else _accuracy
         report(args)
     else:
         os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -144,11 +144,24 @@ def service(onnx_file, *flags):
     else:
         proc.kill()
         pytest.fail(f"the service did not come up: {proc.communicate()[0]}")
+    SERVICES[port] = proc
     try:
         yield port
     finally:
-        proc.terminate()
-        proc.wait(10)
+        SERVICES.pop(port)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+SERVICES: dict = {}
+
+
+def stop_service(port: int) -> str:
+    """Stop the service of `with service(...) as port` early (SIGTERM) and return everything it printed."""
+    proc = SERVICES[port]
+    proc.terminate()
+    return proc.communicate(timeout=20)[0]
 
 
 def run_module(capsys, module: str, *args) -> subprocess.CompletedProcess:

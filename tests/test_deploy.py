@@ -3,7 +3,6 @@ chromium-driver, driven by Selenium), the offline bundle installed into a fresh 
 import csv
 import functools
 import http.server
-import json
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import request, run_cli, service
+from conftest import ROOT, request, run_cli, service
 from kit.runtime.predictor import Predictor
 
 
@@ -23,16 +22,14 @@ def rows_of(path):
         return list(csv.reader(f))
 
 
-class StaticHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
-                      ".wasm": "application/wasm", ".onnx": "application/octet-stream"}
-
-    def log_message(self, *args):
-        pass
-
-
 def serve(folder: Path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(StaticHandler, directory=str(folder)))
+    """`folder` over http with the cross-origin isolation headers, as `python -m kit.web --serve` serves a page."""
+    from kit.deploy.web import IsolatedHandler
+
+    class Quiet(IsolatedHandler):
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -47,7 +44,8 @@ def chromium_driver(tmp_path):
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+                 "--disable-dev-shm-usage", "--enable-unsafe-webgpu",       # WebGPU on SwiftShader, no GPU here
+                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(chromedriver), options=options)
 
@@ -66,24 +64,38 @@ def browser(tmp_path_factory):
         server.shutdown()
 
 
-def page_answers(browser, name: str, onnx_file: Path, images: list[Path]) -> list[dict]:
-    """Build the page of `onnx_file` with `python -m kit.web` under the served folder, open it, and ask
-    window.kitPredict for each image's answer."""
+def build_page(browser, name: str, onnx_file: Path, images: list[Path], *flags) -> Path:
+    """The page of `onnx_file`, built with `python -m kit.web` under the served folder, with `images` beside it."""
+    page = browser[1] / name
+    if not page.exists():
+        r = run_cli("-m", "kit.web", "--onnx", onnx_file, "--out", page, *flags)
+        assert r.returncode == 0, r.stderr
+        assert "web: " in r.stdout and "MB on WebAssembly" in r.stdout              # it says what it built
+        (page / "test").mkdir()
+        for p in images:
+            shutil.copy(p, page / "test" / p.name)
+    return page
+
+
+def open_page(browser, name: str, backend: str | None = None) -> dict:
+    """Open the page and wait for its model; returns the backend it runs on."""
     driver, root, url = browser
-    page = root / name
-    r = run_cli("-m", "kit.web", "--onnx", onnx_file, "--out", page)
-    assert r.returncode == 0, r.stderr
-    (page / "test").mkdir()
-    for p in images:
-        shutil.copy(p, page / "test" / p.name)
-    driver.get(f"{url}/{name}/index.html")
-    ready = driver.execute_async_script(
+    driver.get(f"{url}/{name}/index.html" + (f"?backend={backend}" if backend else ""))
+    state = driver.execute_async_script(
         "const done = arguments[0]; const t0 = Date.now();"
-        "(function wait() { if (window.kitReady || Date.now() - t0 > 60000) done(!!window.kitReady);"
+        "(function wait() { if (window.kitReady || window.kitError || Date.now() - t0 > 90000)"
+        " done({ready: !!window.kitReady, error: window.kitError || null, backend: window.kitBackend || null});"
         " else setTimeout(wait, 100); })();")
-    assert ready, "the page never became ready"
-    return [driver.execute_async_script("const done = arguments[1]; window.kitPredict(arguments[0]).then(done)"
-                                        ".catch((e) => done({error: String(e)}));", f"test/{p.name}") for p in images]
+    assert state["ready"], state
+    return state["backend"]
+
+
+def page_answers(browser, name: str, onnx_file: Path, images: list[Path], backend: str | None = None) -> list[dict]:
+    """Build and open the page, and ask window.kitPredict for each image's answer."""
+    build_page(browser, name, onnx_file, images)
+    open_page(browser, name, backend)
+    return [browser[0].execute_async_script("const done = arguments[1]; window.kitPredict(arguments[0]).then(done)"
+                                            ".catch((e) => done({error: String(e)}));", f"test/{p.name}") for p in images]
 
 
 def test_the_page_in_a_real_browser_matches_the_python_predictor(browser, onnx_file, trained):
@@ -112,8 +124,9 @@ def assert_same_answer(got: dict, want: dict, atol: float) -> None:
                                    atol=atol)
 
 
-@pytest.mark.parametrize("kind", ["multiclass", "multilabel", "regression"])
-def test_service_page_and_predictor_give_the_same_json(browser, task_graphs, kind):
+@pytest.mark.parametrize("kind,backend", [("multiclass", "wasm"), ("multiclass", "webgpu"), ("multilabel", None),
+                                          ("regression", None)])
+def test_service_page_and_predictor_give_the_same_json(browser, task_graphs, kind, backend):
     """For every kind of task, the three ways to ask one image give one answer: the Python Predictor, the HTTP
     service and the browser page (whose script reads the answer's shape from the graph's metadata)."""
     comp, graph = task_graphs[kind]
@@ -127,9 +140,76 @@ def test_service_page_and_predictor_give_the_same_json(browser, task_graphs, kin
     assert all(status == 200 for status, _ in served), served
     for (_, got), expected in zip(served, want):
         assert_same_answer(got, expected, atol=1e-6)
-    for got, expected in zip(page_answers(browser, kind, graph, images), want):
+    for got, expected in zip(page_answers(browser, kind, graph, images, backend), want):
         assert "error" not in got, got
         assert_same_answer(got, expected, atol=1e-3)
+
+
+def test_the_page_picks_its_backend_and_says_it(browser, onnx_file, trained):
+    """WebGPU where the browser offers it (headless Chromium does, on SwiftShader), else WebAssembly with every core
+    as threads, since the page is served cross-origin isolated; the page says which."""
+    images = sorted((trained[0] / "test_images").iterdir())[:2]
+    page = build_page(browser, "backends", onnx_file, images)
+    assert {"_headers", "vercel.json", ".htaccess"} <= {p.name for p in page.iterdir()}
+    assert "Cross-Origin-Embedder-Policy: require-corp" in (page / "_headers").read_text()
+    assert open_page(browser, "backends") == {"name": "webgpu", "threads": 0, "isolated": True}
+    assert "on WebGPU" in browser[0].find_element("id", "status").text
+    wasm = open_page(browser, "backends", "wasm")
+    assert wasm == {"name": "wasm", "threads": 2, "isolated": True}
+    assert "WebAssembly, 2 threads" in browser[0].find_element("id", "status").text
+
+
+def test_picked_files_show_their_names_and_an_error_stays_with_its_file(browser, onnx_file, trained, tmp_path):
+    images = sorted((trained[0] / "test_images").iterdir())[:2]
+    build_page(browser, "picker", onnx_file, images)
+    open_page(browser, "picker", "wasm")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    driver = browser[0]
+    picker = driver.find_element("id", "picker")
+    driver.execute_script("arguments[0].hidden = false;", picker)
+    picker.send_keys("\n".join(str(p) for p in [images[0], broken, images[1]]))
+    results = driver.execute_async_script(
+        "const done = arguments[0]; const t0 = Date.now();"
+        "(function wait() { const divs = [...document.querySelectorAll('.result')];"
+        " if ((divs.length === 3 && !divs.some((d) => d.textContent.includes('predicting'))) || Date.now() - t0 > 60000)"
+        " done(divs.map((d) => ({text: d.textContent, error: d.classList.contains('error')})));"
+        " else setTimeout(wait, 100); })();")
+    by_name = {next(n for n in (images[0].name, broken.name, images[1].name) if n in r["text"]): r for r in results}
+    assert set(by_name) == {images[0].name, broken.name, images[1].name}
+    assert by_name[broken.name]["error"] and "cannot read this image" in by_name[broken.name]["text"]
+    predictor = Predictor(onnx_file, "cpu")
+    for path in (images[0], images[1]):            # the images after the broken one still get their answer
+        assert not by_name[path.name]["error"]
+        assert predictor.answer(predictor.predict_files([path])[0])["label"] in by_name[path.name]["text"]
+
+
+def test_kit_web_serve_sends_the_isolation_headers(onnx_file, tmp_path):
+    from conftest import free_port
+    import time
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kit.web", "--onnx", str(onnx_file), "--out", str(tmp_path / "p"),
+                             "--serve", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        import http.client
+        deadline = time.time() + 120
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/index.html")
+                response = conn.getresponse()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+                time.sleep(0.3)
+        assert response.status == 200
+        assert response.getheader("Cross-Origin-Opener-Policy") == "same-origin"
+        assert response.getheader("Cross-Origin-Embedder-Policy") == "require-corp"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert f"serving {tmp_path / 'p'} on http://127.0.0.1:{port}/" in out
 
 
 def test_the_web_graph_resizes_like_the_predictor(onnx_file, trained, tmp_path):
@@ -147,38 +227,63 @@ def test_the_web_graph_resizes_like_the_predictor(onnx_file, trained, tmp_path):
         np.testing.assert_allclose(got, row, atol=1e-6)
 
 
+def pyenv_python(version: str) -> str | None:
+    """The interpreter of a pyenv-installed Python version (this machine has 3.10 to 3.13), or None."""
+    found = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
+    return str(found[-1]) if found else shutil.which(f"python{version}")
+
+
 @pytest.mark.slow
-def test_offline_bundle_installs_and_predicts_with_no_network(trained, tmp_path):
+def test_offline_bundle_installs_and_predicts_with_no_network_on_two_pythons(trained, tmp_path):
     comp, run_dir, _, _ = trained
+    pythons = [v for v in ("3.11", "3.12") if pyenv_python(v)]
+    if len(pythons) < 2:
+        pytest.skip("needs Python 3.11 and 3.12 installed")
     bundle = tmp_path / "bundle"
     r = run_cli("-m", "kit.bundle", "--run-dir", run_dir, "--out", bundle, "--test-images", "2000000",
-                "--time-limit", "1m", timeout=900)
+                "--time-limit", "1m", "--python-version", *pythons, timeout=1200)
     assert r.returncode == 0, r.stderr
+    assert "bundle: " in r.stdout and "MB" in r.stdout                   # it says what it built
     budget = (bundle / "budget.md").read_text()
     assert "does NOT fit" in budget and "Drop first" in budget and "images/s" in budget
     assert any(p.name.startswith("nfnet_kit_predict-") for p in (bundle / "wheels").iterdir())
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    requirements = (bundle / "requirements.txt").read_text()
+    for v in pythons:
+        assert 'onnxruntime==' in requirements and f'python_version == "{v}"' in requirements
+        assert v in (bundle / "README.md").read_text()
     offline = ["unshare", "-n"] if shutil.which("unshare") and \
         subprocess.run(["unshare", "-n", "true"]).returncode == 0 else []
-    r = subprocess.run([*offline, str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
-                        str(bundle / "wheels"), "-r", str(bundle / "requirements.txt")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
     readonly = tmp_path / "input"
     shutil.copytree(comp, readonly)
     for p in [readonly, *readonly.rglob("*")]:
         os.chmod(p, 0o555 if p.is_dir() else 0o444)
-    out = tmp_path / "working" / "submission.csv"
-    r = subprocess.run([*offline, str(venv / "bin" / "python"), str(bundle / "predict.py"), "--data-dir", str(readonly),
-                        "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr + r.stdout
-    check = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True)
-    assert check.returncode != 0                                   # the bundle's venv has no PyTorch
     reference = tmp_path / "reference.csv"
     r = run_cli("infer.py", "--onnx", bundle / "model" / "ensemble.onnx", "--data-dir", comp, "--out", reference)
     assert r.returncode == 0, r.stderr
-    assert rows_of(out) == rows_of(reference)
-    settings = json.loads((bundle / "settings.json").read_text())
-    assert settings["sample_submission"] == "sample_submission.csv"
-    for p in [readonly, *readonly.rglob("*")]:
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    try:
+        for v in pythons:
+            venv = tmp_path / f"venv{v}"
+            subprocess.run([pyenv_python(v), "-m", "venv", str(venv)], check=True)
+            r = subprocess.run([*offline, str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links",
+                                str(bundle / "wheels"), "-r", str(bundle / "requirements.txt")], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr
+            out = tmp_path / f"working{v}" / "submission.csv"
+            r = subprocess.run([*offline, str(venv / "bin" / "python"), str(bundle / "predict.py"), "--data-dir",
+                                str(readonly), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+            assert r.returncode == 0, r.stderr + r.stdout
+            assert "CPUExecutionProvider" in r.stdout                        # it says which provider ran
+            assert rows_of(out) == rows_of(reference)
+            check = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True)
+            assert check.returncode != 0                                   # the bundle's venv has no PyTorch
+            assert subprocess.run([str(venv / "bin" / "kit-predict"), "--onnx", str(bundle / "model" / "ensemble.onnx"),
+                                   str(readonly / "test_images"), "--out", str(tmp_path / f"p{v}.csv")]).returncode == 0
+        other = next((v for v in ("3.13", "3.10") if v not in pythons and pyenv_python(v)), None)
+        if other:                                           # a Python the bundle lacks: one line naming its Pythons
+            r = subprocess.run([pyenv_python(other), str(bundle / "predict.py"), "--data-dir", str(readonly), "--out",
+                                str(tmp_path / "x.csv")], capture_output=True, text=True)
+            assert r.returncode == 2 and f"wheels for Python {', '.join(pythons)}; this notebook runs Python {other}" \
+                in r.stderr, r.stderr
+    finally:
+        for p in [readonly, *readonly.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_user_error, make_competition, run_entry, write_rows
+from conftest import TINY, assert_user_error, make_competition, run_entry
 from kit.core.task import Multiclass, Multilabel
 from kit.train.loader import EpochSampler, class_balance
 
@@ -121,3 +121,32 @@ def test_seeds_train_on_one_folds_file_and_blend(tmp_path, capsys):
     assert [m["run"].rsplit("/", 1)[1] for m in members] in (["seed3", "seed5"], ["seed3"], ["seed5"])
     assert_user_error(run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "x", *TINY,
                                 "--seeds", "1,1"), r"--seeds must be distinct integers")
+
+
+def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsys):
+    """The epochs come from the fold's measured first steps; the probe puts back weights, optimizer state and RNGs,
+    so the fold then trains bit for bit as a run told that many epochs; cv.md says the budget and the plan."""
+    from kit.train import checkpoint
+    comp = make_competition(tmp_path / "comp", per_class=6)
+    base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY[:-4],
+            "--num-workers", "0", "--warmup-epochs", "0.2", "--fold", "0"]
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "budget", "--time-budget", "8s")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((tmp_path / "budget" / "fold0" / "plan.json").read_text())
+    assert plan["epochs"] >= 1 and plan["budget_s"] == 8 and plan["seconds_per_step"] > 0
+    assert re.search(rf"time budget 8s: [0-9.]+s an epoch measured .* -> {plan['epochs']} epochs", r.stdout)
+    history = (tmp_path / "budget" / "fold0" / "metrics.csv").read_text().splitlines()
+    assert len(history) == plan["epochs"] + 1
+    cv = (tmp_path / "budget" / "cv.md").read_text()
+    assert f"Time budget 8s per fold, planned from each fold's first steps: fold 0: {plan['epochs']} epochs" in cv
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "fixed", "--epochs", str(plan["epochs"]))
+    assert r.returncode == 0, r.stderr
+    budgeted = checkpoint.load(tmp_path / "budget" / "fold0" / "best.pt")["model"]
+    fixed = checkpoint.load(tmp_path / "fixed" / "fold0" / "best.pt")["model"]
+    assert all(torch.equal(budgeted[n], fixed[n]) for n in fixed)
+    last = checkpoint.load(tmp_path / "budget" / "fold0" / "last.pt")
+    assert last["plan"] == plan                                         # a resume keeps the plan
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "budget", "--time-budget", "8s", "--resume")
+    assert r.returncode == 0 and "already trained" in r.stdout, r.stdout
+    assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "x", "--time-budget", "soon"),
+                      r"time_budget must be a duration like 20m")

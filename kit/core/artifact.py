@@ -30,19 +30,21 @@ class Metadata:
     train_img_size: int         # the size the models trained at (below img_size under FixRes)
     mean: list                  # the normalization inside the graph (informational)
     std: list                   # its std
-    model: str                  # timm architecture
-    folds: list                 # fold numbers in the ensemble
+    model: str                  # timm architecture (of a blend: each run's, joined by +)
+    folds: list                 # fold numbers in the ensemble ("full": the model trained on every image)
     fold_scores: list           # each fold's best validation score
     cv_score: Optional[float]   # the metric over the OOF predictions of those folds (None: the full model, no CV)
-    metric: str
+    metric: str                 # the competition metric those scores are in
     tta: bool                   # flip views averaged inside the graph
-    int8: bool
+    int8: bool                  # an int8 (QDQ) graph
+    int8_agreement: Optional[float]     # its share of the same submission cells as fp32 on OOF images (None: fp32)
     id_col: str                 # the competition's id and label columns, for the submission
-    label_col: str
-    kit_version: str
+    label_col: str              # the label column
+    kit_version: str            # the kit that exported it
     members: list               # per run: {"run", "model", "folds", "img_size", "train_img_size", "weight", "views", "cv"}
     answer: dict                # how a row of outputs becomes the JSON answer (kit/core/task: Task.answer_spec)
     blend: dict                 # {"method", "honest_cv": {method: CV}}: how the runs were blended (kit.evaluate.blend)
+    export_key: str             # sha256 of what the graph was made from (kit.export.infer.export_key): reused when equal
 
     def task_(self) -> Task:
         return restore({**self.task_params, "kind": self.task, "names": self.classes})
@@ -66,7 +68,7 @@ def write_metadata(path: str | Path, meta: Metadata) -> None:
 _TYPES = {"task": str, "classes": list, "task_params": dict, "img_size": int, "train_img_size": int, "mean": list,
           "std": list, "model": str, "folds": list, "fold_scores": list, "cv_score": (int, float, type(None)), "metric": str,
           "tta": bool, "int8": bool, "id_col": str, "label_col": str, "kit_version": str, "members": list,
-          "answer": dict, "blend": dict}
+          "answer": dict, "blend": dict, "export_key": str}
 
 
 def _decode(props: dict, path) -> dict:
@@ -103,6 +105,8 @@ def read_metadata(props: dict, path: str | Path = "") -> Metadata:
     values.setdefault("members", [])                                    # ... or blends
     values.setdefault("task_params", {})
     values.setdefault("blend", {"method": "weights", "honest_cv": {}})     # ... or blend methods
+    values.setdefault("export_key", "")                                 # ... or export keys
+    values.setdefault("int8_agreement", None)                           # ... or int8 agreements
     missing = [k for k in KEYS if k not in values and k != "answer"]
     if missing:
         raise KitError(f"{path}: its kit.* metadata lacks {', '.join(missing)}; re-export it with this kit")

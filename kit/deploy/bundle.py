@@ -1,13 +1,19 @@
 """An offline Kaggle bundle: one folder to upload as a Kaggle dataset and run in a notebook with no internet.
 
-    python -m kit.deploy.bundle --run-dir RUN --out DIR [--test-images N --time-limit 9h]     (or --onnx FILE)
+    python -m kit.bundle --run-dir RUN --out DIR [--test-images N --time-limit 9h] [--python-version 3.10 3.11 3.12]
+                         [--gpu]                                                              (or --onnx FILE)
 
 DIR/model/ensemble.onnx   the exported graph (from the run, or the file given)
-DIR/wheels/               the torch-free predictor as a wheel (nfnet-kit-predict: kit's deploy modules only) and
-                          the wheels of its dependencies, downloaded for --platform / --python-version
-DIR/requirements.txt      what to install from DIR/wheels, pinned to the versions this bundle was tested with
-DIR/predict.py            reads a (read-only) competition folder, writes the submission to a writable path
-DIR/settings.json         the competition's file and folder names, from the run
+DIR/wheels/               the torch-free runtime as a wheel (nfnet-kit-predict: kit/core and kit/runtime; its `cpu` and
+                          `gpu` extras pull onnxruntime or onnxruntime-gpu) and the wheels of its dependencies, for
+                          every --python-version and --platform
+DIR/requirements.txt      what to install from DIR/wheels, pinned per Python (environment markers) to the versions
+                          downloaded for it: onnxruntime at the version tested here, the others at most at theirs
+DIR/requirements-gpu.txt  the same with onnxruntime-gpu (--gpu)
+DIR/predict.py            checks the running Python, then reads a (read-only) competition folder and writes the
+                          submission; CUDA when onnxruntime has it, and it says which provider ran
+DIR/settings.json         {"layout": the competition's file and folder names, from the run; "pythons"; "platforms"}
+DIR/README.md             how to install and run it, for which Pythons and platforms
 DIR/budget.md             images/s measured here, whether the hidden test set fits the time limit, what to drop
 
 In the notebook:
@@ -20,6 +26,7 @@ import argparse
 import json
 import logging
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -44,21 +51,49 @@ log = logging.getLogger(__name__)
 PACKAGE = "nfnet-kit-predict"
 # the shipped runtime: these folders of kit/, whole (tests/test_layout.py keeps them torch-free at import)
 RUNTIME_PACKAGES = ("core", "runtime")
-DEPENDENCIES = ("onnxruntime", "numpy", "pillow", "tqdm")
+DEPENDENCIES = ("numpy", "pillow", "tqdm")                 # and onnxruntime: -cpu or -gpu, by the extra
+RUNTIMES = {"cpu": "onnxruntime", "gpu": "onnxruntime-gpu"}
 
-PREDICT_SCRIPT = '''"""Predict a competition's test images with the bundled ensemble and write the submission (no network,
-no PyTorch). Installed by: pip install --no-index --find-links wheels -r requirements.txt"""
+PREDICT_SCRIPT = '''"""Predict a competition's test images with the bundled graph and write the submission (no network, no
+PyTorch). Install first: pip install --no-index --find-links wheels -r requirements.txt (requirements-gpu.txt on a
+GPU notebook); README.md says more."""
 import json
+import sys
 from pathlib import Path
 
-from kit.core.entry import main_guard
-from kit.runtime.submission import main
-
 HERE = Path(__file__).resolve().parent
+BUNDLE = json.loads((HERE / "settings.json").read_text())
 
 if __name__ == "__main__":
-    main_guard(lambda: main(HERE / "model" / "ensemble.onnx", json.loads((HERE / "settings.json").read_text())))
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if running not in BUNDLE["pythons"]:                   # checked before anything of the kit is imported
+        print(f"error: this bundle holds wheels for Python {', '.join(BUNDLE['pythons'])}; this notebook runs Python "
+              f"{running}. Rebuild it with python -m kit.bundle ... --python-version {running}", file=sys.stderr)
+        sys.exit(2)
+    from kit.core.entry import main_guard
+    from kit.runtime.submission import main
+    main_guard(lambda: main(HERE / "model" / "ensemble.onnx", BUNDLE["layout"]))
 '''
+
+README = """# Offline prediction bundle
+
+Built by nfnet-kit {version} for Python {pythons} on {platforms}. Upload this folder as a dataset; below, BUNDLE
+is where it is mounted (e.g. /kaggle/input/my-bundle).
+
+CPU notebook:
+
+    pip install --no-index --find-links {name}/wheels -r {name}/requirements.txt
+    python {name}/predict.py --data-dir /kaggle/input/COMPETITION --out /kaggle/working/submission.csv
+{gpu}
+predict.py checks the running Python first and stops naming the bundle's ones if it is not among them; it uses
+CUDA when onnxruntime has it and says which provider ran. budget.md: the time the test set needs.
+"""
+GPU_README = """
+GPU notebook (onnxruntime-gpu; it needs the notebook's CUDA and cuDNN):
+
+    pip install --no-index --find-links {name}/wheels -r {name}/requirements-gpu.txt
+    python {name}/predict.py --data-dir /kaggle/input/COMPETITION --out /kaggle/working/submission.csv
+"""
 
 
 def build_predictor_wheel(out: Path) -> Path:
@@ -81,6 +116,13 @@ description = "The torch-free predictor of nfnet-kit: exported ensembles -> Kagg
 requires-python = ">=3.9"
 dependencies = [{", ".join(f'"{d}"' for d in DEPENDENCIES)}]
 
+[project.optional-dependencies]
+cpu = ["onnxruntime"]
+gpu = ["onnxruntime-gpu"]
+
+[project.scripts]
+kit-predict = "kit.runtime.predict:cli"
+
 [tool.setuptools.packages.find]
 include = ["kit", "kit.*"]
 """)
@@ -91,26 +133,54 @@ include = ["kit", "kit.*"]
     return next(out.glob("nfnet_kit_predict-*.whl"))
 
 
-def pinned() -> list[str]:
-    """The dependencies at the versions installed here: the ones the tests ran with."""
-    return [f"{d}=={importlib_metadata.version(d)}" for d in DEPENDENCIES]
+def tested(name: str) -> str:
+    """The version installed here: the one the tests ran with."""
+    return importlib_metadata.version(name)
 
 
 # glibc generations a Kaggle notebook (Ubuntu 22.04, glibc 2.35) runs; pip picks the newest a package offers
 KAGGLE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
-def download_wheels(out: Path, platforms: list[str], python_version: str | None) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(out), *pinned()]
+def download_wheels(out: Path, platforms: list[str], python_version: str, runtime: str = "onnxruntime") -> dict:
+    """The wheels of `runtime` (at the version tested here) and of the predictor's dependencies (at most the
+    versions tested here, the newest that exist for that Python) for one Python; returns {name: version}."""
+    wanted = [f"{runtime}=={tested('onnxruntime')}", *(f"{d}<={tested(d)}" for d in DEPENDENCIES if d != "tqdm"),
+              f"tqdm=={tested('tqdm')}"]
+    digits = python_version.replace(".", "")
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(out), *wanted,
+           "--python-version", python_version, "--implementation", "cp", "--abi", f"cp{digits}"]
     for tag in platforms:
         cmd += ["--platform", tag]
-    if python_version:
-        digits = python_version.replace(".", "")
-        cmd += ["--python-version", python_version, "--implementation", "cp", "--abi", f"cp{digits}"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode:
-        raise KitError(f"pip download of the predictor's dependencies failed (is PyPI reachable? are the platforms "
-                       f"{platforms} / Python {python_version!r} right?): {result.stderr.strip()[-600:]}")
+        raise KitError(f"pip download of {runtime} and the predictor's dependencies for Python {python_version} on "
+                       f"{', '.join(platforms)} failed (is PyPI reachable? does {runtime} {tested('onnxruntime')} "
+                       f"exist for them?): {result.stderr.strip().splitlines()[-1][-400:] if result.stderr.strip() else ''}")
+    names = {runtime, *DEPENDENCIES}
+    versions = {}
+    for wheel in out.glob("*.whl"):
+        name, version, python_tag, abi_tag = wheel.name.split("-")[0], wheel.name.split("-")[1], \
+            wheel.name.split("-")[-3], wheel.name.split("-")[-2]
+        name = name.lower().replace("_", "-")
+        fits = python_tag == f"cp{digits}" or python_tag.startswith("py") or \
+            (abi_tag == "abi3" and python_tag.startswith("cp") and int(python_tag[2:]) <= int(digits))
+        if name in names and fits:
+            versions[name] = version
+    return versions
+
+
+def requirements(extra: str, pins: dict[str, dict[str, str]]) -> str:
+    """requirements.txt for every Python of the bundle: the predictor wheel with its onnxruntime extra, and each
+    dependency pinned per Python (environment markers) to the version downloaded for it."""
+    pythons = sorted(pins, key=lambda v: tuple(map(int, v.split("."))))
+    lines = [f"# Python {', '.join(pythons)}; install with: pip install --no-index --find-links wheels -r THIS_FILE",
+             f"{PACKAGE}[{extra}]=={__version__}"]
+    for name in sorted({n for p in pins.values() for n in p}):
+        for python in pythons:
+            if name in pins[python]:
+                lines.append(f'{name}=={pins[python][name]} ; python_version == "{python}"')
+    return "\n".join(lines) + "\n"
 
 
 def measure(graph: Path, rounds: int = 3, batch: int = 32) -> tuple[float, dict]:
@@ -160,22 +230,28 @@ def budget(rate: float, meta: dict, test_images: int | None, hours: float | None
 
 def make_bundle(out: Path, *, onnx: Path | None = None, run_dir: Path | None = None, test_images: int | None = None,
                 hours: float | None = None, platforms: list[str] | None = None,
-                python_version: str | None = None) -> dict:
+                python_versions: list[str] | None = None, gpu: bool = False) -> dict:
     """Build the bundle under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
     if (onnx is None) == (run_dir is None):
         raise KitError("pass exactly one of --run-dir (export its ensemble) and --onnx (bundle this file)")
+    pythons = sorted(set(python_versions or [f"{sys.version_info.major}.{sys.version_info.minor}"]),
+                     key=lambda v: tuple(map(int, v.split("."))))
+    bad = [v for v in pythons if not re.fullmatch(r"3\.\d{1,2}", v)]
+    if bad:
+        raise KitError(f"--python-version {bad[0]!r} is not a Python 3 version like 3.11")
     guard = Outputs().reads(onnx).protects(run_dir, "the run dir")
     guard.check("--out", out, "folder")
     if onnx is not None:
         Predictor(onnx, "cpu")                  # a file that is no kit graph is refused before anything is built
     with atomic_dir(out) as tmp:
-        result = _build(tmp, onnx, run_dir, test_images, hours, platforms, python_version)
-    log.info(f"bundle: {out} ({result['bytes'] / 2**20:.0f} MB: ensemble.onnx, {result['wheels']} wheels incl. "
-             f"{result['wheel']})\n{result['budget']}")
+        result = _build(tmp, onnx, run_dir, test_images, hours, list(platforms or KAGGLE_PLATFORMS), pythons, gpu)
+    log.info(f"bundle: {out} ({result['bytes'] / 2**20:.0f} MB: ensemble.onnx, {result['wheels']} wheels for Python "
+             f"{', '.join(pythons)}{' (CPU and GPU onnxruntime)' if gpu else ''} incl. {result['wheel']})\n"
+             f"{result['budget']}")
     return result
 
 
-def _build(out: Path, onnx, run_dir, test_images, hours, platforms, python_version) -> dict:
+def _build(out: Path, onnx, run_dir, test_images, hours, platforms: list[str], pythons: list[str], gpu: bool) -> dict:
     (out / "model").mkdir()
     (out / "wheels").mkdir()
     graph = out / "model" / "ensemble.onnx"
@@ -188,15 +264,19 @@ def _build(out: Path, onnx, run_dir, test_images, hours, platforms, python_versi
         shutil.copy(onnx, graph)
     rate, meta = measure(graph)
     wheel = build_predictor_wheel(out / "wheels")
-    download_wheels(out / "wheels", list(platforms or KAGGLE_PLATFORMS),
-                    python_version or f"{sys.version_info.major}.{sys.version_info.minor}")
-    write_text(out / "requirements.txt", "\n".join([f"{PACKAGE}=={__version__}", *pinned()]) + "\n")
+    for extra in ("cpu", "gpu") if gpu else ("cpu",):
+        pins = {v: download_wheels(out / "wheels", platforms, v, RUNTIMES[extra]) for v in pythons}
+        write_text(out / ("requirements.txt" if extra == "cpu" else "requirements-gpu.txt"), requirements(extra, pins))
     write_text(out / "predict.py", PREDICT_SCRIPT)
-    write_text(out / "settings.json", json.dumps(asdict(layout), indent=1) + "\n")
+    write_text(out / "settings.json", json.dumps({"layout": asdict(layout), "pythons": pythons,
+                                                  "platforms": platforms}, indent=1) + "\n")
+    write_text(out / "README.md", README.format(version=__version__, pythons=", ".join(pythons), name="BUNDLE",
+                                                platforms=", ".join(platforms),
+                                                gpu=GPU_README.format(name="BUNDLE") if gpu else ""))
     report = budget(rate, meta, test_images, hours)
     write_text(out / "budget.md", report)
     return {"rate": rate, "wheel": wheel.name, "budget": report, "wheels": len(list((out / "wheels").iterdir())),
-            "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}
+            "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()), "pythons": pythons}
 
 
 def main() -> None:
@@ -209,8 +289,10 @@ def main() -> None:
                    help="the competition's notebook time limit, e.g. 9h or 540m (a bare number: hours)")
     p.add_argument("--platform", action="append", help="pip platform tag of the target machine (repeatable; "
                                                        f"default: {' '.join(KAGGLE_PLATFORMS)})")
-    p.add_argument("--python-version", help="Python of the target machine, e.g. 3.11 (default: this one's)")
+    p.add_argument("--python-version", nargs="+", metavar="X.Y",
+                   help="the Pythons of the target machines, e.g. 3.10 3.11 3.12 (default: this one's)")
+    p.add_argument("--gpu", action="store_true", help="also onnxruntime-gpu for those Pythons (requirements-gpu.txt)")
     args = p.parse_args()
     make_bundle(Path(args.out), onnx=Path(args.onnx) if args.onnx else None,
                 run_dir=Path(args.run_dir) if args.run_dir else None, test_images=args.test_images,
-                hours=args.time_limit, platforms=args.platform, python_version=args.python_version)
+                hours=args.time_limit, platforms=args.platform, python_versions=args.python_version, gpu=args.gpu)

@@ -1,14 +1,19 @@
 """A static web page that classifies images in the browser with onnxruntime-web: nothing leaves the machine.
 
-    python -m kit.deploy.web --onnx ensemble.onnx --out DIR        # then serve DIR over http and open DIR/index.html
+    python -m kit.web --onnx ensemble.onnx --out DIR [--int8] [--serve --port 8000]
 
-DIR/index.html, kit.js        the page: drop images on it, see the top classes and probabilities
+DIR/index.html, kit.js        the page: pick or drop images, each result with its file name (an error stays with its
+                              file), the backend it runs on: WebGPU when the browser offers it, else WebAssembly,
+                              multi-threaded when the page is cross-origin isolated (`?backend=wasm` forces one)
 DIR/model.onnx                the graph with the resize moved inside it (below)
-DIR/kit-meta.json             the graph's kit.* metadata (classes, task, thresholds)
+DIR/kit-meta.json             the graph's kit.* metadata (classes, task, the answer's shape)
 DIR/ort/                      onnxruntime-web, vendored from npm (no CDN, nothing downloaded at run time)
+DIR/_headers, vercel.json, .htaccess   the COOP/COEP headers of cross-origin isolation for Netlify / Cloudflare
+                              Pages, Vercel and Apache; `--serve` serves DIR with them
 
-`window.kitPredict(url)` returns a Promise of {"label": ..., "probabilities": {class: probability}} for the image
-at `url`; the drop handler calls the same function.
+`window.kitPredict(url)` returns a Promise of the JSON answer for the image at `url` (kit/core/task/base.py:
+Task.answer, the same as the service's and kit.predict's); the picker and the drop zone call the same function.
+`--int8` builds the page on the int8 twin of the graph (infer.py --int8 makes it) and prints its agreement with fp32.
 
 Same pixels as the Python predictor: a canvas resize differs from Pillow's, so the page does no resizing. It
 decodes the file at its own size (EXIF orientation applied, no colour management, as Pillow does) and feeds
@@ -19,6 +24,8 @@ tests/test_web.py checks a real headless Chromium against the Python predictor.
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import json
 import logging
 import shutil
@@ -27,7 +34,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kit.core.atomic import atomic_dir, write_text
-from kit.core.entry import Parser, nonempty
+from kit.core.entry import PORT, Parser, nonempty
 from kit.core.artifact import read_metadata
 from kit.core.errors import KitError
 from kit.core.paths import Outputs
@@ -35,7 +42,20 @@ from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 ORT_WEB_VERSION = "1.30.0"
-ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")
+# per backend, the onnxruntime-web files the page loads (the page picks one at run time and loads only its files)
+BACKENDS = {"wasm": ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs"),
+            "webgpu": ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.wasm",
+                       "ort-wasm-simd-threaded.asyncify.mjs")}
+ORT_FILES = tuple(dict.fromkeys(f for files in BACKENDS.values() for f in files))
+# cross-origin isolation (multi-threaded WebAssembly) on common static hosts: Netlify / Cloudflare Pages, Vercel,
+# Apache; `python -m kit.web --serve` sends the same two headers
+ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+HEADER_FILES = {
+    "_headers": "/*\n" + "".join(f"  {k}: {v}\n" for k, v in ISOLATION.items()),
+    "vercel.json": json.dumps({"headers": [{"source": "/(.*)", "headers": [{"key": k, "value": v}
+                                                                       for k, v in ISOLATION.items()]}]}, indent=1),
+    ".htaccess": "".join(f'Header set {k} "{v}"\n' for k, v in ISOLATION.items()),
+}
 NPM_CACHE = Path.home() / ".cache" / "nfnet-kit" / "npm"
 
 
@@ -95,31 +115,71 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>{title}</title>
 <style>
-  body {{ font: 15px system-ui, sans-serif; margin: 2rem; max-width: 48rem; }}
-  #drop {{ border: 2px dashed #888; border-radius: 8px; padding: 3rem; text-align: center; color: #555; }}
+  body {{ font: 15px system-ui, sans-serif; margin: 2rem; max-width: 52rem; }}
+  #drop {{ border: 2px dashed #888; border-radius: 8px; padding: 2.5rem; text-align: center; color: #555; }}
   #drop.over {{ background: #eef; }}
   .result {{ display: flex; gap: 1rem; align-items: center; margin: 1rem 0; }}
   .result img {{ width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; background: #f4f4f4; }}
+  .result .name {{ color: #555; font-size: 13px; }}
+  .result.error {{ color: #a00; }}
   table {{ border-collapse: collapse; }} td {{ padding: 0 .6rem 0 0; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
 <p id="status">Loading the model...</p>
-<div id="drop">Drop images here (they never leave this computer)</div>
+<div id="drop">Drop images here, or <label><u>choose files</u>
+  <input id="picker" type="file" accept="image/*" multiple hidden></label>. They never leave this computer.</div>
 <div id="results"></div>
-<script src="ort/ort.wasm.min.js"></script>
 <script src="kit.js"></script>
 </body>
 </html>
 """
 
-SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise<{label, probabilities}>.
+SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise of the JSON answer (the service's and kit.predict's).
 (function () {
   const meta = %(meta)s;
-  ort.env.wasm.wasmPaths = new URL("ort/", document.baseURI).href;
-  ort.env.wasm.numThreads = 1;               // no cross-origin isolation on a plain static server
-  const session = ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+  const files = %(files)s;
+  const status = document.getElementById("status");
+
+  function load(src) {
+    return new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src; script.onload = resolve; script.onerror = () => reject(new Error("cannot load " + src));
+      document.head.appendChild(script);
+    });
+  }
+
+  async function chooseBackend() {
+    const asked = new URLSearchParams(location.search).get("backend");
+    if (asked === "wasm" || asked === "webgpu") return asked;
+    try {
+      if (navigator.gpu && await navigator.gpu.requestAdapter()) return "webgpu";
+    } catch (e) { /* no WebGPU here */ }
+    return "wasm";
+  }
+
+  async function start() {
+    let backend = await chooseBackend();
+    await load("ort/" + files[backend][0]);
+    ort.env.wasm.wasmPaths = new URL("ort/", document.baseURI).href;
+    // threads need SharedArrayBuffer, which only a cross-origin isolated page has (the COOP/COEP headers)
+    const threads = self.crossOriginIsolated ? Math.max(1, navigator.hardwareConcurrency || 1) : 1;
+    ort.env.wasm.numThreads = threads;
+    const options = { executionProviders: [backend], graphOptimizationLevel: "all" };
+    let session;
+    try {
+      session = await ort.InferenceSession.create("model.onnx", options);
+    } catch (e) {
+      if (backend !== "webgpu") throw e;
+      backend = "wasm";                      // WebGPU offered but failing: fall back, and say so
+      if (!window.ort || !files.wasm) throw e;
+      session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+    }
+    window.kitBackend = { name: backend, threads: backend === "wasm" ? threads : 0, isolated: !!self.crossOriginIsolated };
+    return session;
+  }
+  const session = start();
 
   async function pixels(blob) {
     // decode at the file's own size, as Pillow does: EXIF orientation applied, no colour management
@@ -167,26 +227,40 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise<{label, 
     return { label: names[best], probabilities };
   }
 
+  async function predictBlob(blob) {
+    const input = await pixels(blob);
+    const output = await (await session).run({ image: input });
+    return decode(Array.from(output.probabilities.data));
+  }
+
   window.kitPredict = async function (url) {
     const response = await fetch(url);
     if (!response.ok) throw new Error("cannot fetch " + url + ": " + response.status);
-    const input = await pixels(await response.blob());
-    const output = await (await session).run({ image: input });
-    return decode(Array.from(output.probabilities.data));
+    return predictBlob(await response.blob());
   };
+
+  function escape(text) {
+    const span = document.createElement("span");
+    span.textContent = String(text);
+    return span.innerHTML;
+  }
 
   function show(file) {
     const url = URL.createObjectURL(file);
+    const div = document.createElement("div");
+    div.className = "result";
+    div.innerHTML = `<img src="${url}"><div><div class="name">${escape(file.name)}</div><i>predicting...</i></div>`;
+    document.getElementById("results").prepend(div);
     const t0 = performance.now();
-    window.kitPredict(url).then((result) => {
-      const rows = Object.entries(result.probabilities || {}).sort((a, b) => b[1] - a[1]).slice(0, 5)
-        .map(([name, p]) => `<tr><td>${name}</td><td>${p.toFixed(4)}</td></tr>`).join("");
-      const div = document.createElement("div");
-      div.className = "result";
-      div.innerHTML = `<img src="${url}"><div><b>${result.label}</b> <small>(${(performance.now() - t0).toFixed(0)} ms)</small>` +
-        `<table>${rows}</table></div>`;
-      document.getElementById("results").prepend(div);
-    }).catch((e) => { document.getElementById("status").textContent = "Error: " + e.message; });
+    predictBlob(file).then((result) => {
+      const rows = Object.entries(result.probabilities || {}).slice(0, 5)
+        .map(([name, p]) => `<tr><td>${escape(name)}</td><td>${p.toFixed(4)}</td></tr>`).join("");
+      div.lastChild.innerHTML = `<div class="name">${escape(file.name)}</div><b>${escape(result.label)}</b> ` +
+        `<small>(${(performance.now() - t0).toFixed(0)} ms)</small><table>${rows}</table>`;
+    }).catch((e) => {                        // the error stays with its file; the next files go on
+      div.classList.add("error");
+      div.lastChild.innerHTML = `<div class="name">${escape(file.name)}</div>cannot read this image: ${escape(e.message)}`;
+    });
   }
 
   const drop = document.getElementById("drop");
@@ -197,40 +271,97 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise<{label, 
     drop.classList.remove("over");
     [...e.dataTransfer.files].forEach(show);
   });
+  document.getElementById("picker").addEventListener("change", (e) => { [...e.target.files].forEach(show); });
   session.then(() => {
     window.kitReady = true;
-    document.getElementById("status").textContent =
-      `Ready: ${meta.model}, ${meta.classes.length} outputs (${meta.task}); runs in this browser.`;
-  }).catch((e) => { document.getElementById("status").textContent = "Cannot load the model: " + e.message; });
+    const b = window.kitBackend;
+    status.textContent = `Ready: ${meta.model}, ${meta.classes.length} outputs (${meta.task}); runs in this browser on ` +
+      (b.name === "webgpu" ? "WebGPU" : `WebAssembly, ${b.threads} thread${b.threads === 1 ? "" : "s"}` +
+       (b.isolated ? "" : " (not cross-origin isolated: serve the folder with its COOP/COEP headers for more)")) + ".";
+  }).catch((e) => { status.textContent = "Cannot load the model: " + e.message; window.kitError = e.message; });
 })();
 """
 
 
-def make_page(onnx: Path, out: Path, title: str | None = None) -> dict:
+def int8_twin(onnx: Path) -> Path:
+    """The int8 graph of `onnx` (infer.py --int8 writes it beside the fp32 one), or `onnx` itself when it is one."""
+    meta = Predictor(onnx, "cpu").meta
+    if meta.int8:
+        return onnx
+    twin = onnx.with_name(onnx.stem + ".int8.onnx")
+    if not twin.is_file():
+        raise KitError(f"--int8: there is no {twin}; export it with python infer.py ... --int8 (it is calibrated on "
+                       f"training images, which the page builder has not), or pass an int8 graph as --onnx")
+    return twin
+
+
+def make_page(onnx: Path, out: Path, title: str | None = None, int8: bool = False) -> dict:
     """Build the page under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
     Outputs().reads(onnx).check("--out", out, "folder")
     Predictor(onnx, "cpu")                      # a file that is no kit graph is refused before anything is built
+    graph = int8_twin(onnx) if int8 else onnx
     dist = ort_web()
     with atomic_dir(out) as tmp:
         (tmp / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copy(dist / name, tmp / "ort" / name)
-        meta = with_resize(Path(onnx), tmp / "model.onnx")
+        meta = with_resize(Path(graph), tmp / "model.onnx")
         write_text(tmp / "kit-meta.json", json.dumps(meta, indent=1) + "\n")
-        write_text(tmp / "kit.js", SCRIPT % {"meta": json.dumps(meta)})
+        write_text(tmp / "kit.js", SCRIPT % {"meta": json.dumps(meta), "files": json.dumps(BACKENDS)})
         write_text(tmp / "index.html", PAGE.format(title=title or f"{meta.get('model', 'model')} in your browser"))
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    log.info(f"web: {out}/index.html ({size / 2**20:.1f} MB to download: model "
-             f"{(out / 'model.onnx').stat().st_size / 2**20:.1f} MB, onnxruntime-web "
-             f"{sum((out / 'ort' / f).stat().st_size for f in ORT_FILES) / 2**20:.1f} MB). Serve the folder over http, "
-             f"e.g. python -m http.server --directory {out}")
-    return {"bytes": size, "meta": meta}
+        for name, text in HEADER_FILES.items():
+            write_text(tmp / name, text)
+    model_mb = (out / "model.onnx").stat().st_size / 2**20
+    per_backend = {b: model_mb + sum((out / "ort" / f).stat().st_size for f in files) / 2**20 + sum(
+        (out / f).stat().st_size for f in ("index.html", "kit.js")) / 2**20 for b, files in BACKENDS.items()}
+    log.info(f"web: {out}/index.html: the page downloads {per_backend['wasm']:.1f} MB on WebAssembly, "
+             f"{per_backend['webgpu']:.1f} MB on WebGPU (model {model_mb:.1f} MB{', int8' if meta['int8'] else ''}). "
+             f"Serve the folder over http with its COOP/COEP headers: python -m kit.web ... --serve (or a static "
+             f"host: _headers, vercel.json, .htaccess are in it)")
+    if meta["int8"]:
+        agreement = meta.get("int8_agreement")
+        log.info(f"web: the int8 graph agrees with fp32 on "
+                 f"{'an unmeasured share' if agreement is None else f'{100 * agreement:.1f} %'} of the OOF images its "
+                 f"export checked (the same submission cell)")
+    return {"bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()), "mb": per_backend, "meta": meta}
+
+
+class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with the cross-origin isolation headers and the types onnxruntime-web needs."""
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
+                      ".wasm": "application/wasm", ".onnx": "application/octet-stream"}
+
+    def end_headers(self):
+        for key, value in ISOLATION.items():
+            self.send_header(key, value)
+        super().end_headers()
+
+    def log_message(self, format, *args):
+        log.info(f"web: {self.address_string()} {format % args}")
+
+
+def serve_page(folder: Path, host: str, port: int) -> None:
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), functools.partial(IsolatedHandler, directory=str(folder)))
+    except OSError as e:
+        raise KitError(f"cannot serve on {host}:{port}: {e.strerror}; choose another --port") from None
+    log.info(f"web: serving {folder} on http://{host}:{server.server_port}/ (cross-origin isolated; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def main() -> None:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=nonempty, required=True, help="an ensemble exported by the kit")
+    p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
     p.add_argument("--out", type=nonempty, required=True, help="a new folder for the page")
     p.add_argument("--title")
+    p.add_argument("--int8", action="store_true", help="build the page on the graph's int8 twin (infer.py --int8)")
+    p.add_argument("--serve", action="store_true", help="then serve the folder with the COOP/COEP headers")
+    p.add_argument("--host", type=nonempty, default="127.0.0.1")
+    p.add_argument("--port", type=PORT, default=8000)
     args = p.parse_args()
-    make_page(Path(args.onnx), Path(args.out), args.title)
+    make_page(Path(args.onnx), Path(args.out), args.title, args.int8)
+    if args.serve:
+        serve_page(Path(args.out), args.host, args.port)

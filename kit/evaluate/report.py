@@ -15,6 +15,7 @@ stop training (kit.train.run catches its failure and says so).
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -228,6 +229,15 @@ def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
             f"own**: no image was held out from it. {estimate}\n\n")
 
 
+def budget_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
+    """What --time-budget planned for each fold."""
+    if not cfg.time_budget:
+        return ""
+    plans = {f.fold: json.loads(run.plan(f.fold).read_text(encoding="utf-8")) for f in folds if run.plan(f.fold).is_file()}
+    parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each)" for k, p in plans.items()]
+    return f"Time budget {cfg.time_budget} per fold, planned from each fold's first steps: {'; '.join(parts)}.\n\n"
+
+
 def imbalance_note(cfg) -> str:
     """What the run did about class imbalance, when it did anything."""
     parts = [f"sampler {cfg.sampler}" if cfg.sampler != "none" else "",
@@ -257,7 +267,8 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
     if not folds and not full:
         raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
     header = (f"# CV summary: {run.path.name}\n\nRecipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) "
-              f"and exported at {test_size(cfg)}px.\n\n{imbalance_note(cfg)}{teacher_note(cfg)}")
+              f"and exported at {test_size(cfg)}px.\n\n{budget_note(run, cfg, folds)}{imbalance_note(cfg)}"
+              f"{teacher_note(cfg)}")
     config = f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n"
     if not folds:
         write_text(run.path / "cv.md", header + full + config)

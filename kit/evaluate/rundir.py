@@ -7,6 +7,7 @@
   fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.train.state)
   fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history; fold<k>/kept.json
                          which epochs' weights it kept (--avg-top-k) (kit.evaluate.oof)
+  fold<k>/plan.json      the epochs fold k's --time-budget gave (kit.train.budget)
   fold<k>/.lock, fold<k>/tb/   the trainer's lock; TensorBoard logs (--tensorboard)
   full/                  the model trained on every image (--fold full): config.yaml, best.pt (its last epoch's
                          weights), last.pt, metrics.csv (no validation: val_loss and score are nan), no oof.csv
@@ -73,6 +74,9 @@ class RunDir:
     def kept(self, k: int) -> Path:
         return self.fold_dir(k) / "kept.json"
 
+    def plan(self, k: int) -> Path:
+        return self.fold_dir(k) / "plan.json"
+
     def fold_config_file(self, k: int) -> Path:
         return self.fold_dir(k) / "config.yaml"
 
@@ -104,9 +108,12 @@ class RunDir:
         return restore("multiclass", json.loads(self.classes_file.read_text(encoding="utf-8")))
 
     def finished(self, k: int) -> bool:
-        """Whether fold k has trained every epoch its own settings asked for."""
+        """Whether fold k has trained every epoch its own settings asked for (or its --time-budget planned)."""
         path = self.history(k)
-        return path.is_file() and len(read_history(path)) >= int(self.fold_setup(k)["epochs"])
+        if not path.is_file():
+            return False
+        plan = json.loads(self.plan(k).read_text(encoding="utf-8")) if self.plan(k).is_file() else None
+        return len(read_history(path)) >= int(plan["epochs"] if plan else self.fold_setup(k)["epochs"])
 
     def trained(self) -> list[int | str]:
         """Folds holding a model (best.pt or last.pt), finished or not; the full model (FULL) last."""

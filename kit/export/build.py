@@ -202,12 +202,13 @@ def metadata(p: ExportPlan, kept: list[RunBlend], tta: bool) -> Metadata:
                     fold_scores=[finite(m.score) for m in members] if single else
                     [p.honest[p.method].per_fold[k] for k in sorted(p.honest[p.method].per_fold)],
                     cv_score=finite(p.blends[0].cv if single else p.cv), metric=p.metric, tta=tta,
-                    int8=False, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
+                    int8=False, int8_agreement=None, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
                     members=[{"run": str(b.run), "model": b.members[0].config.model, "folds": [m.fold for m in b.members],
                               "img_size": b.members[0].size, "train_img_size": b.members[0].config.img_size,
                               "weight": round(b.weight, 6), "views": b.views, "cv": finite(b.cv)} for b in kept],
                     answer=p.task.answer_spec(),
-                    blend={"method": p.method, "honest_cv": {m: finite(h.cv) for m, h in p.honest.items()}})
+                    blend={"method": p.method, "honest_cv": {m: finite(h.cv) for m, h in p.honest.items()}},
+                    export_key="")
 
 
 def blend_report(p: ExportPlan) -> str:
@@ -250,7 +251,7 @@ def probe_images(cfg, oof: Optional[Oof], count: int, size: int) -> np.ndarray:
 
 def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, folds: list | None = None,
            tta: bool | None = None, int8: bool = False, data_dir: str | None = None,
-           oof_images: Optional[int] = OOF_IMAGES, method: str = "auto") -> dict:
+           oof_images: Optional[int] = OOF_IMAGES, method: str = "auto", key: str = "") -> dict:
     """Export the fold models of one run, or the blend of several, to ONNX (and int8 if asked).
 
     TTA: by default each run keeps the views that improve its OOF score (the identity view always); `tta`
@@ -276,6 +277,7 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     folded = [copy.deepcopy(m.model) for m in members]
     n_folded = sum(fold_weight_standardization(m) for m in folded)
     meta = metadata(p, kept, any(len(b.views) > 1 for b in kept))
+    meta.export_key = key
     images = probe_images(cfg, p.oof, PARITY_IMAGES, size)
     out = Path(out) if out else (runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx")
     summary = {"path": str(out), "folds": meta.folds, "folded_convs": n_folded, "members": meta.members,
@@ -294,8 +296,8 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
              f"{summary['parity_max_abs_diff']:.2e})")
     if int8:
         calibration = sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES)
-        meta8 = Metadata(**{**meta.__dict__, "int8": True})
         evaluation = probe_images(cfg, p.oof, EVAL_IMAGES, size)
         summary["int8"] = quantize(out, out.with_name(out.stem + ".int8.onnx"), calibration, evaluation,
-                                   lambda path: write_metadata(path, meta8), meta.task_())
+                                   lambda path, agreement: write_metadata(path, Metadata(**{
+                                       **meta.__dict__, "int8": True, "int8_agreement": agreement})), meta.task_())
     return summary

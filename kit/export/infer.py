@@ -2,11 +2,14 @@
 test images and write the submission. Torch is imported only when a graph is exported."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kit import __version__
 from kit.core import atomic
 from kit.core.errors import KitError
 from kit.core.paths import Outputs
@@ -30,6 +33,7 @@ class InferRequest:
     provider: str = "auto"
     tta: Optional[bool] = None
     blend: str = "auto"
+    re_export: bool = False
     int8: bool = False
     export_only: bool = False
     batch_size: int = 32
@@ -103,11 +107,14 @@ def infer(request: InferRequest) -> dict:
     if request.onnx:
         onnx_path = request.onnx
     else:
-        from kit.export.build import export
-        summary = export([r.path for r in runs], out=onnx_out, folds=folds, tta=request.tta, int8=request.int8,
-                         data_dir=request.data_dir, method=request.blend)
-        exported = summary["int8"] if request.int8 else summary
-        onnx_path, graph = exported["path"], exported["graph"]
+        key = export_key(runs, folds, request)
+        onnx_path = up_to_date(onnx_out, key, request)
+        if onnx_path is None:
+            from kit.export.build import export           # torch: imported only when a graph is made
+            summary = export([r.path for r in runs], out=onnx_out, folds=folds, tta=request.tta, int8=request.int8,
+                             data_dir=request.data_dir, method=request.blend, key=key)
+            exported = summary["int8"] if request.int8 else summary
+            onnx_path, graph = exported["path"], exported["graph"]
     if request.export_only:
         return {}
     result = make_submission(onnx_path, data_dir, request.out, provider=request.provider,
@@ -115,6 +122,46 @@ def infer(request: InferRequest) -> dict:
                              graph=graph)
     score_demo(Path(data_dir), Path(request.out))
     return result
+
+
+def export_key(runs: list[RunDir], folds: Optional[list], request: InferRequest) -> str:
+    """What an exported graph is a function of: the bytes of every checkpoint and OOF file it is made from, the
+    training table its views are chosen on, the export settings and the kit version (kit.export_key)."""
+    digest = hashlib.sha256(json.dumps({"kit": __version__, "folds": folds, "tta": request.tta, "int8": request.int8,
+                                        "blend": request.blend, "data_dir": request.data_dir}).encode())
+    for run in runs:
+        chosen = folds if folds is not None else [k for k in run.folds("best.pt") if run.finished(k)]
+        files = [run.best(k) for k in chosen] + [run.oof(k) for k in chosen if run.oof(k).is_file()]
+        for path in files:
+            digest.update(str(path).encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+        if run.config_file.is_file():
+            cfg = run.config()
+            table = Path(request.data_dir or cfg.data_dir) / cfg.train_csv
+            digest.update(table.read_bytes() if table.is_file() else b"")
+    return digest.hexdigest()
+
+
+def up_to_date(graph: Path, key: str, request: InferRequest) -> Optional[str]:
+    """The graph to predict with when the exported one (or its int8 twin, with --int8) was made from exactly these
+    inputs; None when it must be exported (missing, stale, unreadable, or --re-export)."""
+    path = graph.with_name(graph.stem + ".int8.onnx") if request.int8 else graph
+    if request.re_export or not path.is_file():
+        return None
+    import onnx
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # noqa: BLE001 - a damaged file is simply exported again
+        return None
+    if props.get("kit.export_key") != json.dumps(key):
+        log.info(f"export: {path} is out of date (its checkpoints, OOF files, settings or the kit changed); exporting "
+                 f"again")
+        return None
+    log.info(f"export: {path} is up to date (same checkpoints, settings and kit version); predicting with it "
+             f"(--re-export exports anyway)")
+    return str(path)
 
 
 def score_demo(data_dir: Path, out: Path) -> None:

@@ -60,8 +60,8 @@ def _run(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 
 def quantize(fp32_path: Path, out: Path, calibration: np.ndarray, evaluation: np.ndarray, write_meta, task) -> dict:
-    """Write the int8 graph of `fp32_path` to `out` (atomically; `write_meta(path)` labels it) and compare it with
-    the fp32 graph on `evaluation` images.
+    """Write the int8 graph of `fp32_path` to `out` (atomically; `write_meta(path, agreement)` labels it) and compare
+    it with the fp32 graph on `evaluation` images.
 
     Only agreement is reported: the evaluation images are OOF rows, but each was in the training set of every
     fold model except one, so an accuracy of the whole ensemble on them would not be out-of-fold.
@@ -69,12 +69,12 @@ def quantize(fp32_path: Path, out: Path, calibration: np.ndarray, evaluation: np
     import onnxruntime as ort
     with atomic_path(out) as tmp:
         quantize_graph(fp32_path, tmp, calibration)
-        write_meta(tmp)
         fp32 = _run(ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]), evaluation)
         int8 = _run(ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]), evaluation)
+        agreement = float(np.mean(task.same_decision(fp32, int8)))
+        write_meta(tmp, agreement)
         graph = tmp.read_bytes()
-    result = {"path": str(out), "graph": graph, "images": len(evaluation),
-              "agreement": float(np.mean(task.same_decision(fp32, int8))),
+    result = {"path": str(out), "graph": graph, "images": len(evaluation), "agreement": agreement,
               "max_abs_diff": float(np.abs(fp32 - int8).max()), "mean_abs_diff": float(np.abs(fp32 - int8).mean())}
     log.info(f"int8: {out} | fp32/int8 agreement on {len(evaluation)} training images: same submission cell on "
              f"{100 * result['agreement']:.1f}%, mean |Δprob| {result['mean_abs_diff']:.2g} (agreement only: these "

@@ -1,37 +1,50 @@
-"""An HTTP service for an exported ensemble (Starlette on uvicorn):
+"""An HTTP service for an exported graph (FastAPI on uvicorn):
 
-  POST /predict    the image file's bytes as the body (or multipart/form-data with one file field)
-                   -> {"label": ..., "probabilities": {output name: value}}   (regression: {"label": value})
-  GET  /health     200 {"status": "ok"} once the model is loaded
-  GET  /metadata   the graph's kit.* metadata
+  POST /predict        one image: the file's bytes as the body, or multipart/form-data with one file
+                       -> the JSON answer (kit/core/task/base.py: Task.answer; the same as the page and kit.predict)
+  POST /predict/batch  multipart/form-data with several files -> a list of answers, in the order sent
+  GET  /health         {"status": "ok", "providers", "batches"} once the model is loaded (never needs the API key)
+  GET  /metadata       the graph's kit.* metadata
+  GET  /metrics        Prometheus text format (prometheus-client): requests by route and status, latency
+                       histogram, onnxruntime batch sizes
+  GET  /openapi.json   the API's OpenAPI description; GET /docs: its interactive page
 
-Requests arriving together are decoded in a thread pool and predicted as one batch: a batcher collects what
-is waiting (up to --max-batch, waiting at most --max-wait-ms for company) and makes one onnxruntime call. A body
-over --max-bytes is refused with 413, an undecodable image with 400 and the reason; neither stops the service.
+Requests arriving together are decoded in a thread pool and predicted as one batch: a batcher collects what is
+waiting (up to --max-batch, waiting at most --max-wait-ms for company) and makes one onnxruntime call. A body over
+--max-bytes is refused with 413, an undecodable image with 400 and the reason, a missing or wrong API key with 401;
+none of them stops the service. One access-log line per request. `--api-key KEY` (or KIT_API_KEY) makes every route
+but /health require `Authorization: Bearer KEY`; `--cors-origin ORIGIN` (repeatable) lets pages on ORIGIN call it.
 
-    python -m kit.runtime.serve --onnx ensemble.onnx --host 127.0.0.1 --port 8000
+    python -m kit.serve --onnx ensemble.onnx --host 127.0.0.1 --port 8000
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import hmac
 import io
 import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Union
 
 import numpy as np
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
 
 from kit.core.entry import PORT, Parser, nonempty, number
+from kit.core.errors import KitError
 from kit.core.images import ImageError, load_rgb
 from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
+OPEN_ROUTES = ("/health",)           # answered without the API key: a load balancer's probe has none
 
 
 class HTTPError(Exception):
@@ -42,14 +55,44 @@ class HTTPError(Exception):
         self.status, self.message = status, message
 
 
+class ClassAnswer(BaseModel):
+    """A classification's answer: the submission cell, and each output's probability, most probable first."""
+    label: str
+    probabilities: dict[str, float]
+
+
+class ValueAnswer(BaseModel):
+    """A regression's answer: the submission cell and the number."""
+    label: str
+    value: float
+
+
+class Error(BaseModel):
+    error: str
+
+
+@dataclass
+class ServeSettings:
+    """The service's flags, as one value."""
+    onnx: str
+    provider: str = "auto"
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_bytes: int = 20 * 2**20
+    decode_threads: int = 4
+    api_key: Optional[str] = None
+    cors_origins: list = field(default_factory=list)
+
+
 class Batcher:
     """Gathers concurrent requests' images into one predictor call."""
 
-    def __init__(self, predictor: Predictor, max_batch: int, max_wait: float):
+    def __init__(self, predictor: Predictor, max_batch: int, max_wait: float, sizes=None):
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
         self.queue: asyncio.Queue | None = None
         self.runner = ThreadPoolExecutor(1)              # onnxruntime uses every core itself; one call at a time
         self.batches = 0
+        self.sizes = sizes                               # a Prometheus histogram of batch sizes, or None
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -60,19 +103,24 @@ class Batcher:
         await self.queue.put((image, done))
         return await done
 
+    async def _gather(self) -> list:
+        loop = asyncio.get_running_loop()
+        items = [await self.queue.get()]
+        deadline = loop.time() + self.max_wait
+        while len(items) < self.max_batch:
+            timeout = deadline - loop.time()
+            if timeout <= 0 and self.queue.empty():
+                break
+            try:
+                items.append(await asyncio.wait_for(self.queue.get(), max(timeout, 0)))
+            except asyncio.TimeoutError:
+                break
+        return items
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = [await self.queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(items) < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0 and self.queue.empty():
-                    break
-                try:
-                    items.append(await asyncio.wait_for(self.queue.get(), max(timeout, 0)))
-                except asyncio.TimeoutError:
-                    break
+            items = await self._gather()
             batch = np.stack([image for image, _ in items])
             try:
                 outputs = await loop.run_in_executor(self.runner, self.predictor.predict_images, batch)
@@ -81,75 +129,23 @@ class Batcher:
                     done.set_exception(e)
                 continue
             self.batches += 1
+            if self.sizes is not None:
+                self.sizes.observe(len(items))
             for (_, done), row in zip(items, outputs):
                 done.set_result(row)
 
 
-def create_app(onnx_path: str, provider: str = "auto", max_batch: int = 32, max_wait_ms: float = 5.0,
-               max_bytes: int = 20 * 2**20, decode_threads: int = 4) -> Starlette:
-    predictor = Predictor(onnx_path, provider)
-    batcher = Batcher(predictor, max_batch, max_wait_ms / 1000)
-    decoder = ThreadPoolExecutor(decode_threads)
-    task, size = predictor.task, predictor.meta.img_size
-
-    async def body_of(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise HTTPError(413, f"the image is {int(length)} bytes; this service accepts at most {max_bytes}")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > max_bytes:
-                raise HTTPError(413, f"the body is over {max_bytes} bytes, the most this service accepts")
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await Request(request.scope, _replay(bytes(data))).form()
-            files = [v for v in form.values() if hasattr(v, "read")]
-            if len(files) != 1:
-                raise HTTPError(400, f"send exactly one file in the multipart form (got {len(files)})")
-            return await files[0].read()
-        return bytes(data)
-
-    async def predict(request: Request) -> JSONResponse:
-        try:
-            data = await body_of(request)
-            if not data:
-                raise HTTPError(400, "the request has no body; POST the image file's bytes")
-            image = await asyncio.get_running_loop().run_in_executor(decoder, load_rgb, io.BytesIO(data), size)
-        except HTTPError as e:
-            return JSONResponse({"error": e.message}, status_code=e.status)
-        except ImageError as e:
-            return JSONResponse({"error": f"cannot decode the uploaded image ({e.reason})"}, status_code=400)
-        except ClientDisconnect:
-            log.info(f"serve: a client disconnected during its upload ({request.client.host if request.client else '?'})")
-            return JSONResponse({"error": "the client disconnected"}, status_code=400)
-        return JSONResponse(task.answer(await batcher.predict(image)))
-
-    async def health(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "providers": predictor.providers, "batches": batcher.batches})
-
-    async def metadata(_: Request) -> JSONResponse:
-        return JSONResponse(asdict(predictor.meta))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_):
-        await batcher.start()
-        yield
-
-    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
-                            Route("/metadata", metadata)], lifespan=lifespan)
-    return quiet_shutdown(app)
-
-
-def quiet_shutdown(app):
-    """A request still running when the graceful shutdown times out (a client that never finishes its upload) is
-    cancelled; say so in one line instead of uvicorn's traceback."""
-    async def wrapped(scope, receive, send):
-        try:
-            await app(scope, receive, send)
-        except asyncio.CancelledError:
-            if scope["type"] == "http":
-                log.info(f"serve: a {scope['method']} {scope['path']} request was cut off by the shutdown")
-    return wrapped
+def metrics():
+    """The service's Prometheus metrics, in a registry of its own (several apps in one process stay apart)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    registry = CollectorRegistry()
+    return registry, {
+        "requests": Counter("kit_requests", "HTTP requests by route and status", ["route", "status"], registry=registry),
+        "latency": Histogram("kit_request_seconds", "request latency, seconds, by route", ["route"], registry=registry,
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
+        "batch": Histogram("kit_batch_size", "images per onnxruntime call", registry=registry,
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)),
+    }
 
 
 def _replay(data: bytes):
@@ -165,9 +161,150 @@ def _replay(data: bytes):
     return receive
 
 
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise HTTPError(413, f"the body is {int(length)} bytes; this service accepts at most {max_bytes}")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > max_bytes:
+            raise HTTPError(413, f"the body is over {max_bytes} bytes, the most this service accepts")
+    return bytes(data)
+
+
+async def uploaded_files(request: Request, data: bytes) -> list[bytes]:
+    """The files of a multipart/form-data body, in the order sent."""
+    form = await Request(request.scope, _replay(data)).form()
+    return [await value.read() for _, value in form.multi_items() if hasattr(value, "read")]
+
+
+IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
+                                       "required": ["file"]}}}}}
+BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+ERRORS = {400: {"model": Error}, 401: {"model": Error}, 413: {"model": Error}}
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    predictor = Predictor(settings.onnx, settings.provider)
+    registry, counters = metrics()
+    batcher = Batcher(predictor, settings.max_batch, settings.max_wait_ms / 1000, counters["batch"])
+    decoder = ThreadPoolExecutor(settings.decode_threads)
+    size = predictor.meta.img_size
+
+    async def answer(data: bytes) -> dict:
+        if not data:
+            raise HTTPError(400, "an upload is empty; POST the image file's bytes")
+        try:
+            image = await asyncio.get_running_loop().run_in_executor(decoder, load_rgb, io.BytesIO(data), size)
+        except ImageError as e:
+            raise HTTPError(400, f"cannot decode the uploaded image ({e.reason})") from None
+        return predictor.answer(await batcher.predict(image))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_):
+        await batcher.start()
+        yield
+
+    app = FastAPI(title=f"{predictor.meta.model} ({predictor.meta.task})", lifespan=lifespan,
+                  description=f"Predictions of {settings.onnx}: {len(predictor.task.names)} outputs, "
+                              f"{predictor.meta.img_size}px. The answer is the same JSON as the kit's page and its "
+                              f"predict command.")
+
+    @app.post("/predict", response_model=Union[ClassAnswer, ValueAnswer], responses=ERRORS, openapi_extra=IMAGE_BODY)
+    async def predict(request: Request):
+        """One image: its bytes as the body, or a multipart form with one file."""
+        data = await read_body(request, settings.max_bytes)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            files = await uploaded_files(request, data)
+            if len(files) != 1:
+                raise HTTPError(400, f"send exactly one file in the multipart form (got {len(files)}); several go to "
+                                     f"/predict/batch")
+            data = files[0]
+        return JSONResponse(await answer(data))
+
+    @app.post("/predict/batch", response_model=list[Union[ClassAnswer, ValueAnswer]], responses=ERRORS,
+              openapi_extra=BATCH_BODY)
+    async def predict_batch(request: Request):
+        """Several images in one multipart form: their answers, in the order sent."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise HTTPError(400, "send the images as a multipart/form-data form, one file field each")
+        files = await uploaded_files(request, await read_body(request, settings.max_bytes))
+        if not files:
+            raise HTTPError(400, "the form holds no file")
+        return JSONResponse(list(await asyncio.gather(*(answer(f) for f in files))))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "providers": predictor.providers, "batches": batcher.batches}
+
+    @app.get("/metadata")
+    async def metadata():
+        return asdict(predictor.meta)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(HTTPError)
+    async def refused(_: Request, e: HTTPError):
+        return JSONResponse({"error": e.message}, status_code=e.status)
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, _):
+        log.info(f"serve: a client disconnected during its upload ({request.client.host if request.client else '?'})")
+        return JSONResponse({"error": "the client disconnected"}, status_code=400)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    return guarded(app, settings.api_key, counters)
+
+
+def guarded(app, api_key: Optional[str], counters: dict):
+    """The app behind the API key check, the access log, the request metrics, and a quiet shutdown: a request
+    still running when the graceful shutdown times out (a client that never finishes its upload) is cancelled and
+    said in one line, not uvicorn's traceback."""
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        t0, status = time.perf_counter(), [0]
+        route = scope["path"] if scope["path"] in ("/predict", "/predict/batch", "/health", "/metadata", "/metrics",
+                                                   "/docs", "/openapi.json") else "other"
+
+        async def recorded(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            headers = dict(scope["headers"])
+            if expected and scope["path"] not in OPEN_ROUTES and scope["method"] != "OPTIONS" and \
+                    not hmac.compare_digest(headers.get(b"authorization", b""), expected):
+                await JSONResponse({"error": "missing or wrong API key: send Authorization: Bearer KEY"},
+                                   status_code=401)(scope, receive, recorded)
+            else:
+                await app(scope, receive, recorded)
+        except asyncio.CancelledError:
+            log.info(f"serve: a {scope['method']} {scope['path']} request was cut off by the shutdown")
+            return
+        seconds = time.perf_counter() - t0
+        counters["requests"].labels(route, str(status[0])).inc()
+        counters["latency"].labels(route).observe(seconds)
+        client = scope.get("client") or ("?", 0)
+        log.info(f'{client[0]} "{scope["method"]} {scope["path"]}" {status[0]} {1000 * seconds:.1f}ms')
+    return wrapped
+
+
 def main() -> None:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=nonempty, required=True, help="an ensemble exported by the kit")
+    p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
     p.add_argument("--host", type=nonempty, default="127.0.0.1")
     p.add_argument("--port", type=PORT, default=8000)
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
@@ -175,10 +312,23 @@ def main() -> None:
     p.add_argument("--max-wait-ms", type=number(0, 10_000), default=5.0,
                    help="how long a request waits for others to batch with (at most 10 s: never forever)")
     p.add_argument("--max-bytes", type=number(1, 2**31, int), default=20 * 2**20, help="largest accepted request body")
+    p.add_argument("--api-key", type=nonempty, default=os.environ.get("KIT_API_KEY"),
+                   help="require Authorization: Bearer KEY on every route but /health (default: $KIT_API_KEY)")
+    p.add_argument("--cors-origin", action="append", default=[], type=nonempty, metavar="ORIGIN",
+                   help="let pages served from ORIGIN call the API (repeatable), e.g. https://example.com")
     args = p.parse_args()
-    import uvicorn
-    app = create_app(args.onnx, args.provider, args.max_batch, args.max_wait_ms, args.max_bytes)
-    log.info(f"serve: {args.onnx} on http://{args.host}:{args.port} (POST /predict, GET /health, GET /metadata)")
-    # a client that never finishes its upload cannot hold the process: SIGTERM stops it within 5 s
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    serve(ServeSettings(args.onnx, args.provider, args.max_batch, args.max_wait_ms, args.max_bytes,
+                        api_key=args.api_key, cors_origins=args.cors_origin), args.host, args.port)
 
+
+def serve(settings: ServeSettings, host: str, port: int) -> None:
+    import uvicorn
+    app = create_app(settings)
+    log.info(f"serve: {settings.onnx} on http://{host}:{port} (POST /predict, POST /predict/batch, GET /health, "
+             f"/metadata, /metrics, /docs){'; API key required' if settings.api_key else ''}"
+             f"{'; CORS for ' + ', '.join(settings.cors_origins) if settings.cors_origins else ''}")
+    try:
+        # a client that never finishes its upload cannot hold the process: SIGTERM stops it within 5 s
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    except OSError as e:
+        raise KitError(f"cannot serve on {host}:{port}: {e.strerror}; choose another --port or --host") from None

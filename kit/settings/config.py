@@ -79,6 +79,9 @@ class Config:
     std: Optional[list] = knob(None, "normalization std (3 values); default: the model's pretrained config")
     # --- optimization ---
     epochs: int = knob(10, "training epochs per fold")
+    time_budget: Optional[str] = knob(None, "wall time per fold, e.g. 20m or 2h: the epochs (and the schedule) are "
+                                            "planned from the measured time of the fold's first steps; overrides "
+                                            "epochs")
     batch_size: int = knob(32, "images per batch (per process under torchrun)")
     accum_steps: int = knob(1, "optimizer step every N batches; effective batch = N * batch_size")
     optimizer: str = knob("sgd", "sgd (Nesterov, as in the NFNet paper) or adamw", ("sgd", "adamw"))
@@ -237,6 +240,14 @@ def one_of(choices) -> str:
     return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
+def _duration(text: str) -> bool:
+    from kit.core.entry import parse_duration
+    try:
+        return parse_duration(text, "m") > 0
+    except KitError:
+        return False
+
+
 def _nonnegative(text: str) -> bool:
     try:
         return float(text) >= 0
@@ -259,6 +270,8 @@ def validate(cfg: Config) -> None:
     checks = [
         (cfg.num_folds is None or cfg.num_folds >= 2, "num_folds must be at least 2"),
         (0 <= cfg.distill_weight <= 1, "distill_weight must be in [0, 1]"),
+        (cfg.time_budget is None or _duration(cfg.time_budget), f"time_budget must be a duration like 20m, 2h or 1h30m, "
+                                                                 f"got {cfg.time_budget!r}"),
         (cfg.focal_gamma >= 0 and cfg.avg_top_k >= 1, "focal_gamma must be >= 0 and avg_top_k at least 1"),
         (cfg.distill_temperature > 0, "distill_temperature must be positive"),
         (0 <= cfg.pseudo_threshold <= 1 and cfg.pseudo_weight >= 0, "pseudo_threshold must be in [0, 1] and "

@@ -23,11 +23,11 @@ class Mixer:
     exactly.
     """
 
-    def __init__(self, cfg: Config, batch_size: int):
+    def __init__(self, cfg: Config, batch_size: int, epochs: int):
         self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mix_prob,
                            switch_prob=cfg.mix_switch_prob, mode="batch", label_smoothing=0.0, num_classes=batch_size)
         self.seed = cfg.seed
-        self.stop = cfg.mix_stop_epoch if cfg.mix_stop_epoch >= 0 else cfg.epochs + cfg.mix_stop_epoch
+        self.stop = cfg.mix_stop_epoch if cfg.mix_stop_epoch >= 0 else epochs + cfg.mix_stop_epoch
 
     def active(self, epoch: int) -> bool:
         """Whether batches of this epoch (0-based) are mixed; the last ones train on clean images."""

@@ -23,7 +23,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from kit.train import checkpoint
+from kit.train import budget, checkpoint
 
 from kit.train import distributed
 
@@ -115,10 +115,10 @@ def average_weights(states: list[dict]) -> dict:
 def sampling_weights(task: Task, data: FoldData, rule: str) -> np.ndarray | None:
     """Per training item, its class's weight under `rule` (kit.train.loader.class_balance); pseudo-labelled test
     images, which have no class, weigh the mean."""
+    if rule == "none":
+        return None
     rows = data.labelled_train_rows
     weights = class_balance(task.sampling_classes(data.targets[rows]), rule)
-    if weights is None:
-        return None
     return np.concatenate([weights, np.full(len(data.train_rows) - len(rows), weights.mean())])
 
 
@@ -142,6 +142,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, task: Task, data: FoldData, run: RunDir, dist: distributed.Dist,
                  resume: bool = False, force_resume: bool = False):
+        started = time.time()
         self.cfg, self.task, self.data, self.run, self.dist = cfg, task, data, run, dist
         self.fold = data.fold
         device = resolve_device(cfg.device)
@@ -179,24 +180,15 @@ class Trainer:
         if dist.active:
             torch.manual_seed(cfg.seed + data.seed_offset + 7919 * dist.rank)      # independent dropout per rank
         self.mean, self.std = normalization(self.model, cfg.mean, cfg.std)
-        self.batch = DeviceBatch(ImageNormalizer(self.mean, self.std), device, memory_format,
-                                 Mixer(cfg, self.batch_size) if mixing(cfg) else None)
         self.body_params, _ = split_head_params(self.model)     # AGC clips these: every parameter but the head
         # under torchrun, DDP averages gradients during backward, so AGC sees the same gradients on every rank
         self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
             if dist.active else self.model
-
         self.batches_per_epoch = self.train_sampler.global_batches
-        updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
         # fused: one kernel for the whole update instead of several passes per tensor; on the CPU it measured
         # 3x faster for SGD (10 vs 32 ms a step on eca_nfnet_l0) with bit-identical weights
         self.optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                              momentum=cfg.momentum, fused=True)
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=updates_per_epoch * cfg.epochs, lr_min=cfg.min_lr,
-                                           warmup_t=int(cfg.warmup_epochs * updates_per_epoch),
-                                           warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
-        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
         # lambda of the global batch per optimizer step, the batch the gradient is averaged over
         self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer)
         self.objective = Objective(task, cfg.label_smoothing, cfg.distill_weight if data.teaching else None,
@@ -204,11 +196,40 @@ class Trainer:
                                    task.class_weights(data.targets[data.labelled_train_rows])
                                    if cfg.class_weights == "auto" else None,
                                    cfg.focal_gamma if cfg.loss == "focal" else None).to(device)
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
+        self.batch = DeviceBatch(ImageNormalizer(self.mean, self.std), device, memory_format)
+        self.plan = self._plan(started) if cfg.time_budget else None
+        self.epochs = self.plan["epochs"] if self.plan else cfg.epochs
+        if mixing(cfg):
+            self.batch.mixer = Mixer(cfg, self.batch_size, self.epochs)
+        self._schedule()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
 
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
         self.saved_at: str | None = None         # where last.pt stands, for messages
         self.tb = _tensorboard(run.fold_dir(self.fold) / "tb") if cfg.tensorboard and dist.main else None
+
+    def _plan(self, started: float) -> dict:
+        """--time-budget: the epochs that fit, measured on this fold's first steps (kit.train.budget), or the plan
+        a resumed fold was started with."""
+        if self.resumable is not None and self.resumable.get("plan"):
+            return self.resumable["plan"]
+        result = budget.plan(self, started)
+        if self.dist.main:
+            budget.save(self.run.plan(self.fold), result)
+        log.info(f"fold {self.fold}: time budget {self.cfg.time_budget}: {result['seconds_per_epoch']:.1f}s an epoch "
+                 f"measured ({result['seconds_per_step'] * 1000:.0f} ms a step) -> {result['epochs']} epochs")
+        return result
+
+    def _schedule(self) -> None:
+        """Linear warmup then cosine decay over this fold's epochs (a budget's plan: its warmup at most a fifth)."""
+        cfg = self.cfg
+        updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
+        warmup = min(cfg.warmup_epochs, self.epochs / 5) if self.plan else cfg.warmup_epochs
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=updates_per_epoch * self.epochs,
+                                           lr_min=cfg.min_lr, warmup_t=int(warmup * updates_per_epoch),
+                                           warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -223,7 +244,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         self.scheduler.step_update(p.updates)
         self._log_start()
-        while p.epoch < cfg.epochs:
+        while p.epoch < self.epochs:
             e0 = time.time()
             train_loss, train_rate = self.train_epoch()
             if self.data.val_rows.size:
@@ -245,7 +266,7 @@ class Trainer:
                 write_history(self.run.history(self.fold), p.history)
             self._log_scalars(p.history[-1])
             self.save_last()
-            log.info(f"fold {self.fold} epoch {p.epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss "
+            log.info(f"fold {self.fold} epoch {p.epoch}/{self.epochs}: train_loss {train_loss:.4f} val_loss "
                      f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
         return self._finish(t0)
 
@@ -334,7 +355,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         seen = 0
         bar = tqdm(self.train_loader, total=self.batches_per_epoch - p.step_in_epoch, disable=None if d.main else True,
-                   leave=False, desc=f"fold {self.fold} epoch {p.epoch + 1}/{cfg.epochs}")
+                   leave=False, desc=f"fold {self.fold} epoch {p.epoch + 1}/{self.epochs}")
         for x, y in worker_errors_in(bar, f"fold {self.fold}, epoch {p.epoch + 1}"):
             x, y, mix = self.batch.train(x, y, p.epoch, p.step_in_epoch)
             p.step_in_epoch += 1
@@ -397,7 +418,7 @@ class Trainer:
         if self.dist.main and _all_finite(self.model):
             p = self.progress
             state.save_last(self.run.last(self.fold), self.identity, self.model, self.optimizer, self.scaler,
-                            self.ema, p, rng)
+                            self.ema, p, rng, self.plan)
             self.saved_at = f"epoch {p.epoch + 1}, batch {p.step_in_epoch}" if p.step_in_epoch \
                 else f"the end of epoch {p.epoch}"
 
@@ -407,11 +428,11 @@ class Trainer:
         set_rng_state(ranks[self.dist.rank % len(ranks)])
         p = self.progress
         self.saved_at = "the resumed state"
-        if p.epoch < self.cfg.epochs:
+        if p.epoch < self.epochs:
             log.info(f"fold {self.fold}: resuming at epoch {p.epoch + 1}, batch {p.step_in_epoch} ({p.updates} "
                      f"optimizer steps done)")
         else:
-            log.info(f"fold {self.fold}: already trained ({p.epoch}/{self.cfg.epochs} epochs); nothing to resume")
+            log.info(f"fold {self.fold}: already trained ({p.epoch}/{self.epochs} epochs); nothing to resume")
 
     def _check_loss(self, loss: torch.Tensor) -> None:
         finite = loss.detach().clone()

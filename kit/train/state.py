@@ -10,9 +10,10 @@ RUN/fold<k>/best.pt   the weights that scored best on the fold's validation imag
                         score, and the epochs whose weights were averaged into them (--avg-top-k; [] for one epoch)
 RUN/fold<k>/last.pt   what --resume continues from: identity and
   resumable             {"model", "optimizer", "scaler", "ema", "epoch", "step_in_epoch", "updates", "best_score",
-                        "best_epoch", "history", "top_k", "rng"}: the raw and EMA weights, optimizer and AMP scaler
-                        states, progress counters, metrics.csv's rows as numbers, the K best epochs' weights for
-                        --avg-top-k ({"epoch", "score", "model"} each; [] when off), every rank's RNG states
+                        "best_epoch", "history", "top_k", "plan", "rng"}: the raw and EMA weights, optimizer and AMP
+                        scaler states, progress counters, metrics.csv's rows as numbers, the K best epochs' weights
+                        for --avg-top-k ({"epoch", "score", "model"} each; [] when off), the --time-budget plan
+                        (kit.train.budget; None without one), every rank's RNG states
 """
 from __future__ import annotations
 
@@ -61,12 +62,13 @@ def save_best(path: Path, ident: dict, weights: dict, epoch: int, score: float, 
     checkpoint.save({**ident, "model": weights, "epoch": epoch, "score": score, "averaged": averaged or []}, path)
 
 
-def save_last(path: Path, ident: dict, model, optimizer, scaler, ema, progress: Progress, rng: list) -> None:
+def save_last(path: Path, ident: dict, model, optimizer, scaler, ema, progress: Progress, rng: list,
+              plan: dict | None = None) -> None:
     checkpoint.save({**ident, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
                      "epoch": progress.epoch, "step_in_epoch": progress.step_in_epoch, "updates": progress.updates,
                      "best_score": progress.best_score, "best_epoch": progress.best_epoch,
-                     "history": as_dicts(progress.history), "top_k": progress.top, "rng": rng}, path)
+                     "history": as_dicts(progress.history), "top_k": progress.top, "plan": plan, "rng": rng}, path)
 
 
 def check_resume(saved: dict, ident: dict, force: bool) -> None:
