@@ -213,17 +213,21 @@ def test_kit_web_serve_sends_the_isolation_headers(onnx_file, tmp_path):
 
 
 def test_the_web_graph_resizes_like_the_predictor(onnx_file, trained, tmp_path):
-    """The resize moved into model.onnx gives load_rgb's pixels: the same outputs from the file's own pixels."""
+    """resize.onnx then model.onnx give load_rgb's pixels and so the predictor's outputs, from the file's own pixels
+    (images of other sizes than the graph's: the resize is really exercised)."""
     import onnxruntime as ort
     from kit.core.images import open_rgb
-    from kit.deploy.web import with_resize
-    with_resize(onnx_file, tmp_path / "model.onnx")
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape == [1, "height", "width", 3]
+    from kit.deploy.web import page_graphs
+    page_graphs(onnx_file, tmp_path)
+    resize = ort.InferenceSession(str(tmp_path / "resize.onnx"), providers=["CPUExecutionProvider"])
+    model = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert resize.get_inputs()[0].shape == [1, "height", "width", 3]
     images = sorted((trained[0] / "test_images").iterdir())
     want = Predictor(onnx_file, "cpu").predict_files(images)
     for path, row in zip(images, want):
-        got = session.run(None, {"image": np.asarray(open_rgb(path))[None]})[0][0]
+        pixels = np.asarray(open_rgb(path))[None]
+        assert pixels.shape[1] != 32                                  # 16px files into a 32px graph
+        got = model.run(None, {"images": resize.run(None, {"image": pixels})[0]})[0][0]
         np.testing.assert_allclose(got, row, atol=1e-6)
 
 

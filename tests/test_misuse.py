@@ -475,15 +475,15 @@ def test_a_builder_that_fails_leaves_nothing_and_the_retry_works(copied, tmp_pat
     import kit.deploy.web as web
     from kit.core.errors import KitError
     comp, run, graph = copied
-    real = web.with_resize
+    real = web.page_graphs
 
     def fail(*_):
         raise KitError("disk on fire")
-    monkeypatch.setattr(web, "with_resize", fail)
+    monkeypatch.setattr(web, "page_graphs", fail)
     r = run_module(capsys, "kit.deploy.web", "--onnx", graph, "--out", tmp_path / "page")
     assert_user_error(r, "disk on fire")
     assert not (tmp_path / "page").exists() and not list(tmp_path.glob(".page*"))
-    monkeypatch.setattr(web, "with_resize", real)
+    monkeypatch.setattr(web, "page_graphs", real)
     r = run_module(capsys, "kit.deploy.web", "--onnx", graph, "--out", tmp_path / "page")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "page" / "index.html").is_file()

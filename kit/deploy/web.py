@@ -5,7 +5,7 @@
 DIR/index.html, kit.js        the page: pick or drop images, each result with its file name (an error stays with its
                               file), the backend it runs on: WebGPU when the browser offers it, else WebAssembly,
                               multi-threaded when the page is cross-origin isolated (`?backend=wasm` forces one)
-DIR/model.onnx                the graph with the resize moved inside it (below)
+DIR/model.onnx, resize.onnx   the exported graph, and the resize it starts from (below), run on WebAssembly
 DIR/kit-meta.json             the graph's kit.* metadata (classes, task, the answer's shape)
 DIR/ort/                      onnxruntime-web, vendored from npm (no CDN, nothing downloaded at run time)
 DIR/_headers, vercel.json, .htaccess   the COOP/COEP headers of cross-origin isolation for Netlify / Cloudflare
@@ -17,8 +17,8 @@ Task.answer, the same as the service's and kit.predict's); the picker and the dr
 
 Same pixels as the Python predictor: a canvas resize differs from Pillow's, so the page does no resizing. It
 decodes the file at its own size (EXIF orientation applied, no colour management, as Pillow does) and feeds
-uint8 [1, H, W, 3] to model.onnx, which starts with the resize kit.core.images.load_rgb does: bilinear with
-antialiasing (ONNX Resize, antialias=1, half-pixel centres), rounded back to 8-bit, then the exported graph.
+uint8 [1, H, W, 3] to resize.onnx, the resize kit.core.images.load_rgb does: bilinear with antialiasing (ONNX
+Resize, antialias=1, half-pixel centres), rounded back to 8-bit; then model.onnx, the exported graph.
 tests/test_web.py checks a real headless Chromium against the Python predictor.
 """
 from __future__ import annotations
@@ -75,38 +75,37 @@ def ort_web(cache: Path = NPM_CACHE) -> Path:
     return dist
 
 
-def with_resize(graph_path: Path, out: Path) -> dict:
-    """The exported graph behind a resize stage: uint8 [1, H, W, 3] at any size -> load_rgb's pixels at S."""
+def page_graphs(graph_path: Path, folder: Path) -> dict:
+    """The page's two graphs: resize.onnx (uint8 [1, H, W, 3] at any size -> load_rgb's pixels at S, run on
+    WebAssembly: onnxruntime-web's WebGPU Resize has no antialiasing) and model.onnx, the exported graph itself.
+    Returns the graph's metadata."""
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    import numpy as np
     model = onnx.load(str(graph_path))
     props = {p.key: p.value for p in model.metadata_props}
-    size = json.loads(props["kit.img_size"])
-    h = helper
+    meta = asdict(read_metadata(props, graph_path))
+    size, h = meta["img_size"], helper
     nodes = [
-        h.make_node("Cast", ["image"], ["kitweb_pixels"], to=TensorProto.FLOAT),
-        h.make_node("Transpose", ["kitweb_pixels"], ["kitweb_nchw"], perm=[0, 3, 1, 2]),
-        h.make_node("Resize", ["kitweb_nchw", "", "", "kitweb_resize_sizes"], ["kitweb_resized"], mode="linear", antialias=1,
+        h.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        h.make_node("Transpose", ["pixels"], ["nchw"], perm=[0, 3, 1, 2]),
+        h.make_node("Resize", ["nchw", "", "", "sizes"], ["resized"], mode="linear", antialias=1,
                     coordinate_transformation_mode="half_pixel"),
-        h.make_node("Round", ["kitweb_resized"], ["kitweb_rounded"]),
-        h.make_node("Clip", ["kitweb_rounded", "kitweb_zero", "kitweb_full"], ["kitweb_clipped"]),
-        h.make_node("Transpose", ["kitweb_clipped"], ["kitweb_nhwc"], perm=[0, 2, 3, 1]),
-        h.make_node("Cast", ["kitweb_nhwc"], ["kitweb_pre_images"], to=TensorProto.UINT8),
+        h.make_node("Round", ["resized"], ["rounded"]),
+        h.make_node("Clip", ["rounded", "zero", "full"], ["clipped"]),
+        h.make_node("Transpose", ["clipped"], ["nhwc"], perm=[0, 2, 3, 1]),
+        h.make_node("Cast", ["nhwc"], ["images"], to=TensorProto.UINT8),
     ]
-    inits = [numpy_helper.from_array(np.array([1, 3, size, size], dtype=np.int64), "kitweb_resize_sizes"),
-             numpy_helper.from_array(np.array(0, dtype=np.float32), "kitweb_zero"),
-             numpy_helper.from_array(np.array(255, dtype=np.float32), "kitweb_full")]
-    pre = h.make_graph(nodes, "resize", [h.make_tensor_value_info("image", TensorProto.UINT8, [1, "height", "width", 3])],
-                       [h.make_tensor_value_info("kitweb_pre_images", TensorProto.UINT8, [1, size, size, 3])], inits)
-    pre_model = h.make_model(pre, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    merged = onnx.compose.merge_models(pre_model, model, io_map=[("kitweb_pre_images", "images")])
-    del merged.metadata_props[:]
-    for key, value in props.items():
-        merged.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(merged, full_check=True)
-    onnx.save(merged, str(out))
-    return asdict(read_metadata(props, graph_path))
+    inits = [numpy_helper.from_array(np.array([1, 3, size, size], dtype=np.int64), "sizes"),
+             numpy_helper.from_array(np.array(0, dtype=np.float32), "zero"),
+             numpy_helper.from_array(np.array(255, dtype=np.float32), "full")]
+    graph = h.make_graph(nodes, "kit_resize", [h.make_tensor_value_info("image", TensorProto.UINT8, [1, "height", "width", 3])],
+                         [h.make_tensor_value_info("images", TensorProto.UINT8, [1, size, size, 3])], inits)
+    resize = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)], ir_version=model.ir_version)
+    onnx.checker.check_model(resize, full_check=True)
+    onnx.save(resize, str(folder / "resize.onnx"))
+    shutil.copy(graph_path, folder / "model.onnx")
+    return meta
 
 
 PAGE = """<!doctype html>
@@ -166,20 +165,21 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise of the J
     // threads need SharedArrayBuffer, which only a cross-origin isolated page has (the COOP/COEP headers)
     const threads = self.crossOriginIsolated ? Math.max(1, navigator.hardwareConcurrency || 1) : 1;
     ort.env.wasm.numThreads = threads;
-    const options = { executionProviders: [backend], graphOptimizationLevel: "all" };
-    let session;
+    // the resize runs on WebAssembly (onnxruntime-web's WebGPU Resize has no antialiasing), the model where chosen
+    const resize = await ort.InferenceSession.create("resize.onnx", { executionProviders: ["wasm"] });
+    let model;
     try {
-      session = await ort.InferenceSession.create("model.onnx", options);
+      model = await ort.InferenceSession.create("model.onnx", { executionProviders: [backend],
+                                                                graphOptimizationLevel: "all" });
     } catch (e) {
       if (backend !== "webgpu") throw e;
       backend = "wasm";                      // WebGPU offered but failing: fall back, and say so
-      if (!window.ort || !files.wasm) throw e;
-      session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+      model = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
     }
     window.kitBackend = { name: backend, threads: backend === "wasm" ? threads : 0, isolated: !!self.crossOriginIsolated };
-    return session;
+    return { resize, model };
   }
-  const session = start();
+  const sessions = start();
 
   async function pixels(blob) {
     // decode at the file's own size, as Pillow does: EXIF orientation applied, no colour management
@@ -229,7 +229,9 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise of the J
 
   async function predictBlob(blob) {
     const input = await pixels(blob);
-    const output = await (await session).run({ image: input });
+    const { resize, model } = await sessions;
+    const resized = await resize.run({ image: input });
+    const output = await model.run({ images: resized.images });
     return decode(Array.from(output.probabilities.data));
   }
 
@@ -272,7 +274,7 @@ SCRIPT = r"""// The page's predictor: window.kitPredict(url) -> Promise of the J
     [...e.dataTransfer.files].forEach(show);
   });
   document.getElementById("picker").addEventListener("change", (e) => { [...e.target.files].forEach(show); });
-  session.then(() => {
+  sessions.then(() => {
     window.kitReady = true;
     const b = window.kitBackend;
     status.textContent = `Ready: ${meta.model}, ${meta.classes.length} outputs (${meta.task}); runs in this browser on ` +
@@ -305,7 +307,7 @@ def make_page(onnx: Path, out: Path, title: str | None = None, int8: bool = Fals
         (tmp / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copy(dist / name, tmp / "ort" / name)
-        meta = with_resize(Path(graph), tmp / "model.onnx")
+        meta = page_graphs(Path(graph), tmp)
         write_text(tmp / "kit-meta.json", json.dumps(meta, indent=1) + "\n")
         write_text(tmp / "kit.js", SCRIPT % {"meta": json.dumps(meta), "files": json.dumps(BACKENDS)})
         write_text(tmp / "index.html", PAGE.format(title=title or f"{meta.get('model', 'model')} in your browser"))

@@ -45,15 +45,23 @@ def _val_seconds_per_image(trainer) -> float:
     return (time.perf_counter() - t) / max(len(x), 1)
 
 
+def _cycle(trainer):
+    """Training batches, epoch after epoch (a tiny fold has fewer batches than the probe takes)."""
+    epoch = 0
+    while True:
+        trainer.train_sampler.set_epoch(epoch)
+        yield from trainer.train_loader
+        epoch += 1
+
+
 def _train_seconds_per_step(trainer) -> float:
     net, batch, objective = trainer.net, trainer.batch, trainer.objective
     net.train()
-    trainer.train_sampler.set_epoch(0)
-    iterator = iter(trainer.train_loader)
+    batches = _cycle(trainer)
     times = []
     for step in range(PROBE_STEPS + 1):
         t = time.perf_counter()
-        x, y = next(iterator)
+        x, y = next(batches)
         x, y, _ = batch.train(x, y, 0, step)
         loss = objective.train_loss(net(x), y)
         loss.backward()

@@ -29,11 +29,12 @@ class Regression(Task):
     @classmethod
     def from_labels(cls, labels: Sequence[str], name: str = "target", loss: str = "mse", **_) -> "Regression":
         values = parse_numbers(labels)
-        if loss == "bce":
-            lo, hi = float(values.min()), float(values.max())
-            scale = {"kind": "unit", "shift": lo, "factor": (hi - lo) or 1.0}
-        else:
-            scale = {"kind": "standard", "shift": float(values.mean()), "factor": float(values.std()) or 1.0}
+        with np.errstate(over="ignore", invalid="ignore"):        # an overflow is refused just below, in words
+            if loss == "bce":
+                lo, hi = float(values.min()), float(values.max())
+                scale = {"kind": "unit", "shift": lo, "factor": (hi - lo) or 1.0}
+            else:
+                scale = {"kind": "standard", "shift": float(values.mean()), "factor": float(values.std()) or 1.0}
         if not all(math.isfinite(v) and abs(v) < 3e38 for v in scale.values() if isinstance(v, float)):
             raise KitError(f"the regression target's spread ({values.min():.4g} .. {values.max():.4g}) overflows "
                            f"32-bit floats, which the model computes in; rescale the target (e.g. divide it or "
