@@ -3,14 +3,16 @@
     python bench/deploy.py serve  [--onnx runs/default/ensemble.onnx] [--images data/digits/test_images]
     python bench/deploy.py web    [--onnx ...] [--images ...]
     python bench/deploy.py bundle [--run-dir runs/default] [--data data/digits]
+    python bench/deploy.py infer  [--run-dir runs/default] [--data data/digits]
 
 serve   `python -m kit.runtime.serve` in its own process, loaded by wrk (Debian's package) over 127.0.0.1 at concurrency
         1, 8 and 32 for --seconds each: requests/s, p50 and p99 latency; the offline predictor's images/s
         (decode included, batch 32) on the same graph and images. wrk, the service and onnxruntime share the cores.
 serve   (the ratio: service requests/s at concurrency 32 over offline images/s)
-web     the page of `python -m kit.deploy.web` in headless Chromium (Debian's): megabytes the page downloads, time to
-        ready, the first prediction, and steady-state latency per image; against the Python predictor one image
-        at a time and batched.
+web     the page of `python -m kit.web` in headless Chromium (Debian's), per backend (WebAssembly with threads, the
+        page cross-origin isolated; WebGPU on SwiftShader): megabytes the page downloads, time to ready, the first
+        prediction, and steady-state latency per image; against the Python predictor one image at a time.
+infer   infer.py twice on an unchanged run: the export, then the reuse of the up-to-date graph.
 bundle  `python -m kit.deploy.bundle`, then a fresh venv: install from the bundle only (no network) and predict; wall times.
 """
 from __future__ import annotations
@@ -104,52 +106,70 @@ def bench_serve(args) -> None:
 
 
 def bench_web(args) -> None:
-    from kit.runtime.predictor import Predictor
+    """Per backend the page offers here (WebAssembly with threads, the page served cross-origin isolated; WebGPU on
+    SwiftShader): the download, time to ready, the first prediction, and steady-state latency one image at a time,
+    against the Python predictor one image at a time (decode included on both sides)."""
+    from kit.core.images import load_rgb
     from kit.deploy.web import make_page
+    from kit.runtime.predictor import Predictor
     sys.path.insert(0, str(ROOT / "tests"))      # the browser test's helpers ("tests" itself may be shadowed by an
     from test_deploy import chromium_driver, serve  # installed package of that name)
     images = sorted(Path(args.images).iterdir())[:args.count]
-    with tempfile.TemporaryDirectory() as tmp:
-        page = Path(tmp) / "page"
-        make_page(Path(args.onnx), page)
-        (page / "test").mkdir()
-        for p in images:
-            shutil.copy(p, page / "test" / p.name)
-        loaded = sum(f.stat().st_size for f in [page / "index.html", page / "kit.js", page / "model.onnx",
-                                                   *(page / "ort").iterdir()])
-        server = serve(page)
-        driver = chromium_driver(Path(tmp))
-        try:
-            driver.set_script_timeout(300)
-            t0 = time.perf_counter()
-            driver.get(f"http://127.0.0.1:{server.server_port}/index.html")
-            driver.execute_async_script("const done = arguments[0];"
-                                        "(function w() { window.kitReady ? done(true) : setTimeout(w, 20); })();")
-            ready = time.perf_counter() - t0
-            timings = driver.execute_async_script("""
-                const [urls, done] = arguments; const out = [];
-                (async () => { for (const u of urls) { const t = performance.now(); await window.kitPredict(u);
-                                                        out.push(performance.now() - t); } done(out); })();""",
-                                                  [f"test/{p.name}" for p in images])
-        finally:
-            driver.quit()
-            server.shutdown()
     predictor = Predictor(args.onnx, "cpu")
-    from kit.core.images import load_rgb
     single = []
-    for p in images[:50]:
+    for p in images[:50] * 2:
         t = time.perf_counter()
         predictor.predict_images(load_rgb(p, predictor.meta.img_size)[None])
         single.append(time.perf_counter() - t)
-    batched = offline_rate(Path(args.onnx), images, 32)
-    steady = statistics.median(timings[1:])
-    print(f"graph {args.onnx}: the page downloads {loaded / 2**20:.2f} MB (model {Path(args.onnx).stat().st_size / 2**20:.2f} MB)")
-    print(f"headless Chromium: ready after {ready:.2f} s (page, onnxruntime-web and the model loaded), first "
-          f"prediction {timings[0]:.1f} ms, steady state {steady:.1f} ms per image (median of {len(timings) - 1}) = "
-          f"{1000 / steady:.1f} images/s")
-    print(f"Python predictor on the same graph: {1 / statistics.median(single):.1f} images/s one at a time, "
-          f"{batched:.1f} images/s in batches of 32 (decode included) -> browser/Python one at a time "
-          f"{(1000 / steady) * statistics.median(single):.2f}x")
+    python_rate = 1 / statistics.median(single)
+    print(f"graph {args.onnx}; Python predictor one image at a time: {python_rate:.1f} images/s")
+    print("| backend | download | ready | first prediction | steady state | images/s | browser / Python |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "page"
+        built = make_page(Path(args.onnx), page)
+        (page / "test").mkdir()
+        for p in images:
+            shutil.copy(p, page / "test" / p.name)
+        server = serve(page)
+        driver = chromium_driver(Path(tmp))
+        try:
+            driver.set_script_timeout(600)
+            for backend in ("wasm", "webgpu"):
+                t0 = time.perf_counter()
+                driver.get(f"http://127.0.0.1:{server.server_port}/index.html?backend={backend}")
+                state = driver.execute_async_script(
+                    "const done = arguments[0];"
+                    "(function w() { (window.kitReady || window.kitError) ? done(window.kitBackend || window.kitError)"
+                    " : setTimeout(w, 20); })();")
+                ready = time.perf_counter() - t0
+                timings = driver.execute_async_script("""
+                    const [urls, done] = arguments; const out = [];
+                    (async () => { for (const u of urls) { const t = performance.now(); await window.kitPredict(u);
+                                                            out.push(performance.now() - t); } done(out); })();""",
+                                                      [f"test/{p.name}" for p in images])
+                steady = statistics.median(timings[1:])
+                name = f"{backend} ({state['threads']} threads)" if backend == "wasm" else backend
+                print(f"| {name} | {built['mb'][backend]:.1f} MB | {ready:.2f} s | {timings[0]:.1f} ms | "
+                      f"{steady:.1f} ms | {1000 / steady:.1f} | {(1000 / steady) / python_rate:.2f}x |", flush=True)
+        finally:
+            driver.quit()
+            server.shutdown()
+
+
+def bench_infer(args) -> None:
+    """infer.py twice on an unchanged run: the first exports, the second finds the graph up to date and predicts
+    without importing torch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "infer.py", "--run-dir", args.run_dir, "--data-dir", args.data, "--out",
+                            str(Path(tmp) / "s.csv"), "--onnx-out", str(Path(tmp) / "graph.onnx")], cwd=ROOT,
+                           check=True, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t)
+    print(f"infer.py on {args.run_dir}: first call {times[0]:.1f} s (export, parity, predict), second call "
+          f"{times[1]:.1f} s (the graph up to date) = {times[0] / times[1]:.1f}x faster")
 
 
 def bench_bundle(args) -> None:
@@ -177,7 +197,7 @@ def bench_bundle(args) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", choices=["serve", "web", "bundle"])
+    p.add_argument("target", choices=["serve", "web", "bundle", "infer"])
     p.add_argument("--onnx", default="runs/default/ensemble.onnx")
     p.add_argument("--images", default="data/digits/test_images")
     p.add_argument("--seconds", type=int, default=10)
@@ -185,7 +205,7 @@ def main():
     p.add_argument("--run-dir", default="runs/default")
     p.add_argument("--data", default="data/digits")
     args = p.parse_args()
-    {"serve": bench_serve, "web": bench_web, "bundle": bench_bundle}[args.target](args)
+    {"serve": bench_serve, "web": bench_web, "bundle": bench_bundle, "infer": bench_infer}[args.target](args)
 
 
 if __name__ == "__main__":

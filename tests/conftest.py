@@ -96,12 +96,15 @@ def run_entry(capsys, script: str, *args) -> subprocess.CompletedProcess:
     """Run train.py / infer.py in this process, exactly as its __main__ does (same error handling and exit
     code), without paying a fresh interpreter's torch import. Anything but a KitError propagates (a traceback)."""
     import importlib
+    return _run_main(capsys, script, importlib.import_module(script.removesuffix(".py")).main, args)
+
+
+def _run_main(capsys, name: str, main, args) -> subprocess.CompletedProcess:
     from kit.core.entry import main_guard
-    module = importlib.import_module(script.removesuffix(".py"))
-    argv, sys.argv = sys.argv, [script, *map(str, args)]
+    argv, sys.argv = sys.argv, [name, *map(str, args)]
     capsys.readouterr()
     try:
-        main_guard(module.main)
+        main_guard(main)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -167,19 +170,7 @@ def stop_service(port: int) -> str:
 def run_module(capsys, module: str, *args) -> subprocess.CompletedProcess:
     """`python -m kit.<command> ARGS` in this process (its main() under main_guard, as its __main__ runs it)."""
     import importlib
-    from kit.core.entry import main_guard
-    main = importlib.import_module(module).main
-    argv, sys.argv = sys.argv, [module, *map(str, args)]
-    capsys.readouterr()
-    try:
-        main_guard(main)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
+    return _run_main(capsys, module, importlib.import_module(module).main, args)
 
 
 def assert_user_error(result, pattern):
