@@ -183,10 +183,49 @@ def run_hand(args) -> dict:
 # --- driver ---------------------------------------------------------------------------------------------------
 
 def one_run(args) -> None:
-    """Child process: one (dataset, arm, seed, fold); prints its result as JSON on the last line."""
+    """Child process: one (dataset, arm, seed, fold); prints its result as JSON on the last line. An arm's flags
+    {"hand_epochs": E} run the hand loop for E epochs (the equal-time mode)."""
     flags = ARMS[args.arm] if args.arm in ARMS else json.loads(args.flags)
+    if isinstance(flags, dict):
+        args.epochs = flags["hand_epochs"]
+        flags = None
     result = run_hand(args) if flags is None else run_kit(args, flags)
     print(json.dumps(result))
+
+
+def calibrate(args, dataset: str) -> dict:
+    """Seconds per fold of the kit's default (8 epochs) and of the hand loop's 8 epochs, on seed 0's fold 0, each in
+    a fresh process, one after the other on a quiet machine: what the equal-time arms are sized from."""
+    from bench.datasets import build
+    data = build(dataset, Path(args.data_root))
+    folds_csv = split_file(Path(args.work), dataset, 0)
+    make_split(data, folds_csv, 0)
+    out = {}
+    for arm in ("kit", "hand"):
+        cmd = [sys.executable, __file__, "one", "--data", str(data), "--arm", arm, "--seed", "0", "--fold", "0",
+               "--folds-csv", str(folds_csv), "--run-dir", str(Path(args.work) / "calibration" / dataset / arm),
+               "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--num-workers", str(args.num_workers),
+               "--flags", "[]"]
+        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True)
+        out[arm] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return out
+
+
+def equal_time(args) -> None:
+    """The equal-time arms of every dataset: the hand loop given as many epochs as fit the kit's measured seconds
+    per fold (`hand-equal-time`), and the kit under --time-budget equal to the hand loop's 8-epoch seconds
+    (`kit-budget`)."""
+    for dataset in args.datasets.split(","):
+        seconds = calibrate(args, dataset)
+        hand_epochs = max(args.epochs, round(args.epochs * seconds["kit"] / seconds["hand"]))
+        budget = f"{seconds['hand']:.0f}s"
+        print(f"{dataset}: kit {seconds['kit']:.1f} s per fold, hand loop {seconds['hand']:.1f} s for {args.epochs} "
+              f"epochs -> hand-equal-time {hand_epochs} epochs, kit-budget --time-budget {budget}", flush=True)
+        with open(Path(args.results).with_suffix(".calibration.jsonl"), "a") as f:
+            f.write(json.dumps({"dataset": dataset, **seconds, "hand_epochs": hand_epochs, "budget": budget}) + "\n")
+        run_all(argparse.Namespace(**{**vars(args), "datasets": dataset, "arms": "", "extra_arm": [
+            f'hand-equal-time={json.dumps({"hand_epochs": hand_epochs})}',
+            f'kit-budget={json.dumps(["--time-budget", budget])}']}))
 
 
 def load_results(path: Path) -> list[dict]:
@@ -307,6 +346,14 @@ def main():
     rep.add_argument("--results", default="bench/results/recipe.jsonl")
     rep.add_argument("--baseline", default="kit")
     rep.add_argument("--score", default="accuracy", choices=["accuracy", "macro_f1"], help="the held-out test score")
+    eq = sub.add_parser("equal-time", help="the hand loop at the kit's seconds per fold, and the kit at the hand "
+                                           "loop's; each dataset calibrated first (run it on a quiet machine)")
+    for name, default in (("--datasets", "digits-hard,photo-patches,digits"), ("--seeds", "0,1"),
+                          ("--folds", "0,1,2,3,4"), ("--data-root", "data"), ("--work", "runs/bench_recipe"),
+                          ("--results", "bench/results/recipe.jsonl")):
+        eq.add_argument(name, default=default)
+    for name, default in (("--epochs", 8), ("--img-size", 32), ("--num-workers", 2)):
+        eq.add_argument(name, type=int, default=default)
     one = sub.add_parser("one")
     for name in ("--data", "--arm", "--folds-csv", "--run-dir", "--flags"):
         one.add_argument(name)
@@ -316,6 +363,8 @@ def main():
     if args.command == "run":
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         run_all(args)
+    elif args.command == "equal-time":
+        equal_time(args)
     elif args.command == "report":
         global TEST_SCORE
         TEST_SCORE = _macro_f1 if args.score == "macro_f1" else _accuracy
