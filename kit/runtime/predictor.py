@@ -40,8 +40,8 @@ def create_session(onnx_path: str | Path, provider: str = "auto", threads: int =
         wanted = PROVIDERS[provider]
         if wanted not in available:
             raise KitError(f"--provider {provider}: onnxruntime here has no {wanted} (available: "
-                           f"{', '.join(available)}). Install onnxruntime-gpu with a matching CUDA, or use "
-                           f"--provider cpu")
+                           f"{', '.join(available)}). Install onnxruntime-gpu with a matching CUDA (an offline bundle: build it "
+                           f"with --gpu and install its requirements-gpu.txt), or use --provider cpu")
     else:
         raise KitError(f"--provider must be cpu, cuda or auto, got {provider!r}")
     options = ort.SessionOptions()
