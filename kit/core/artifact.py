@@ -43,7 +43,7 @@ class Metadata:
     kit_version: str            # the kit that exported it
     members: list               # per run: {"run", "model", "folds", "img_size", "train_img_size", "weight", "views", "cv"}
     answer: dict                # how a row of outputs becomes the JSON answer (kit/core/task: Task.answer_spec)
-    blend: dict                 # {"method", "honest_cv": {method: CV}}: how the runs were blended (kit.evaluate.blend)
+    blend: dict                 # how the runs were blended (kit.evaluate.blend): {"method", "honest_cv": {method: CV}}
     export_key: str             # sha256 of what the graph was made from (kit.export.infer.export_key): reused when equal
 
     def task_(self) -> Task:
