@@ -11,7 +11,9 @@ JSON-lines file, so an interrupted benchmark continues where it stopped.
 Arms (ARMS below): `kit` is `train.py` with nothing but the user's flags (--no-pretrained --img-size --epochs);
 `hand` is the hand-written ResNet18 loop (AdamW + OneCycle + horizontal flip, the common Kaggle baseline);
 `head-clipped`, `agc-0.01-b32` and `adamw` are the mistakes people make with NFNets; `with-*` arms switch one
-piece the `scratch` recipe leaves off back on.
+piece the `scratch` recipe leaves off back on. The `kit` rows of bench/results/recipe.jsonl (up to 2026-12-02)
+trained eca_nfnet_l0, the `scratch` recipe's model then; it now trains nf_resnet26, measured by the arms
+`b118-nf_resnet26`/`b128-nf_resnet26` (that model under the eca_nfnet_l0 fold's seconds as --time-budget).
 """
 from __future__ import annotations
 

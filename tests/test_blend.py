@@ -201,7 +201,7 @@ def test_a_zero_weight_run_is_left_out_of_the_graph(trained, second_run, tmp_pat
     assert graph.session.get_outputs()[1].shape[1:] == [3, 3] and graph.meta.img_size == 32
 
 
-@pytest.mark.parametrize("method", ["hill", "stack", "auto"])
+@pytest.mark.parametrize("method", ["hill", "stack", pytest.param("auto", marks=pytest.mark.slow)])  # auto: 29 s, in CI's slow run
 def test_every_blend_method_becomes_the_graph(trained, second_run, tmp_path, method):
     """The graph computes the fitted method exactly: its output is Blend.apply of the runs' own outputs (each run the
     mean of its members), and blend.md lists every method's honest CV, the chosen one first."""

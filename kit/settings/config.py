@@ -63,7 +63,8 @@ class Config:
     recipe: str = knob("auto", "scratch, finetune, paper, or auto: scratch without pretrained weights, finetune with "
                                "them. Settings you give win over the recipe's")
     # --- model ---
-    model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0")
+    model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0 (the scratch "
+                                         "recipe's is nf_resnet26)")
     pretrained: bool = knob(True, "start from timm's pretrained weights (downloaded once, then cached)")
     pretrained_file: Optional[str] = knob(None, "local weights file for the model (offline machines)")
     drop_rate: float = knob(0.2, "dropout before the classifier")
