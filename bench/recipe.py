@@ -195,6 +195,14 @@ def one_run(args) -> None:
     print(json.dumps(result))
 
 
+def child_command(args, data: Path, arm: str, seed: int, fold: int, folds_csv: Path, run_dir: Path,
+                  flags: str) -> list[str]:
+    """The `one` child process for (arm, seed, fold): every run of the benchmark is a fresh process."""
+    return [sys.executable, __file__, "one", "--data", str(data), "--arm", arm, "--seed", str(seed), "--fold",
+            str(fold), "--folds-csv", str(folds_csv), "--run-dir", str(run_dir), "--img-size", str(args.img_size),
+            "--epochs", str(args.epochs), "--num-workers", str(args.num_workers), "--flags", flags]
+
+
 def calibrate(args, dataset: str) -> dict:
     """Seconds per fold of the kit's default (8 epochs) and of the hand loop's 8 epochs, on seed 0's fold 0, each in
     a fresh process, one after the other on a quiet machine: what the equal-time arms are sized from."""
@@ -204,10 +212,7 @@ def calibrate(args, dataset: str) -> dict:
     make_split(data, folds_csv, 0)
     out = {}
     for arm in ("kit", "hand"):
-        cmd = [sys.executable, __file__, "one", "--data", str(data), "--arm", arm, "--seed", "0", "--fold", "0",
-               "--folds-csv", str(folds_csv), "--run-dir", str(Path(args.work) / "calibration" / dataset / arm),
-               "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--num-workers", str(args.num_workers),
-               "--flags", "[]"]
+        cmd = child_command(args, data, arm, 0, 0, folds_csv, Path(args.work) / "calibration" / dataset / arm, "[]")
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True)
         out[arm] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     return out
@@ -251,10 +256,7 @@ def run_all(args) -> None:
                     if (dataset, arm, seed, fold) in done:
                         continue
                     run_dir = work / "runs" / dataset / arm / f"seed{seed}"
-                    cmd = [sys.executable, __file__, "one", "--data", str(data), "--arm", arm, "--seed", str(seed),
-                           "--fold", str(fold), "--folds-csv", str(folds_csv), "--run-dir", str(run_dir),
-                           "--img-size", str(args.img_size), "--epochs", str(args.epochs),
-                           "--num-workers", str(args.num_workers), "--flags", extra.get(arm, "[]")]
+                    cmd = child_command(args, data, arm, seed, fold, folds_csv, run_dir, extra.get(arm, "[]"))
                     t = time.time()
                     out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     if out.returncode:
