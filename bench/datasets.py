@@ -9,6 +9,9 @@
                 colour-jittered, sometimes grey, JPEG-compressed at 96x96 px. Train windows come from the left
                 70 % of each photo and test windows from the right 30 %, so no test pixel was seen in training.
                 1440 train / 480 test. A natural-photo task: which photo does this patch come from?
+  photo-patches-6k  the same task at the scale of a small Kaggle set (CIFAR-10's shape): 10 of those photos, 600
+                training and 200 test windows each, stored as 32x32 PNGs (6000 train / 2000 test). The set where
+                throughput decides what fits a time budget (issue 28).
 
 Each folder also has solution.csv (the test labels) for scoring.
 """
@@ -89,7 +92,8 @@ def _patch(photo: Image.Image, x0: float, x1: float, rng: np.random.Generator, o
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 40, seed: int = 0) -> Path:
+def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 40, seed: int = 0,
+                  photos: tuple = PHOTOS, out: int = 96, suffix: str = ".jpg") -> Path:
     if (root / "train.csv").exists():
         return root
     rng = np.random.default_rng(seed)
@@ -98,13 +102,16 @@ def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 
     (tmp / "train_images").mkdir(parents=True)
     (tmp / "test_images").mkdir()
     train, test = [], []
-    for label in PHOTOS:
+    for label in photos:
         photo = _photo(label)
         for split, rows, n, (x0, x1) in (("train_images", train, train_per_class, (0.0, 0.7)),
                                          ("test_images", test, test_per_class, (0.7, 1.0))):
             for _ in range(n):
                 image_id = f"p{len(train) + len(test):05d}"
-                _patch(photo, x0, x1, rng).save(tmp / split / f"{image_id}.jpg", quality=85)
+                patch = _patch(photo, x0, x1, rng)
+                if out != patch.width:
+                    patch = patch.resize((out, out), Image.BILINEAR)
+                patch.save(tmp / split / f"{image_id}{suffix}", **({"quality": 85} if suffix == ".jpg" else {}))
                 rows.append((image_id, label))
     order = rng.permutation(len(train))
     _write_csvs(tmp, [train[i] for i in order], sorted(test))
@@ -135,8 +142,13 @@ def long_tail(root: Path, ratio: float = 20.0) -> Path:
     return root
 
 
+def photo_patches_6k(root: Path) -> Path:
+    return photo_patches(root, train_per_class=600, test_per_class=200, seed=6, photos=PHOTOS[:10], out=32,
+                         suffix=".png")
+
+
 DATASETS = {"digits": digits, "digits-hard": digits_hard, "photo-patches": photo_patches,
-            "digits-hard-longtail": long_tail}
+            "digits-hard-longtail": long_tail, "photo-patches-6k": photo_patches_6k}
 
 
 def build(name: str, data_root: Path = Path("data")) -> Path:

@@ -7,6 +7,7 @@ from PIL import Image
 
 from kit.core.errors import KitError
 from kit.core.images import load_rgb, open_rgb
+from kit.train.cache import FileImages
 from kit.train.loader import ImageDataset, decoder
 from kit.runtime.predictor import image_batches
 
@@ -65,7 +66,7 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_training_validation_and_predictor_see_the_same_pixels(tmp_path):
     paths = [_save(tmp_path / "a.png", GRADIENT.astype(np.uint16)),
              _save(tmp_path / "b.png", (np.arange(16 * 16 * 3) % 256).reshape(16, 16, 3).astype(np.uint8))]
-    dataset = ImageDataset(paths, np.zeros(2, dtype=np.int64), decoder(12))
+    dataset = ImageDataset(FileImages(paths, decoder(12)), np.zeros(2, dtype=np.int64))
     loaded = np.stack([dataset[(i, -1)][0].numpy() for i in range(2)])
     predicted = next(image_batches(paths, 12, 2, workers=2))
     assert np.array_equal(loaded, predicted)

@@ -21,9 +21,9 @@ def trainer(tmp_path, **settings) -> Trainer:
 
 def test_the_loop_clips_every_parameter_but_the_head_once_per_optimizer_step(tmp_path, monkeypatch):
     calls = []
-    import kit.train.fold
-    real = kit.train.fold.adaptive_clip_grad_
-    monkeypatch.setattr(kit.train.fold, "adaptive_clip_grad_", lambda params, *a: calls.append(list(params)) or real(params, *a))
+    import kit.train.step
+    real = kit.train.step.adaptive_clip_grad_
+    monkeypatch.setattr(kit.train.step, "adaptive_clip_grad_", lambda params, *a: calls.append(list(params)) or real(params, *a))
     t = trainer(tmp_path, epochs=1, accum_steps=2)
     t.fit()
     head = {id(p) for p in t.model.get_classifier().parameters()}
@@ -37,18 +37,18 @@ def test_agc_sees_unscaled_gradients_under_a_loss_scaler(tmp_path, monkeypatch):
     """AMP's loss scaling multiplies every gradient by the scale (2^16 here); AGC must see the true gradients,
     or it compares the weights with gradients 65,536 times too large and clips every unit. The same step with
     and without an enabled scaler must hand AGC the same gradients (GradScaler runs on the CPU too)."""
-    import kit.train.fold
+    import kit.train.step
     seen = {}
-    real = kit.train.fold.adaptive_clip_grad_
+    real = kit.train.step.adaptive_clip_grad_
 
     def record(params, *a):
         seen.setdefault(key, [p.grad.detach().clone() for p in params])
         return real(params, *a)
-    monkeypatch.setattr(kit.train.fold, "adaptive_clip_grad_", record)
+    monkeypatch.setattr(kit.train.step, "adaptive_clip_grad_", record)
     for key in ("plain", "scaled"):
-        t = trainer(tmp_path / key, epochs=1)
+        t = trainer(tmp_path / key, epochs=1, precision="fp32")
         if key == "scaled":
-            t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+            t.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
         t.fit()
     for plain, scaled in zip(seen["plain"], seen["scaled"]):
         torch.testing.assert_close(scaled, plain, rtol=1e-4, atol=1e-7)
@@ -122,11 +122,12 @@ def test_learning_rate_follows_warmup_then_cosine(tmp_path):
     def expected(u):                                         # the schedule written out, not asked of timm
         if u < warmup:
             return start + (lr - start) * u / warmup
-        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (u - warmup) / total))
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (u - warmup) / (total - warmup)))
 
     got = [e.lr for e in read_history(t.run.history(0))]
     assert got == pytest.approx([expected(per_epoch * (e + 1)) for e in range(epochs)], rel=1e-4)
     assert got[0] == pytest.approx(lr, rel=1e-4) and got[-1] < got[1] < lr
+    assert got[-1] == pytest.approx(min_lr, rel=1e-4)               # the last update ends the cosine at min_lr
 
 
 def test_same_weights_with_and_without_loader_workers(tmp_path):
@@ -154,16 +155,16 @@ def test_a_nan_validation_loss_is_never_best_nor_resumable(tmp_path, monkeypatch
 
 def test_diverged_weights_are_never_saved(tmp_path, monkeypatch):
     t = trainer(tmp_path, epochs=3, save_every_steps=1, batch_size=4, per_class=12)       # 4 steps an epoch
-    real_step = t._step
+    real_update = t.step.update
 
-    def poisoned_step():
-        real_step()
+    def poisoned_update(updates):
+        real_update(updates)
         if t.progress.epoch == 1 and t.progress.step_in_epoch == t.batches_per_epoch:     # epoch 2's last update
             with torch.no_grad():
                 next(t.model.parameters()).fill_(float("inf"))
                 next(t.ema.module.parameters()).fill_(float("inf"))
 
-    monkeypatch.setattr(t, "_step", poisoned_step)
+    monkeypatch.setattr(t.step, "update", poisoned_update)
     with pytest.raises(KitError, match=r"at epoch 2; training stopped, .*last.pt keeps the last finite state \(epoch 2, "
                                        r"batch 3\)"):
         t.fit()

@@ -560,7 +560,8 @@ def test_an_image_that_breaks_during_training_is_one_line(tmp_path, capsys, monk
         victim.write_bytes(b"\x89PNG broken after the check")
     monkeypatch.setattr(run_mod, "check_images_readable", then_break)
     r = run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv",
-                  tmp_path / "f.csv", "--num-folds", "2", *TINY[:-4], "--num-workers", workers, "--epochs", "1")
+                  tmp_path / "f.csv", "--num-folds", "2", *TINY[:-4], "--num-workers", workers, "--epochs", "1",
+                  "--cache-images", "off")           # images held in memory are decoded once, at the check
     assert_user_error(r, rf"fold 0, (epoch 1|validation): cannot read image .*{re.escape(victim.name)}")
 
 

@@ -89,7 +89,7 @@ def test_resume_refuses_changed_settings_unless_forced(tmp_path):
     assert first.returncode == 0, first.stderr
     r = run_cli(*train_args(comp, tmp_path, "run")[:-2], "--epochs", "2", "--lr", "0.2", "--resume")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "cannot resume fold 0: epochs: 1 -> 2; lr: 0.05 -> 0.2" in r.stderr and "--force-resume" in r.stderr
+    assert "cannot resume fold 0: epochs: 1 -> 2; lr: 0.00625 -> 0.2" in r.stderr and "--force-resume" in r.stderr   # lr: 0.4 x 4 / 256
     r = run_cli(*train_args(comp, tmp_path, "run")[:-2], "--epochs", "2", "--force-resume")
     assert r.returncode == 0, r.stderr
     assert "warning: resuming with changed settings" in r.stdout

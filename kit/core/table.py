@@ -8,6 +8,7 @@ integer is also written plainly ("3"). What a label means is the task's business
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -16,7 +17,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from kit.core.errors import KitError
 from kit.core.images import ImageError, open_rgb
@@ -277,23 +278,37 @@ def read_table(csv_path: Path, images_dir: Path, id_col: str, label_col: Optiona
                  tags, missing)
 
 
-def _unreadable(path: Path) -> Optional[str]:
-    try:
-        open_rgb(path, 64)          # JPEG: the whole stream decoded at a small DCT scale catches truncation cheaply
-        return None
-    except ImageError as e:
-        return e.reason
+def _probe(path: Path) -> None:
+    open_rgb(path, 64)          # JPEG: the whole stream decoded at a small DCT scale catches truncation cheaply
 
 
-def check_images_readable(paths: list[Path], workers: int = 8) -> None:
-    """Decode every image once before training, so a corrupt file stops the run now, not in epoch 7."""
-    with ThreadPoolExecutor(workers) as pool:
-        problems = [(p, err) for p, err in zip(paths, pool.map(_unreadable, paths)) if err]
+def decode_every(paths: list[Path], decode=_probe, workers: int = 8, keep: Callable[[Any], None] | None = None) -> None:
+    """Decode every image (`decode`, in `workers` threads; 1: in this thread), handing each result to `keep` in
+    order; a corrupt file stops the run now, not in epoch 7, with up to five of the bad files named."""
+    problems = []
+
+    def attempt(path):
+        try:
+            return decode(path), None
+        except ImageError as e:
+            return None, e.reason
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(attempt, paths) if pool else map(attempt, paths)
+        for path, (result, error) in zip(paths, results):
+            if error:
+                problems.append((path, error))
+            elif keep is not None and not problems:
+                keep(result)
     if problems:
         listed = "; ".join(f"{p}: {err}" for p, err in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise KitError(f"{len(problems)} image(s) cannot be decoded: {listed}{more}. "
                        f"Replace these files or remove their rows from the CSV")
+
+
+def check_images_readable(paths: list[Path], workers: int = 8) -> None:
+    """Decode every image once before training (kit.train.cache's decode into memory does the same check)."""
+    decode_every(paths, workers=workers)
 
 
 def data_root(data_dir: str) -> Path:

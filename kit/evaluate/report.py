@@ -229,13 +229,33 @@ def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
             f"own**: no image was held out from it. {estimate}\n\n")
 
 
-def budget_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
-    """What --time-budget planned for each fold."""
-    if not cfg.time_budget:
+def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
+    """What each fold trained (model and why, batch, learning rate, arithmetic, epochs) and, under --time-budget,
+    how its epochs were planned: each fold's plan.json (kit.train.budget)."""
+    names = [f.fold for f in folds] + ([FULL] if run.plan(FULL).is_file() else [])
+    plans = {k: json.loads(run.plan(k).read_text(encoding="utf-8")) for k in names if run.plan(k).is_file()}
+    if not plans:
         return ""
-    plans = {f.fold: json.loads(run.plan(f.fold).read_text(encoding="utf-8")) for f in folds if run.plan(f.fold).is_file()}
-    parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each)" for k, p in plans.items()]
-    return f"Time budget {cfg.time_budget} per fold, planned from each fold's first steps: {'; '.join(parts)}.\n\n"
+    rows = [f"| {k} | {p['model']} | {p['model_why']} | {p['batch_size']} | {p['lr']:.4g} | {p['precision']} | "
+            f"{p['epochs']}{_budget_cell(p)} |" for k, p in plans.items()]
+    text = ("## Plan\n\n| fold | model | why this model | batch | lr | precision | epochs |\n"
+            "|---|---|---|---:|---:|---|---|\n" + "\n".join(rows) + "\n\n")
+    if cfg.time_budget:
+        parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each)" for k, p in plans.items()
+                 if p.get("budget_s")]
+        text = f"Time budget {cfg.time_budget} per fold, planned from each fold's first steps: {'; '.join(parts)}.\n\n" \
+            + text
+    return text
+
+
+def _budget_cell(p: dict) -> str:
+    if not p.get("budget_s"):
+        return ""
+    replan = (f", re-planned after the first epoch (the probe said {p['first_plan_epochs']})"
+              if p.get("replanned") is not None and p["first_plan_epochs"] != p["epochs"] else "")
+    every = f", validated every {p['val_every']} epochs and after the last" if p.get("val_every", 1) > 1 else ""
+    return (f" of {p['seconds_per_epoch']:.1f} s in a {p['budget_s']:.0f} s budget (start-up "
+            f"{p['startup_s']:.1f} s){replan}{every}")
 
 
 def imbalance_note(cfg) -> str:
@@ -267,7 +287,7 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
     if not folds and not full:
         raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
     header = (f"# CV summary: {run.path.name}\n\nRecipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) "
-              f"and exported at {test_size(cfg)}px.\n\n{budget_note(run, cfg, folds)}{imbalance_note(cfg)}"
+              f"and exported at {test_size(cfg)}px.\n\n{plan_note(run, cfg, folds)}{imbalance_note(cfg)}"
               f"{teacher_note(cfg)}")
     config = f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n"
     if not folds:

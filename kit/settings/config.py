@@ -63,8 +63,9 @@ class Config:
     recipe: str = knob("auto", "scratch, finetune, paper, or auto: scratch without pretrained weights, finetune with "
                                "them. Settings you give win over the recipe's")
     # --- model ---
-    model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0 (the scratch "
-                                         "recipe's is nf_resnet26)")
+    model: str = knob("eca_nfnet_l0", "any timm model name, e.g. eca_nfnet_l0, nfnet_l0, dm_nfnet_f0, nf_resnet18 "
+                                         "(kit/train/nf_resnet.py), or auto: the from-scratch model for the data and the "
+                                         "time budget (kit/train/choice.py; the scratch recipe's default)")
     pretrained: bool = knob(True, "start from timm's pretrained weights (downloaded once, then cached)")
     pretrained_file: Optional[str] = knob(None, "local weights file for the model (offline machines)")
     drop_rate: float = knob(0.2, "dropout before the classifier")
@@ -83,10 +84,15 @@ class Config:
     time_budget: Optional[str] = knob(None, "wall time per fold, e.g. 20m or 2h: the epochs (and the schedule) are "
                                             "planned from the measured time of the fold's first steps; overrides "
                                             "epochs")
-    batch_size: int = knob(32, "images per batch (per process under torchrun)")
+    batch_size: Optional[int] = knob(None, "images per batch (per process under torchrun); the learning rate follows "
+                                           "the global batch (lr_base). Default: the model's (batch_for)")
     accum_steps: int = knob(1, "optimizer step every N batches; effective batch = N * batch_size")
     optimizer: str = knob("sgd", "sgd (Nesterov, as in the NFNet paper) or adamw", ("sgd", "adamw"))
-    lr: float = knob(0.05, "peak learning rate")
+    lr: Optional[float] = knob(None, "peak learning rate; default: lr_base scaled to the global batch (batch_size x "
+                                     "accum_steps x processes), as the saved config then records")
+    lr_base: Optional[float] = knob(None, "peak learning rate per 256 images of global batch, scaled linearly (SGD; "
+                                          "Goyal et al. 2017) or by the square root (AdamW) to the batch; default 0.4 "
+                                          "for SGD (0.05 at batch 32), 0.002 for AdamW (0.001 at batch 64)")
     momentum: float = knob(0.9, "SGD momentum")
     weight_decay: float = knob(2e-5, "weight decay")
     warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
@@ -108,7 +114,11 @@ class Config:
     agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
     ema: bool = knob(True, "evaluate and keep an exponential moving average of the weights")
     ema_decay: float = knob(0.999, "EMA decay (with warmup: short runs get a shorter horizon)")
-    amp: bool = knob(True, "mixed precision on CUDA; gradients are unscaled before AGC")
+    precision: str = knob("auto", "training arithmetic: fp32, bf16 (autocast; CPUs with AVX512-BF16 or AMX, CUDA "
+                                  "GPUs from Ampere on) or fp16 (CUDA, with loss scaling; gradients are unscaled before "
+                                  "AGC); auto: fp16 on CUDA, and on the CPU what bench/throughput.py measured best "
+                                  "(kit/train/device.py). Weights, AGC, the loss and validation stay in fp32",
+                          ("auto", "fp32", "bf16", "fp16"))
     # --- augmentation (probabilities; 0 turns one off) ---
     aug_hflip: float = knob(0.5, "probability of a horizontal flip")
     aug_vflip: float = knob(0.0, "probability of a vertical flip")
@@ -127,9 +137,16 @@ class Config:
     # --- evaluation ---
     metric: str = knob("auto", "validation metric, the best epoch by it is kept; auto: accuracy (multiclass), f1_micro "
                                "(multilabel), rmse (regression)")
+    val_every: Optional[int] = knob(None, "validate every N epochs, and always after the last; default 1, and under "
+                                          "--time-budget as rarely as keeps validation under a tenth of the fold's time")
     # --- runtime ---
     device: str = knob("auto", "auto, cpu or cuda", ("auto", "cpu", "cuda"))
-    num_workers: int = knob(2, "data-loader worker processes")
+    cache_images: str = knob("auto", "decode the images once into memory (uint8) instead of every epoch: on, off, or "
+                                     "auto: on when they fit cache_memory_mb and are resized whole (crop_scale 0)",
+                             ("auto", "on", "off"))
+    cache_memory_mb: int = knob(4096, "the most memory the image cache may take, in MB")
+    num_workers: Optional[int] = knob(None, "data-loader worker processes; default 0 when the images are cached and "
+                                            "augmented in this process, else 2")
     # NHWC activations. None: on for CUDA (tensor-core convs under AMP), off on the CPU, where bench/train_step.py
     # measured NHWC training steps 2-4 % slower at 32-224 px
     channels_last: Optional[bool] = knob(None, "NHWC activations (default: on for CUDA only)")
@@ -204,6 +221,21 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict:
     return loaded
 
 
+# settings of earlier versions and what they are now: a saved config.yaml still loads, a YAML file is told the new name
+RENAMED = {"amp": ("precision", lambda on: "auto" if on else "fp32")}
+
+
+def _renamed(layer: dict, source: str, saved: bool) -> dict:
+    """A saved config's old settings under their new names; a file the user writes is asked to rename them."""
+    for old, (new, convert) in RENAMED.items():
+        if old in layer:
+            if not saved:
+                raise KitError(f"{source}: the setting '{old}' is now '{new}' "
+                               f"({one_of(FIELDS[new].metadata['choices'])}); rename it")
+            layer = {**{k: v for k, v in layer.items() if k != old}, new: layer.get(new, convert(layer[old]))}
+    return layer
+
+
 def load_config(yaml_path: str | None = None, overrides: dict | None = None,
                 base: dict | None = None) -> Config:
     """Build a Config: defaults, the recipe's settings, then `base` (e.g. the demo's settings), then the YAML file,
@@ -214,6 +246,7 @@ def load_config(yaml_path: str | None = None, overrides: dict | None = None,
     layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, "command line"))
     values: dict = {}
     for layer, source in layers:
+        layer = _renamed(layer, source, saved=source == "built-in settings")
         for name, value in layer.items():
             if name not in FIELDS:
                 raise KitError(f"{source}: unknown setting '{name}'; known settings: {', '.join(FIELDS)}")
@@ -228,7 +261,7 @@ def load_config(yaml_path: str | None = None, overrides: dict | None = None,
 
 def from_dict(saved: dict, source: str) -> Config:
     """A Config saved by save_config (a run's config.yaml, a checkpoint's 'config')."""
-    extra = sorted(set(saved) - set(FIELDS))
+    extra = sorted(set(saved) - set(FIELDS) - set(RENAMED))
     if extra:
         raise KitError(f"{source} has settings this kit does not know ({', '.join(extra)}); it was written by "
                        f"another version of the kit")
@@ -260,6 +293,29 @@ def mixing(cfg: Config) -> bool:
     return (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mix_prob > 0
 
 
+# the batch a model trains at when batch_size is not set: measured under --time-budget (bench/RESULTS.md "Equal wall
+# time, fourth wave"), nf_resnet18 scored higher at 64 than at 32 on three sets; 32 is the batch every other model's
+# recipe was measured at
+MODEL_BATCH = {"nf_resnet18": 64}
+DEFAULT_BATCH = 32
+
+
+def batch_for(cfg: Config) -> int:
+    """The batch size: batch_size, or the model's when it is not set."""
+    return cfg.batch_size if cfg.batch_size is not None else MODEL_BATCH.get(cfg.model, DEFAULT_BATCH)
+
+
+LR_BASE = {"sgd": 0.4, "adamw": 0.002}          # per 256 images: 0.05 at batch 32 (SGD), 0.001 at batch 64 (AdamW)
+
+
+def scaled_lr(cfg: Config, global_batch: int) -> float:
+    """The peak learning rate for a global batch when `lr` is not set: lr_base per 256 images, scaled linearly
+    (SGD, Goyal et al. 2017) or by the square root (AdamW) with the batch, as timm's train.py does."""
+    base = cfg.lr_base if cfg.lr_base is not None else LR_BASE[cfg.optimizer]
+    ratio = global_batch / 256
+    return base * (ratio if cfg.optimizer == "sgd" else ratio ** 0.5)
+
+
 def test_size(cfg: Config) -> int:
     """The size of validation, OOF, the exported graph and the predictor."""
     if cfg.test_img_size:
@@ -280,7 +336,7 @@ def validate(cfg: Config) -> None:
         (not cfg.pseudo_label or cfg.teacher, "pseudo_label needs a teacher (--teacher RUN_DIR) to label the test "
                                               "images"),
         (cfg.epochs >= 1, "epochs must be at least 1"),
-        (cfg.batch_size >= 1, "batch_size must be at least 1"),
+        (cfg.batch_size is None or cfg.batch_size >= 1, "batch_size must be at least 1"),
         (cfg.accum_steps >= 1, "accum_steps must be at least 1"),
         (cfg.img_size >= 8 and (cfg.test_img_size is None or cfg.test_img_size >= 8),
          "img_size and test_img_size must be at least 8"),
@@ -290,12 +346,15 @@ def validate(cfg: Config) -> None:
                                                                   "(0: off) and randaugment_ops at least 1"),
         (cfg.mixup >= 0 and cfg.cutmix >= 0, "mixup and cutmix are Beta alphas and must be >= 0 (0: off)"),
         (0 <= cfg.mix_prob <= 1 and 0 <= cfg.mix_switch_prob <= 1, "mix_prob and mix_switch_prob must be in [0, 1]"),
-        (not mixing(cfg) or cfg.batch_size % 2 == 0, "MixUp/CutMix mix each batch with its mirror and need an even "
+        (not mixing(cfg) or batch_for(cfg) % 2 == 0, "MixUp/CutMix mix each batch with its mirror and need an even "
                                                      "batch_size"),
-        (cfg.lr > 0, "lr must be positive"),
+        (cfg.lr is None or cfg.lr > 0, "lr must be positive"),
+        (cfg.lr_base is None or cfg.lr_base > 0, "lr_base must be positive"),
+        (cfg.val_every is None or cfg.val_every >= 1, "val_every must be at least 1"),
+        (cfg.cache_memory_mb >= 0, "cache_memory_mb must be >= 0"),
         (cfg.agc_clip == "auto" or _nonnegative(cfg.agc_clip), f"agc_clip must be auto or a number >= 0 (0 "
                                                               f"disables AGC), got {cfg.agc_clip!r}"),
-        (cfg.num_workers >= 0, "num_workers must be >= 0"),
+        (cfg.num_workers is None or cfg.num_workers >= 0, "num_workers must be >= 0"),
         (0 <= cfg.ema_decay < 1, "ema_decay must be in [0, 1)"),
         (0 <= cfg.seed < 2**32, "seed must be in 0 .. 2**32-1 (numpy's seed range)"),
         (0 <= cfg.label_smoothing < 1, "label_smoothing must be in [0, 1)"),

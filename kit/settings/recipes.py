@@ -23,12 +23,12 @@ RECIPES: dict[str, dict] = {
     # hand-written ResNet18 given the same seconds, where eca_nfnet_l0 lost 1.8 pt to it; +0.7 pt over eca_nfnet_l0
     # on photo-patches (3 folds). It runs ~2x the epochs in the same time. timm has no pretrained nf_resnet26, so
     # finetune keeps eca_nfnet_l0. nf_regnet_b0 lost (0.51/0.46 on folds 0-1 at 118 s).
-    "scratch": dict(model="nf_resnet26", drop_rate=0.0, drop_path_rate=0.0, aug_coarse_dropout=0.0,
+    "scratch": dict(model="auto", drop_rate=0.0, drop_path_rate=0.0, aug_coarse_dropout=0.0,
                     aug_shift_scale_rotate=0.25),
     # The NFNet paper's ImageNet recipe (Brock et al. 2021; deepmind-research nfnets/experiment_nfnets.py, F0):
     # SGD + Nesterov at lr 0.1 per 256 images, AGC 0.01, label smoothing 0.1, EMA, stochastic depth 0.25,
     # dropout 0.2, CutMix + MixUp + RandAugment (4 layers, magnitude 5), train at 3/4 of the test size.
-    "paper": dict(optimizer="sgd", lr=0.1 * 32 / 256, weight_decay=2e-5, label_smoothing=0.1, agc_clip="0.01",
+    "paper": dict(optimizer="sgd", lr_base=0.1, weight_decay=2e-5, label_smoothing=0.1, agc_clip="0.01",
                   drop_path_rate=0.25, drop_rate=0.2, mixup=0.2, cutmix=1.0, mix_prob=1.0, randaugment=5,
                   randaugment_ops=4, crop_scale=0.08, aug_shift_scale_rotate=0.0, aug_brightness_contrast=0.0,
                   aug_coarse_dropout=0.0, test_scale=4 / 3),

@@ -1,18 +1,30 @@
 """--time-budget: how many epochs fit a fold's time budget, from the measured time of its first steps.
 
-The probe runs PROBE_STEPS real training steps (after one warm-up step) and one validation batch on the fold's own
-loaders, model and optimizer, then puts back the weights, the optimizer's state and every RNG, so the fold then
-trains exactly as it would have (a budget changes how many epochs run, never what one epoch does). The schedule
-(warmup, cosine decay) is fitted to the planned epochs; resuming keeps the plan (last.pt and fold<k>/plan.json hold
-it). What the startup took is counted against the budget, and SAFETY of it is kept in hand for what the probe
-cannot see (checkpoints, the reports between folds).
+The probe runs PROBE_STEPS real training steps (after one warm-up step) through the Trainer's own Step
+(kit.train.step: autocast, loss scaling, AGC, optimizer, EMA) on the fold's own loaders, and one validation batch,
+once the Trainer is complete; then it puts back the weights, optimizer, scaler and EMA states and every RNG, so the
+fold trains exactly as it would have (a budget changes how many epochs run, never what one epoch does). The
+schedule (warmup, cosine decay) is fitted to the planned epochs. After the first epoch the plan is made again from
+that epoch's real time (`replan`): a few steps can misjudge an epoch (one fold ran 41 % over its budget on the
+probe alone, bench/RESULTS.md). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
 
-fold<k>/plan.json  {"budget_s", "epochs", "seconds_per_step", "seconds_per_val_image", "steps_per_epoch",
-                    "val_images", "seconds_per_epoch"}
+What the fold's start-up took counts against the budget: for a run's first fold, from the process's start
+(imports, reading the data, the cache); SAFETY of the budget, and at least RESERVE_S, is kept in hand for what
+follows the last epoch (the best weights and OOF written, the reports drawn).
+
+Validation under a budget: when scoring the fold's validation images would take more than VAL_SHARE of an epoch's
+time, the fold is scored every `val_every` epochs (and always after the last), and the plan counts it.
+
+fold<k>/plan.json  (every fold; the budget's fields are null without one)
+                   {"budget_s", "epochs", "first_plan_epochs", "replanned", "seconds_per_step",
+                    "seconds_per_val_image", "steps_per_epoch", "val_images", "val_every", "seconds_per_epoch",
+                    "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "model", "model_why"}
+  epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran); first_plan_epochs: the probe's;
+  replanned: the first epoch's seconds when the plan was made again from it (null until then);
+  model, model_why: the model trained and why (kit.train.choice, for --model auto; else "set by --model")
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import statistics
@@ -23,11 +35,12 @@ import torch
 from kit.core.atomic import write_text
 from kit.core.entry import parse_duration
 from kit.train import distributed
-from kit.train.agc import adaptive_clip_grad_
 from kit.train.device import rng_state, set_rng_state
 
 PROBE_STEPS = 4
 SAFETY = 0.05
+RESERVE_S = 3.0          # at least this much kept for the end of the fold (reports: ~1-2 s measured at 32 px)
+VAL_SHARE = 0.10
 
 
 def budget_seconds(text: str) -> float:
@@ -40,9 +53,13 @@ def _val_seconds_per_image(trainer) -> float:
     model.eval()
     x, y = next(iter(trainer.val_loader))
     x, _ = trainer.batch.eval(x, y)
-    t = time.perf_counter()
-    model(x)
-    return (time.perf_counter() - t) / max(len(x), 1)
+    times = []
+    for _ in range(2):                         # the first call builds the kernels
+        t = time.perf_counter()
+        with trainer.eval_precision.autocast(trainer.device):
+            model(x)
+        times.append(time.perf_counter() - t)
+    return times[-1] / max(len(x), 1)
 
 
 def _cycle(trainer):
@@ -55,41 +72,80 @@ def _cycle(trainer):
 
 
 def _train_seconds_per_step(trainer) -> float:
-    net, batch, objective = trainer.net, trainer.batch, trainer.objective
-    net.train()
+    """The median time of the Trainer's own step on its own batches (loading and augmentation included)."""
+    step, batch = trainer.step, trainer.batch
+    trainer.net.train()
     batches = _cycle(trainer)
     times = []
-    for step in range(PROBE_STEPS + 1):
+    for i in range(PROBE_STEPS + 1):
         t = time.perf_counter()
         x, y = next(batches)
-        x, y, _ = batch.train(x, y, 0, step)
-        loss = objective.train_loss(net(x), y)
-        loss.backward()
-        adaptive_clip_grad_(trainer.body_params, trainer.agc_clip, trainer.cfg.agc_eps)
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
+        x, y, mix = batch.train(x, y, 0, i)
+        step.backward(step.loss(x, y, mix))
+        step.update(i + 1)
         times.append(time.perf_counter() - t)
     return statistics.median(times[1:])
 
 
-def plan(trainer, started: float) -> dict:
-    """The fold's epochs under its budget, measured on its own first steps (every rank takes rank 0's plan)."""
+def val_every(setting: int | None, train_s: float, val_s: float) -> int:
+    """`setting` if given; else the least N that keeps validation under VAL_SHARE of the time."""
+    if setting:
+        return setting
+    if train_s <= 0 or val_s <= 0:
+        return 1
+    return max(1, math.ceil(val_s * (1 - VAL_SHARE) / (VAL_SHARE * train_s)))
+
+
+def _deadline(trainer) -> float:
+    budget = budget_seconds(trainer.cfg.time_budget)
+    return trainer.started + budget - max(SAFETY * budget, RESERVE_S)
+
+
+def _epochs_left(left_s: float, train_s: float, val_s: float, every: int) -> int:
+    """Epochs that fit `left_s` seconds: n epochs cost n x train_s and about n / every + (1 - 1 / every)
+    validations (every `every`-th epoch, and always the last)."""
+    return max(0, math.floor((left_s - val_s * (1 - 1 / every)) / (train_s + val_s / every)))
+
+
+def plan(trainer) -> dict:
+    """The fold's plan: what it trains and for how many epochs. Under a budget the epochs are measured on the
+    fold's own first steps (every rank takes rank 0's plan); without one they are the `epochs` setting."""
     cfg = trainer.cfg
-    saved = (copy.deepcopy(trainer.model.state_dict()), copy.deepcopy(trainer.optimizer.state_dict()), rng_state())
+    record = {"budget_s": None, "epochs": cfg.epochs, "first_plan_epochs": cfg.epochs, "replanned": None,
+              "seconds_per_step": None, "seconds_per_val_image": None, "steps_per_epoch": trainer.batches_per_epoch,
+              "val_images": len(trainer.data.val_rows), "val_every": cfg.val_every or 1, "seconds_per_epoch": None,
+              "warmup_epochs": cfg.warmup_epochs, "startup_s": time.time() - trainer.started,
+              "precision": trainer.precision.name, "batch_size": trainer.batch_size, "lr": trainer.lr,
+              "model": cfg.model, "model_why": trainer.model_why}
+    if not cfg.time_budget:
+        return record
+    saved, rng = trainer.step.snapshot(), rng_state()
     try:
         per_step = _train_seconds_per_step(trainer)
         per_image = _val_seconds_per_image(trainer) if trainer.data.val_rows.size else 0.0
     finally:
-        trainer.model.load_state_dict(saved[0])
-        trainer.optimizer.load_state_dict(saved[1])
-        set_rng_state(saved[2])
-    budget = budget_seconds(cfg.time_budget)
-    val_images = len(trainer.data.val_rows)
-    per_epoch = trainer.batches_per_epoch * per_step + val_images * per_image
-    left = budget * (1 - SAFETY) - (time.time() - started)
-    epochs = max(1, math.floor(left / per_epoch))
-    result = {"budget_s": budget, "epochs": epochs, "seconds_per_step": per_step, "seconds_per_val_image": per_image,
-              "steps_per_epoch": trainer.batches_per_epoch, "val_images": val_images, "seconds_per_epoch": per_epoch}
+        trainer.step.restore(saved)
+        set_rng_state(rng)
+    train_s, val_s = trainer.batches_per_epoch * per_step, record["val_images"] * per_image
+    every = val_every(cfg.val_every, train_s, val_s)
+    epochs = max(1, _epochs_left(_deadline(trainer) - time.time(), train_s, val_s, every))
+    record.update(budget_s=budget_seconds(cfg.time_budget), epochs=epochs, first_plan_epochs=epochs,
+                  seconds_per_step=per_step, seconds_per_val_image=per_image, val_every=every,
+                  seconds_per_epoch=train_s + val_s / every, warmup_epochs=min(cfg.warmup_epochs, epochs / 5),
+                  startup_s=time.time() - trainer.started)
+    return distributed.gather(record)[0]
+
+
+def replan(trainer, epoch_seconds: float) -> dict:
+    """The plan again once the first epoch has run: as many more epochs as fit the time left at its pace, the
+    median of its steps (loading included) times the steps of an epoch; its first steps, which build the kernels,
+    would make every later epoch look slower than it is. Validation is counted at the planned rate."""
+    p = trainer.plan
+    val_s = p["val_images"] * p["seconds_per_val_image"]
+    times = trainer.step_seconds
+    steady = statistics.median(times[len(times) // 4:]) * p["steps_per_epoch"] if times else epoch_seconds
+    more = _epochs_left(_deadline(trainer) - time.time(), steady, val_s, p["val_every"])
+    result = {**p, "epochs": 1 + more, "replanned": epoch_seconds, "seconds_per_epoch": steady + val_s / p["val_every"]}
     return distributed.gather(result)[0]
 
 

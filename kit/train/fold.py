@@ -23,22 +23,20 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from kit.train import budget, checkpoint
-
-from kit.train import distributed
-
-from kit.train import state
-from kit.train.agc import adaptive_clip_grad_, clip_factor
-from kit.train.augment import TrainAugment
+from kit.train import budget, checkpoint, distributed, state
+from kit.train.agc import clip_factor
+from kit.train.augment import TrainAugment, policy_name
 from kit.train.batch import DeviceBatch, Mixer
-from kit.settings.config import Config, mixing, save_config, test_size
+from kit.train.cache import ImageStore
+from kit.settings.config import Config, batch_for, mixing, save_config, scaled_lr, test_size
 from kit.core.table import Table
-from kit.train.device import activation_layout, make_deterministic, resolve_device, rng_state, seed_everything, set_rng_state
+from kit.train.device import (activation_layout, keep_freed_memory, make_deterministic, resolve_device,
+                              resolve_precision, rng_state, seed_everything, set_rng_state)
 from kit.core.errors import KitError
-from kit.train.loader import (EpochSampler, ImageDataset, class_balance, decoder, make_loader, start_workers,
-                              train_decoder, worker_errors)
+from kit.train.loader import EpochSampler, ImageDataset, class_balance, make_loader, start_workers, worker_errors
 from kit.train.model import ImageNormalizer, create_model, normalization, split_head_params
 from kit.train.objective import Objective
+from kit.train.step import Step
 from kit.train.teacher import Teaching
 from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
 from kit.evaluate.rundir import FULL, RunDir
@@ -141,15 +139,24 @@ class Trainer:
     """Everything one fold's training needs, built once; `fit` runs the epochs."""
 
     def __init__(self, cfg: Config, task: Task, data: FoldData, run: RunDir, dist: distributed.Dist,
-                 resume: bool = False, force_resume: bool = False):
-        started = time.time()
+                 resume: bool = False, force_resume: bool = False, images: ImageStore | None = None,
+                 started: float | None = None, model_why: str = "set by --model"):
+        """`images`: the run's decoded images (kit.train.cache), shared by its folds; `started`: when this fold's
+        time budget began (the process's start for a run's first fold: its start-up counts); `model_why`: why
+        this model (kit.train.choice), for the plan."""
+        started = started or time.time()
+        self.model_why = model_why
         self.cfg, self.task, self.data, self.run, self.dist = cfg, task, data, run, dist
         self.fold = data.fold
         device = resolve_device(cfg.device)
         if device.type == "cuda" and dist.active:
             device = torch.device("cuda", dist.local_rank)
         self.device = device
-        self.amp = cfg.amp and device.type == "cuda"
+        self.precision = resolve_precision(cfg.precision, device)
+        # validation in fp32 on the CPU (it is cheap there next to training, and the OOF outputs then are what the
+        # exported fp32 graph computes); under CUDA autocast as training
+        self.eval_precision = self.precision if device.type == "cuda" else resolve_precision("fp32", device)
+        keep_freed_memory()
         if cfg.deterministic:
             make_deterministic()
         self.identity = state.identity(cfg, task, self.fold, state.split_fingerprint(data.table.ids, data.val_rows),
@@ -160,19 +167,10 @@ class Trainer:
         seed_everything(cfg.seed + data.seed_offset)      # the same initial weights on every rank
 
         train_rows, val_rows = data.train_rows, data.val_rows
-        self.batch_size = max(1, min(cfg.batch_size, len(train_rows) // dist.world))     # per process
+        self.batch_size = max(1, min(batch_for(cfg), len(train_rows) // dist.world))     # per process
         self.train_sampler = EpochSampler(train_rows, cfg.seed + data.seed_offset, True, self.batch_size, dist.rank,
                                           dist.world, sampling_weights(task, data, cfg.sampler))
-        pin = device.type == "cuda"
-        self.test_size = test_size(cfg)
-        self.train_loader = make_loader(ImageDataset(data.paths, data.train_targets, train_decoder(cfg),
-                                                     TrainAugment(cfg)),
-                                        self.train_sampler, self.batch_size, cfg.num_workers, pin, cfg.seed)
-        self.val_loader = make_loader(ImageDataset(data.table.paths, data.targets, decoder(self.test_size)),
-                                      EpochSampler(val_rows, 0, False, rank=dist.rank, world=dist.world),
-                                      self.batch_size * 2, cfg.num_workers, pin, cfg.seed)
-        for loader in (self.train_loader, self.val_loader):
-            start_workers(loader)
+        self._loaders(images or ImageStore(cfg.cache_images, cfg.cache_memory_mb))
 
         memory_format = activation_layout(cfg.channels_last, device)
         self.model = create_model(cfg.model, len(task.names), cfg.pretrained, cfg.pretrained_file, cfg.drop_rate,
@@ -187,7 +185,8 @@ class Trainer:
         self.batches_per_epoch = self.train_sampler.global_batches
         # fused: one kernel for the whole update instead of several passes per tensor; on the CPU it measured
         # 3x faster for SGD (10 vs 32 ms a step on eca_nfnet_l0) with bit-identical weights
-        self.optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        self.lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg, self.batch_size * cfg.accum_steps * dist.world)
+        self.optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer, lr=self.lr, weight_decay=cfg.weight_decay,
                                              momentum=cfg.momentum, fused=True)
         # lambda of the global batch per optimizer step, the batch the gradient is averaged over
         self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer)
@@ -198,38 +197,83 @@ class Trainer:
                                    cfg.focal_gamma if cfg.loss == "focal" else None).to(device)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
         self.batch = DeviceBatch(ImageNormalizer(self.mean, self.std), device, memory_format)
-        self.plan = self._plan(started) if cfg.time_budget else None
-        self.epochs = self.plan["epochs"] if self.plan else cfg.epochs
+        self.step = Step(self.net, self.model, self.objective, self.optimizer, self.ema, self.body_params,
+                         self.agc_clip, cfg.agc_eps, self.precision, device, cfg.accum_steps)
+        self.started = started
+        self.plan = self._plan()           # a --time-budget times self.step: everything above exists
+        self.epochs, self.val_every = self.plan["epochs"], self.plan["val_every"]
         if mixing(cfg):
             self.batch.mixer = Mixer(cfg, self.batch_size, self.epochs)
         self._schedule()
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
 
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
         self.saved_at: str | None = None         # where last.pt stands, for messages
         self.tb = _tensorboard(run.fold_dir(self.fold) / "tb") if cfg.tensorboard and dist.main else None
 
-    def _plan(self, started: float) -> dict:
-        """--time-budget: the epochs that fit, measured on this fold's first steps (kit.train.budget), or the plan
-        a resumed fold was started with."""
-        if self.resumable is not None and self.resumable.get("plan"):
-            return self.resumable["plan"]
-        result = budget.plan(self, started)
+    def _loaders(self, images: ImageStore) -> None:
+        """The training and validation loaders over the fold's images: decoded into memory once (kit.train.cache)
+        or from the files every epoch; the augmentation runs in this process unless worker processes are asked
+        for (or the per-image policies need them: RandAugment, TrivialAugment, or images read from the files)."""
+        cfg, data, dist = self.cfg, self.data, self.dist
+        self.test_size = test_size(cfg)
+        train, val, self.cached = images.sources(cfg, data.paths, data.table.paths)
+        workers = cfg.num_workers if cfg.num_workers is not None else \
+            0 if self.cached and policy_name(cfg) is None else 2
+        pin = self.device.type == "cuda"
+        self.train_loader = make_loader(ImageDataset(train, data.train_targets, TrainAugment(cfg)),
+                                        self.train_sampler, self.batch_size, workers, pin, cfg.seed)
+        self.val_loader = make_loader(ImageDataset(val, data.targets),
+                                      EpochSampler(data.val_rows, 0, False, rank=dist.rank, world=dist.world),
+                                      self.batch_size * 2, workers, pin, cfg.seed)
+        for loader in (self.train_loader, self.val_loader):
+            start_workers(loader)
+
+    def _plan(self) -> dict:
+        """The fold's plan (kit.train.budget): under --time-budget the epochs that fit, measured on this fold's
+        first steps; or the plan a resumed fold was started with."""
+        saved = (self.resumable or {}).get("plan")
+        if saved and saved.get("budget_s") and self.cfg.time_budget:     # a budget's epochs were measured: kept
+            return saved
+        result = budget.plan(self)
         if self.dist.main:
             budget.save(self.run.plan(self.fold), result)
-        log.info(f"fold {self.fold}: time budget {self.cfg.time_budget}: {result['seconds_per_epoch']:.1f}s an epoch "
-                 f"measured ({result['seconds_per_step'] * 1000:.0f} ms a step) -> {result['epochs']} epochs")
+        if self.cfg.time_budget:
+            every = f", validating every {result['val_every']} epochs and after the last" if result["val_every"] > 1 \
+                else ""
+            log.info(f"fold {self.fold}: time budget {self.cfg.time_budget}: {result['seconds_per_epoch']:.1f}s an "
+                     f"epoch measured ({result['seconds_per_step'] * 1000:.0f} ms a step, start-up "
+                     f"{result['startup_s']:.1f}s) -> {result['epochs']} epochs{every}")
         return result
+
+    def _replan(self, epoch_start: float) -> None:
+        """After the first epoch, the plan again from its real pace (the probe's few steps can misjudge an epoch);
+        the schedule is fitted to the new count. The first epoch is warmup (or a fifth of the epochs), which the
+        new schedule keeps."""
+        new = budget.replan(self, time.time() - epoch_start)
+        if new["epochs"] != self.epochs:
+            log.info(f"fold {self.fold}: the first epoch ran at {new['seconds_per_epoch']:.1f}s an epoch: "
+                     f"{new['epochs']} epochs fit the budget instead of {self.epochs}")
+            self.epochs = new["epochs"]
+            if self.batch.mixer is not None:
+                self.batch.mixer = Mixer(self.cfg, self.batch_size, self.epochs)
+            self._schedule()
+            self.scheduler.step_update(self.progress.updates)
+        self.plan = new
+        if self.dist.main:
+            budget.save(self.run.plan(self.fold), new)
 
     def _schedule(self) -> None:
         """Linear warmup then cosine decay over this fold's epochs (a budget's plan: its warmup at most a fifth)."""
         cfg = self.cfg
         updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
-        warmup = min(cfg.warmup_epochs, self.epochs / 5) if self.plan else cfg.warmup_epochs
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=updates_per_epoch * self.epochs,
-                                           lr_min=cfg.min_lr, warmup_t=int(warmup * updates_per_epoch),
-                                           warmup_lr_init=cfg.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
+        warmup = int(self.plan["warmup_epochs"] * updates_per_epoch)
+        # warmup_prefix: the cosine follows the warmup, so together they span the fold's updates and the last one
+        # reaches min_lr (until 2026-12-06 the cosine spanned them all after the warmup and never ended: an 8-epoch
+        # run finished at 3.8 % of the peak, a 4-epoch one at 15 %)
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=max(1, updates_per_epoch * self.epochs - warmup),
+                                           lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=self.lr * 0.01,
+                                           warmup_prefix=True, t_in_epochs=False)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -245,15 +289,15 @@ class Trainer:
         self.scheduler.step_update(p.updates)
         self._log_start()
         while p.epoch < self.epochs:
-            e0 = time.time()
+            e0, whole = time.time(), p.step_in_epoch == 0
             train_loss, train_rate = self.train_epoch()
-            if self.data.val_rows.size:
+            if self.data.val_rows.size and self._validates(p.epoch + 1):
                 probs, val_loss = self.evaluate()
                 val_score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
-            else:                                   # the full model: no validation images
+            else:                                   # the full model (no validation images), or an epoch not scored
                 probs, val_loss, val_score = None, math.nan, math.nan
             self._check_finite(train_loss, val_loss)
-            improved = self.task.is_better(cfg.metric, val_score, p.best_score)
+            improved = probs is not None and self.task.is_better(cfg.metric, val_score, p.best_score)
             p.epoch += 1
             p.step_in_epoch = 0
             self._remember(val_score)
@@ -265,10 +309,16 @@ class Trainer:
             if self.dist.main:
                 write_history(self.run.history(self.fold), p.history)
             self._log_scalars(p.history[-1])
+            if self.cfg.time_budget and p.epoch == 1 and whole and self.plan.get("replanned") is None:
+                self._replan(e0)
             self.save_last()
             log.info(f"fold {self.fold} epoch {p.epoch}/{self.epochs}: train_loss {train_loss:.4f} val_loss "
                      f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
         return self._finish(t0)
+
+    def _validates(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (1-based) is scored: every val_every-th, and always the last."""
+        return epoch % self.val_every == 0 or epoch >= self.epochs
 
     def _log_start(self) -> None:
         cfg, d = self.cfg, self.dist
@@ -277,12 +327,13 @@ class Trainer:
         log.info(f"fold {self.fold}: {len(self.data.train_rows) - extra} train{f' + {extra} pseudo-labelled' if extra else ''}"
                  f" / {len(self.data.val_rows)} val images, {cfg.model} @ {cfg.img_size}px{tested}"
                  f"{f', recipe {cfg.recipe}' if cfg.recipe else ''}{', distilled' if self.data.teaching else ''}, "
-                 f"device {self.device}{' (AMP)' if self.amp else ''}, batch {self.batch_size}x{cfg.accum_steps}"
-                 f"{f' on each of {d.world} processes' if d.active else ''}, "
+                 f"device {self.device} ({self.precision.name}), batch {self.batch_size}x{cfg.accum_steps}"
+                 f"{f' on each of {d.world} processes' if d.active else ''}, lr {self.lr:.4g}, "
+                 f"images {'in memory' if self.cached else 'read from the files every epoch'}, "
                  f"AGC {'off' if self.agc_clip == 0 else self.agc_clip}{' (auto)' if cfg.agc_clip == 'auto' else ''}")
 
     def _check_finite(self, train_loss: float, val_loss: float) -> None:
-        if self.data.val_rows.size and not math.isfinite(val_loss):
+        if self.data.val_rows.size and self._validates(self.progress.epoch + 1) and not math.isfinite(val_loss):
             self._diverged(f"the validation loss is {val_loss}", epoch=self.progress.epoch + 1)
         if not math.isfinite(train_loss) or not _all_finite(self.eval_model):
             self._diverged("the weights are no longer finite", epoch=self.progress.epoch + 1)
@@ -353,7 +404,7 @@ class Trainer:
         self.net.train()
         self.train_sampler.set_epoch(p.epoch, start_batch=p.step_in_epoch)
         loss_sum = torch.zeros((), device=self.device)
-        seen = 0
+        seen, self.step_seconds, t = 0, [], time.perf_counter()
         bar = tqdm(self.train_loader, total=self.batches_per_epoch - p.step_in_epoch, disable=None if d.main else True,
                    leave=False, desc=f"fold {self.fold} epoch {p.epoch + 1}/{self.epochs}")
         for x, y in worker_errors_in(bar, f"fold {self.fold}, epoch {p.epoch + 1}"):
@@ -361,35 +412,26 @@ class Trainer:
             p.step_in_epoch += 1
             optimizer_step = p.step_in_epoch % cfg.accum_steps == 0 or p.step_in_epoch == self.batches_per_epoch
             with self.net.no_sync() if d.active and not optimizer_step else contextlib.nullcontext():
-                with torch.autocast(self.device.type, enabled=self.amp):
-                    loss = self.objective.train_loss(self.net(x), y, mix)
+                loss = self.step.loss(x, y, mix)
                 self._check_loss(loss)
-                self.scaler.scale(loss / cfg.accum_steps).backward()
+                self.step.backward(loss)
             loss_sum += loss.detach()
             seen += 1
             if optimizer_step:
-                self._step()
+                p.updates += 1
+                self.step.update(p.updates)
+                self.scheduler.step_update(p.updates)
                 if cfg.save_every_steps and p.updates % cfg.save_every_steps == 0 and \
                         p.step_in_epoch < self.batches_per_epoch:
                     self.save_last()
             if bar.total and seen % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+            self.step_seconds.append(time.perf_counter() - t)     # loading included; --time-budget's re-plan
+            t = time.perf_counter()
         bar.close()
         losses = distributed.gather((loss_sum.item(), seen))
         images = sum(n for _, n in losses) * self.batch_size
         return sum(l for l, _ in losses) / max(sum(n for _, n in losses), 1), images / (time.time() - e0)
-
-    def _step(self) -> None:
-        """One optimizer update on the accumulated gradients: unscale, clip (AGC), step, schedule, EMA."""
-        self.scaler.unscale_(self.optimizer)        # AGC compares true gradients with weights, never scaled ones
-        adaptive_clip_grad_(self.body_params, self.agc_clip, self.cfg.agc_eps)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.progress.updates += 1
-        self.scheduler.step_update(self.progress.updates)
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.progress.updates)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[np.ndarray, float]:
@@ -399,7 +441,7 @@ class Trainer:
         preds, loss_sum = [], 0.0
         for x, y in worker_errors_in(self.val_loader, f"fold {self.fold}, validation"):
             x, y = self.batch.eval(x, y)
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with self.eval_precision.autocast(self.device):
                 logits = model(x).float()
             loss_sum += self.objective.eval_loss_sum(logits, y).item()
             preds.append(self.objective.activate(logits).cpu().numpy())
@@ -417,13 +459,13 @@ class Trainer:
         rng = distributed.gather(rng_state())       # every rank's dropout stream, for an exact resume
         if self.dist.main and _all_finite(self.model):
             p = self.progress
-            state.save_last(self.run.last(self.fold), self.identity, self.model, self.optimizer, self.scaler,
+            state.save_last(self.run.last(self.fold), self.identity, self.model, self.optimizer, self.step.scaler,
                             self.ema, p, rng, self.plan)
             self.saved_at = f"epoch {p.epoch + 1}, batch {p.step_in_epoch}" if p.step_in_epoch \
                 else f"the end of epoch {p.epoch}"
 
     def _resume(self) -> None:
-        self.progress, ranks = state.restore(self.resumable, self.model, self.optimizer, self.scaler, self.ema)
+        self.progress, ranks = state.restore(self.resumable, self.model, self.optimizer, self.step.scaler, self.ema)
         self.resumable = None
         set_rng_state(ranks[self.dist.rank % len(ranks)])
         p = self.progress
@@ -465,11 +507,12 @@ class Trainer:
 
 
 def train_fold(cfg: Config, task: Task, data: FoldData, run: RunDir, resume: bool = False,
-               force_resume: bool = False) -> FoldResult:
+               force_resume: bool = False, images: ImageStore | None = None, started: float | None = None,
+               model_why: str = "set by --model") -> FoldResult:
     """Train one fold, recording the settings it trains with. The caller holds the fold's lock (kit.train.run)."""
     d = distributed.current()
     if d.main:
         save_config(cfg, run.fold_config_file(data.fold))
     if resume and not run.last(data.fold).is_file():
         log.info(f"fold {data.fold}: no checkpoint to resume from in {run.fold_dir(data.fold)}; starting the fold")
-    return Trainer(cfg, task, data, run, d, resume, force_resume).fit()
+    return Trainer(cfg, task, data, run, d, resume, force_resume, images, started, model_why).fit()

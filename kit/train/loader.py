@@ -22,19 +22,19 @@ from kit.core.images import load_rgb, load_source
 class ImageDataset(Dataset):
     """Items are keyed by (row index, augmentation seed); seed < 0 means no augmentation (validation).
 
-    An item is (uint8 image [H, W, 3], target). `decode` reads a file (kit.core.images.load_rgb at a fixed size, or
-    load_source for crops); `augment(image, seed)` is kit.train.augment.TrainAugment.
+    An item is (uint8 image [H, W, 3], target). `images[i]` is row i's decoded image (kit.train.cache: the file
+    decoded now, or its copy in memory); `augment(image, seed)` is kit.train.augment.TrainAugment.
     """
 
-    def __init__(self, paths: list[Path], targets: np.ndarray, decode: Callable[[Path], np.ndarray], augment=None):
-        self.paths, self.targets, self.decode, self.augment = paths, targets, decode, augment
+    def __init__(self, images, targets: np.ndarray, augment=None):
+        self.images, self.targets, self.augment = images, targets, augment
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
 
     def __getitem__(self, key):
         i, seed = key
-        image = self.decode(self.paths[i])
+        image = self.images[i]
         if seed >= 0 and self.augment is not None:
             image = self.augment(image, seed)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.as_tensor(self.targets[i])

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from kit.core.entry import process_started
 from kit.core.errors import KitError
 from kit.core.paths import Outputs
 from kit.core.table import Table, check_images_readable, train_table
@@ -19,9 +21,12 @@ from kit.evaluate.oof import Oof, write_oof
 from kit.evaluate.report import write_reports
 from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
-from kit.settings.config import Config, load_config
+from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
 from kit.train import distributed, state
-from kit.train.device import resolve_device
+from kit.train.budget import RESERVE_S, budget_seconds
+from kit.train.cache import ImageStore
+from kit.train.choice import AUTO, choose_model
+from kit.train.device import resolve_device, resolve_precision
 from kit.train.fold import FoldData, train_fold
 from kit.train.objective import Objective
 from kit.train.teacher import Teacher, default_folds_file, load_teacher, teaching
@@ -86,14 +91,14 @@ def train(config_file: str | None, overrides: dict, fold: str = "0", resume: boo
     same folds file: the first seed's split, or the file that exists)."""
     cfg = load_settings(config_file, overrides, demo)
     if not seeds:
-        return run(cfg, fold, resume, force_resume)
+        return run(cfg, fold, resume, force_resume, started=process_started())
     values = parse_seeds(seeds)
     summaries = {}
     for seed in values:
         seeded = load_settings(config_file, {**overrides, "seed": seed, "run_dir": str(Path(cfg.run_dir) / f"seed{seed}"),
                                              "folds_csv": cfg.folds_csv}, demo)
         log.info(f"seeds: seed {seed} -> {seeded.run_dir}")
-        summaries[seed] = run(seeded, fold, resume, force_resume)
+        summaries[seed] = run(seeded, fold, resume, force_resume, started=None if summaries else process_started())
     log.info(f"seeds: {len(values)} runs in {cfg.run_dir}/seed<k>/; blend them with python infer.py --run-dir "
              f"{cfg.run_dir}")
     return {"seeds": summaries}
@@ -109,14 +114,18 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False) -> dict:
+def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False,
+        started: float | None = None) -> dict:
     """Train the asked folds. Under torchrun every process runs this; the checks below are deterministic, so
-    every rank stops on the same error, and only rank 0 writes."""
-    resolve_device(cfg.device)          # fail fast on settings, before reading thousands of images
-    check_model_name(cfg.model)
+    every rank stops on the same error, and only rank 0 writes. `started`: when the first fold's --time-budget
+    began (train.py: the process's start; default now)."""
+    started = started or time.time()
+    resolve_precision(cfg.precision, resolve_device(cfg.device))   # fail fast on settings, before reading images
+    if cfg.model != AUTO:
+        check_model_name(cfg.model)
     d = distributed.init(cfg.device)
     try:
-        return _run(cfg, fold, resume, force_resume, d)
+        return _run(cfg, fold, resume, force_resume, d, started)
     finally:
         distributed.shutdown()
 
@@ -133,7 +142,9 @@ class Plan:
     run: RunDir
     resume: bool
     force: bool
+    images: ImageStore
     teacher: Optional[Teacher] = None
+    model_why: str = "set by --model"
 
 
 def check_outputs(cfg: Config) -> None:
@@ -146,19 +157,31 @@ def check_outputs(cfg: Config) -> None:
     guard.check("--folds-csv", cfg.folds_csv, "file")
 
 
-def plan(cfg: Config, fold: str, resume: bool, force: bool) -> Plan:
-    """Read and check everything a run needs; writes nothing."""
+def plan(cfg: Config, fold: str, resume: bool, force: bool, started: float | None = None) -> Plan:
+    """Read and check everything a run needs; writes nothing. `started`: when the first fold's budget began."""
     check_outputs(cfg)
     table = train_table(cfg)
     task = resolve_task(cfg, table)
     task.check_training(cfg)
-    check_images_readable(table.paths)
+    images = ImageStore(cfg.cache_images, cfg.cache_memory_mb)
+    _, _, cached = images.sources(cfg, table.paths, table.paths)    # decoding into memory reads every image...
+    if not cached and not images.caches(table.paths, test_size(cfg), False):
+        check_images_readable(table.paths)                          # ...else each is decoded once now, as a check
     new_split = not Path(cfg.folds_csv).exists()
     fold_of_row = folds_mod.load_or_create(cfg.folds_csv, table, task.stratify_key(table.labels), cfg.num_folds,
                                            cfg.seed, write=False, names=task.names)
     cfg.num_folds = int(fold_of_row.max()) + 1
     todo = parse_fold_arg(fold, cfg.num_folds, cfg.folds_csv)
-    p = Plan(cfg, task, table, fold_of_row, new_split, todo, RunDir(cfg.run_dir), resume or force, force)
+    p = Plan(cfg, task, table, fold_of_row, new_split, todo, RunDir(cfg.run_dir), resume or force, force, images)
+    if cfg.model == AUTO:
+        train_images = int(np.sum(fold_of_row != (todo[0] if todo[0] != FULL else -1)))
+        left = budget_seconds(cfg.time_budget) - (time.time() - (started or time.time())) - 2 * RESERVE_S \
+            if cfg.time_budget else None
+        cfg.model, p.model_why = choose_model(cfg, p.run, task, task.encode(table.labels), train_images, left)
+        log.info(f"model: {cfg.model} ({p.model_why})")
+    cfg.batch_size = batch_for(cfg)              # the saved config says what ran: the model's batch, the scaled lr
+    if cfg.lr is None:
+        cfg.lr = scaled_lr(cfg, cfg.batch_size * cfg.accum_steps * distributed.current().world)
     if cfg.teacher:
         p.teacher = load_teacher(cfg.teacher, task, table, fold_of_row, todo)
     check_run_dir(p)
@@ -222,8 +245,8 @@ def claim(p: Plan, stack: contextlib.ExitStack) -> None:
         raise
 
 
-def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist) -> dict:
-    p = plan(cfg, fold, resume, force_resume)
+def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist, started: float) -> dict:
+    p = plan(cfg, fold, resume, force_resume, started)
     with contextlib.ExitStack() as stack:
         error = None
         if d.main:
@@ -234,7 +257,9 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
         distributed.agree(error)        # every rank stops on a refusal; none waits for the others
         results = []
         for k in p.todo:
-            results.append(train_fold(cfg, p.task, fold_data(p, k), p.run, p.resume, p.force))
+            results.append(train_fold(cfg, p.task, fold_data(p, k), p.run, p.resume, p.force, p.images, started,
+                                      p.model_why))
+            started = time.time()           # the next fold's budget counts the reports drawn between the two
             if d.main:
                 reports(p.run, quiet=True)
     summary = {"folds": {r.fold: {"score": r.best_score, "epoch": r.best_epoch, "seconds": r.seconds}

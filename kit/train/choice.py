@@ -1,0 +1,81 @@
+"""`--model auto`: which model a run trains, decided once per run before anything is written, and why.
+
+- A run dir whose folds are trained (or training) keeps their model, so its folds form one ensemble.
+- With pretrained weights: eca_nfnet_l0, the fine-tuning default (timm publishes weights for it).
+- From scratch without a time budget: nf_resnet26, the from-scratch default before `auto` existed. At equal epochs it
+  learned more per epoch than nf_resnet18 (digits-hard, 8 epochs: +6.9 pt validation accuracy, bench/RESULTS.md).
+- From scratch under --time-budget: nf_resnet26 when at least MIN_EPOCHS of its epochs fit the fold's budget (timed
+  here on a few real steps), else nf_resnet18 (kit/train/nf_resnet.py), which runs ~2.3x the images a second and
+  so fits ~2.3x the epochs. Measured at the hand loop's seconds (bench/RESULTS.md "Equal wall time, fourth wave"):
+  where nf_resnet26 fit 1-3 epochs, nf_resnet18 scored higher on digits-hard and photo-patches-6k.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from kit.evaluate.rundir import RunDir
+from kit.settings.config import DEFAULT_BATCH
+
+AUTO = "auto"
+FINETUNE_MODEL = "eca_nfnet_l0"
+SCRATCH_MODEL = "nf_resnet26"
+FAST_MODEL = "nf_resnet18"
+MIN_EPOCHS = 4
+PROBE_STEPS = 3
+
+
+def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int, seconds_left: float | None) \
+        -> tuple[str, str]:
+    """(timm model name, why) for `--model auto`; `seconds_left`: what the fold's --time-budget leaves for
+    training (None: no budget)."""
+    trained = [k for k in run.trained() if run.fold_config_file(k).is_file()]
+    if trained:
+        return run.fold_setup(trained[0])["model"], f"the model of the run's trained fold {trained[0]}"
+    if cfg.pretrained or cfg.pretrained_file:
+        return FINETUNE_MODEL, "fine-tuning from pretrained weights: the finetune recipe's model"
+    if seconds_left is None:
+        return SCRATCH_MODEL, "from scratch, no time budget: the model that learned most per epoch"
+    batch = max(1, min(cfg.batch_size or DEFAULT_BATCH, train_images))
+    per_step = seconds_per_step(cfg, SCRATCH_MODEL, task, targets[:batch])
+    per_epoch = per_step * (train_images // batch) * 1.2          # + validation, ~a fifth of an epoch's time
+    epochs = math.floor(seconds_left / per_epoch)
+    if epochs >= MIN_EPOCHS:
+        return SCRATCH_MODEL, (f"from scratch: {epochs} epochs of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
+                               f"each), at least {MIN_EPOCHS}")
+    return FAST_MODEL, (f"from scratch: only {epochs} epoch(s) of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
+                        f"each), fewer than {MIN_EPOCHS}: the faster {FAST_MODEL} fits about twice as many")
+
+
+def seconds_per_step(cfg, name: str, task, targets: np.ndarray) -> float:
+    """The median time of the kit's own training step (kit.train.step: autocast, AGC, optimizer, EMA) for model
+    `name` on a batch of noise images, on the run's device; loading excluded."""
+    from timm.optim import create_optimizer_v2
+    from timm.utils import ModelEmaV3
+    from kit.train.device import resolve_device, resolve_precision
+    from kit.train.model import create_model, split_head_params
+    from kit.train.objective import Objective
+    from kit.train.step import Step
+    device = resolve_device(cfg.device)
+    state = torch.get_rng_state()
+    try:
+        model = create_model(name, len(task.names)).to(device)
+        optimizer = create_optimizer_v2(model, opt=cfg.optimizer, lr=1e-3, momentum=cfg.momentum, fused=True)
+        step = Step(model, model, Objective(task, cfg.label_smoothing), optimizer,
+                    ModelEmaV3(model) if cfg.ema else None, split_head_params(model)[0], 0.01, cfg.agc_eps,
+                    resolve_precision(cfg.precision, device), device)
+        x = torch.randn(len(targets), 3, cfg.img_size, cfg.img_size, device=device)
+        y = torch.as_tensor(targets).to(device)
+        times = []
+        for i in range(PROBE_STEPS + 1):
+            t = time.perf_counter()
+            step.backward(step.loss(x, y, None))
+            step.update(i + 1)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times[1:])
+    finally:
+        torch.set_rng_state(state)

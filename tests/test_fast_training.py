@@ -1,0 +1,195 @@
+"""Training as fast as the machine allows without changing what is learned: images decoded once into memory, the
+arithmetic (--precision), the learning rate that follows the batch, validation every N epochs, the time budget's
+re-plan, the NF-ResNet-18 and `--model auto`."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from conftest import TINY, assert_user_error, fold_setup, make_competition, run_entry
+from kit.core.errors import KitError
+from kit.train import checkpoint
+from kit.train.distributed import Dist
+from kit.train.fold import Trainer
+
+FP32 = ["--precision", "fp32"]
+
+
+def trainer(tmp_path, **settings) -> Trainer:
+    cfg, task, data, run = fold_setup(tmp_path, **settings)
+    return Trainer(cfg, task, data, run, Dist())
+
+
+def test_nf_resnet18_is_a_timm_model_of_basic_blocks_that_starts_as_the_identity():
+    from kit.train.model import create_model
+    from kit.train.members import fold_weight_standardization
+    from kit.train.nf_resnet import NormFreeBasicBlock
+    model = create_model("nf_resnet18", 5)
+    assert timm.is_model("nf_resnet18") and timm.is_model("nf_resnet34")
+    assert [len(stage) for stage in model.stages] == [2, 2, 2, 2]
+    assert all(isinstance(b, NormFreeBasicBlock) for stage in model.stages for b in stage)
+    assert [stage[0].conv1.out_channels for stage in model.stages] == [64, 128, 256, 512]
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(11.18e6, rel=0.01)    # ResNet18's size
+    block = model.stages[0][1]                       # no downsample: at init its residual branch adds nothing
+    x = torch.randn(2, 64, 8, 8)
+    torch.testing.assert_close(block(x), x)
+    model.eval()
+    images = torch.randn(3, 3, 32, 32)
+    before = model(images)
+    assert fold_weight_standardization(model) == 2 * 8 + 3 + 1      # 2 convs a block, 3 downsamples, the stem
+    torch.testing.assert_close(model(images), before, rtol=1e-4, atol=1e-5)      # exported graphs fold it so
+
+
+def test_precision_the_machine_cannot_do_is_one_error_line(tmp_path, capsys, monkeypatch):
+    comp = make_competition(tmp_path / "comp", per_class=4)
+    base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", *TINY]
+    assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "a", "--precision", "fp16"),
+                      r"--precision fp16 needs a CUDA GPU")
+    import kit.train.device
+    monkeypatch.setattr(kit.train.device, "cpu_has_bf16", lambda: False)
+    assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "b", "--precision", "bf16"),
+                      r"--precision bf16: this CPU has no native bfloat16")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "f.csv").exists()
+    from kit.train.device import resolve_precision
+    assert resolve_precision("auto", torch.device("cpu")).name == "fp32"          # no silent emulated bf16
+    monkeypatch.setattr(kit.train.device, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")).dtype == torch.bfloat16
+    assert not resolve_precision("bf16", torch.device("cpu")).scaled              # bf16 needs no loss scaling
+
+
+def test_the_legacy_amp_setting_loads_from_a_saved_config_and_a_yaml_file_is_told_its_new_name(tmp_path):
+    from kit.settings.config import from_dict, load_config
+    assert from_dict({"amp": False}, "old config.yaml").precision == "fp32"
+    assert from_dict({"amp": True}, "old config.yaml").precision == "auto"
+    (tmp_path / "c.yaml").write_text("amp: false\n")
+    with pytest.raises(KitError, match=r"the setting 'amp' is now 'precision' \(auto, fp32, bf16 or fp16\)"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
+def test_images_in_memory_train_exactly_the_model_the_files_do(tmp_path, capsys):
+    """The cache changes how fast, never what is learned: the same decoder and the same per-image augmentation."""
+    comp = make_competition(tmp_path / "comp", per_class=6)
+    base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY, *FP32,
+            "--aug-shift-scale-rotate", "1", "--aug-brightness-contrast", "1"]
+    for name, flags in (("files", ["--cache-images", "off"]), ("memory", ["--cache-images", "on"]),
+                        ("files-workers", ["--cache-images", "off", "--num-workers", "2"])):
+        r = run_entry(capsys, *base, "--run-dir", tmp_path / name, *flags)
+        assert r.returncode == 0, r.stderr
+        said = "images in memory" if name == "memory" else "images read from the files every epoch"
+        assert said in r.stdout, r.stdout
+    models = {n: checkpoint.load(tmp_path / n / "fold0" / "best.pt")["model"] for n in ("files", "memory",
+                                                                                          "files-workers")}
+    for name in ("memory", "files-workers"):
+        assert all(torch.equal(models["files"][k], models[name][k]) for k in models["files"]), name
+    assert "decoded into memory" in run_entry(capsys, *base, "--run-dir", tmp_path / "again").stdout   # auto: on
+
+
+def test_the_cache_memory_limit_and_a_corrupt_image_are_one_line_each(tmp_path, capsys):
+    comp = make_competition(tmp_path / "comp", per_class=4)
+    base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", *TINY]
+    assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "a", "--cache-images", "on",
+                                "--cache-memory-mb", "0"),
+                      r"the decoded images need more than --cache-memory-mb 0 MB; raise it, or use --cache-images off")
+    bad = sorted((comp / "train_images").iterdir())[:2]
+    for path in bad:
+        path.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    for flags in (["--cache-images", "on"], ["--cache-images", "off"]):
+        assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "b", *flags),
+                          rf"2 image\(s\) cannot be decoded: {bad[0]}: .*Replace these files")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_learning_rate_follows_the_global_batch_unless_it_is_set(tmp_path):
+    from kit.settings.config import load_config, scaled_lr
+    sgd = load_config(None, {"pretrained": False})
+    assert scaled_lr(sgd, 32) == pytest.approx(0.05) and scaled_lr(sgd, 128) == pytest.approx(0.2)     # linear
+    adamw = load_config(None, {"pretrained": False, "optimizer": "adamw"})
+    assert scaled_lr(adamw, 64) == pytest.approx(0.001) and scaled_lr(adamw, 256) == pytest.approx(0.002)   # sqrt
+    assert scaled_lr(load_config(None, {"lr_base": 0.1}), 64) == pytest.approx(0.025)
+    t = trainer(tmp_path / "a", batch_size=4, accum_steps=2, lr=None, epochs=1)
+    assert t.lr == pytest.approx(0.4 * 8 / 256) and t.optimizer.param_groups[0]["initial_lr"] == pytest.approx(t.lr)
+    assert t.plan["lr"] == t.lr and t.plan["batch_size"] == 4
+    assert trainer(tmp_path / "b", batch_size=4, lr=0.3, epochs=1).lr == 0.3        # a given lr is used as it is
+
+
+def test_the_batch_follows_the_model_unless_it_is_set():
+    from kit.settings.config import batch_for, load_config
+    assert batch_for(load_config(None, {"model": "nf_resnet18", "pretrained": False})) == 64
+    assert batch_for(load_config(None, {"model": "nf_resnet26", "pretrained": False})) == 32
+    assert batch_for(load_config(None, {"model": "nf_resnet18", "batch_size": 16})) == 16
+
+
+def test_validation_every_n_epochs_scores_those_and_the_last(tmp_path):
+    t = trainer(tmp_path, epochs=5, val_every=2, precision="fp32")
+    scored = []
+    real = t.evaluate
+    t.evaluate = lambda: scored.append(t.progress.epoch + 1) or real()
+    t.fit()
+    assert scored == [2, 4, 5]
+    from kit.evaluate.oof import read_history
+    history = read_history(t.run.history(0))
+    assert [math.isnan(e.score) for e in history] == [True, False, True, False, False]
+    assert checkpoint.load(t.run.best(0))["epoch"] in (2, 4, 5)
+
+
+def test_the_budget_is_planned_again_after_the_first_epoch(tmp_path, monkeypatch):
+    """A first epoch slower than the probe said cuts the epochs; the schedule then ends at the new count."""
+    from kit.train import budget
+    t = trainer(tmp_path, epochs=1, time_budget="10m", precision="fp32")
+    assert t.plan["first_plan_epochs"] == t.epochs > 3          # ten minutes fit many tiny epochs
+    monkeypatch.setattr(budget, "_deadline", lambda trainer: __import__("time").time() + 2.5 * t.plan["seconds_per_epoch"])
+    monkeypatch.setattr(budget.statistics, "median", lambda values: t.plan["seconds_per_epoch"] / t.batches_per_epoch)
+    t.fit()
+    plan = json.loads(t.run.plan(0).read_text())
+    assert plan["epochs"] == t.epochs == len(t.progress.history) < plan["first_plan_epochs"]
+    assert plan["replanned"] is not None and checkpoint.load(t.run.last(0))["plan"] == plan
+    warmup = t.scheduler.warmup_t                                           # the cosine ends with the new count
+    assert warmup + t.scheduler.t_initial == t.epochs * t.batches_per_epoch
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(t.cfg.min_lr, rel=1e-3)
+
+
+def test_budget_arithmetic():
+    from kit.train.budget import _epochs_left, val_every
+    assert _epochs_left(100, 9, 1, 1) == 10                      # 10 x (9 + 1)
+    assert _epochs_left(100, 9, 9, 2) == 7                       # 7 x 9 + 4 validations x 9 = 99
+    assert val_every(None, train_s=10, val_s=0.5) == 1           # under a tenth: every epoch
+    assert val_every(None, train_s=10, val_s=5) == 5             # 5 s every 5th epoch: 1 s in 11 s
+    assert val_every(3, train_s=10, val_s=5) == 3                # as set
+
+
+def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_path, monkeypatch):
+    from kit.core.task import Multiclass
+    from kit.evaluate.rundir import RunDir
+    from kit.settings.config import load_config
+    from kit.train import choice
+    task, targets = Multiclass(["a", "b"]), np.zeros(100, np.int64)
+    cfg = load_config(None, {"pretrained": False, "model": "auto"})
+    run = RunDir(tmp_path / "run")
+    monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)      # 3 steps an epoch: 0.36 s with validation
+    assert choice.choose_model(cfg, run, task, targets, 96, seconds_left=None)[0] == "nf_resnet26"
+    assert choice.choose_model(cfg, run, task, targets, 96, seconds_left=1.5)[0] == "nf_resnet26"   # 4 epochs
+    name, why = choice.choose_model(cfg, run, task, targets, 96, seconds_left=1.0)                   # 2 epochs
+    assert name == "nf_resnet18" and "only 2 epoch(s) of nf_resnet26 fit" in why
+    pretrained = load_config(None, {"pretrained": True, "model": "auto"})
+    assert choice.choose_model(pretrained, run, task, targets, 96, None)[0] == "eca_nfnet_l0"
+    (run.fold_dir(1)).mkdir(parents=True)
+    (run.fold_dir(1) / "config.yaml").write_text("model: nf_resnet18\n")
+    (run.fold_dir(1) / "last.pt").write_bytes(b"")
+    assert choice.choose_model(cfg, run, task, targets, 96, None) == ("nf_resnet18",
+                                                                      "the model of the run's trained fold 1")
+
+
+def test_a_run_says_its_plan_in_cv_md(tmp_path, capsys):
+    comp = make_competition(tmp_path / "comp", per_class=6)
+    r = run_entry(capsys, "train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2",
+                  "--run-dir", tmp_path / "run", *TINY, "--fold", "all")
+    assert r.returncode == 0, r.stderr
+    cv = (tmp_path / "run" / "cv.md").read_text()
+    plan = json.loads((tmp_path / "run" / "fold1" / "plan.json").read_text())
+    assert plan["model"] == "test_nfnet" and plan["batch_size"] == 8 and plan["epochs"] == 2
+    assert "## Plan" in cv and f"| 1 | test_nfnet | set by --model | 8 | 0.05 | {plan['precision']} | 2 |" in cv
