@@ -101,11 +101,13 @@ def run_kit(args, flags: list[str]) -> dict:
                            *[f for f in flags if not f.startswith("!")]])
     from kit.settings.cli import config_overrides
     cfg = load_config(None, config_overrides(ns))
-    shutil.rmtree(Path(args.run_dir) / f"fold{args.fold}", ignore_errors=True)   # the seed's other folds stay: a run
+    shutil.rmtree(Path(args.run_dir) / (f"fold{args.fold}" if args.fold != "full" else "full"),
+                  ignore_errors=True)   # the seed's other folds stay: a run
     t0 = time.time()
     summary = training.run(cfg, str(args.fold))
     seconds = time.time() - t0
-    member = load_members(RunDir(args.run_dir), [args.fold])
+    fold = args.fold if args.fold == "full" else int(args.fold)
+    member = load_members(RunDir(args.run_dir), [fold])
     ensemble = Ensemble.of(member).eval()               # identity view only, like the hand loop
     paths, labels = test_set(Path(args.data))
     images = np.stack([load_rgb(p, test_size(cfg)) for p in paths])
@@ -113,7 +115,7 @@ def run_kit(args, flags: list[str]) -> dict:
         probs = np.concatenate([ensemble(torch.from_numpy(images[i:i + 128]))[0].numpy()
                                 for i in range(0, len(images), 128)])
     classes = member[0].task.names
-    return {"val": summary["folds"][args.fold]["score"], "epoch": summary["folds"][args.fold]["epoch"],
+    return {"val": summary["folds"][fold]["score"], "epoch": summary["folds"][fold]["epoch"],
             "probs": probs.tolist(), "classes": classes, "labels": labels, "seconds": seconds,
             "recipe": cfg.recipe, "img_size": cfg.img_size, "test_size": test_size(cfg)}
 
@@ -145,7 +147,9 @@ def run_hand(args) -> dict:
         return (x - mean) / std
 
     x = tensor(table.paths)
-    tr, va = np.flatnonzero(fold_of != args.fold), np.flatnonzero(fold_of == args.fold)
+    full = args.fold == "full"                  # every training image, no validation: the last epoch is kept
+    tr = np.arange(len(fold_of)) if full else np.flatnonzero(fold_of != int(args.fold))
+    va = np.zeros(0, np.int64) if full else np.flatnonzero(fold_of == int(args.fold))
     model = timm.create_model("resnet18", num_classes=len(task.names))
     batch = 64
     steps_per_epoch = len(tr) // batch
@@ -170,6 +174,9 @@ def run_hand(args) -> dict:
             sched.step()
         train_seconds.append(time.time() - e0)
         model.eval()
+        if full:
+            best, best_state, best_epoch = float("nan"), copy.deepcopy(model.state_dict()), epoch + 1
+            continue
         with torch.no_grad():
             pred = torch.cat([model(x[va[i:i + 256]]).argmax(1) for i in range(0, len(va), 256)])
         acc = float((pred == y[va]).float().mean())
@@ -208,35 +215,41 @@ def child_command(args, data: Path, arm: str, seed: int, fold: int, folds_csv: P
 
 
 def calibrate(args, dataset: str) -> dict:
-    """Seconds per fold of the kit's default (8 epochs) and of the hand loop's 8 epochs, on seed 0's fold 0, each in
-    a fresh process, one after the other on a quiet machine: what the equal-time arms are sized from."""
+    """Seconds of the kit's default fold (8 epochs), of the hand loop's 8 epochs on a fold and on every training
+    image (`hand-full`), on seed 0 (fold 0), each in a fresh process, one after the other on a quiet machine: what the
+    equal-time arms are sized from."""
     from bench.datasets import build
     data = build(dataset, Path(args.data_root))
     folds_csv = split_file(Path(args.work), dataset, 0)
     make_split(data, folds_csv, 0)
     out = {}
-    for arm in ("kit", "hand"):
-        cmd = child_command(args, data, arm, 0, 0, folds_csv, Path(args.work) / "calibration" / dataset / arm, "[]")
+    for arm, fold in (("kit", 0), ("hand", 0), ("hand-full", "full")):
+        cmd = child_command(args, data, arm, 0, fold, folds_csv, Path(args.work) / "calibration" / dataset / arm,
+                            "[]" if arm != "hand-full" else "null")
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True)
         out[arm] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     return out
 
 
 def equal_time(args) -> None:
-    """The equal-time arms of every dataset: the hand loop given as many epochs as fit the kit's measured seconds
-    per fold (`hand-equal-time`), and the kit under --time-budget equal to the hand loop's 8-epoch seconds
-    (`kit-budget`)."""
+    """The equal-time arms of every dataset, beside the 8-epoch `kit` and `hand` arms: the hand loop given as many
+    epochs as fit the kit's measured seconds per fold (`hand-equal-time`), the kit under --time-budget equal to the
+    hand loop's 8-epoch seconds (`kit-budget`), and once per seed the full-data models: the hand loop's 8 epochs on
+    every training image (`hand-full`) and the kit's `--fold full` under its seconds (`kit-full-budget`)."""
     for dataset in args.datasets.split(","):
         seconds = calibrate(args, dataset)
         hand_epochs = max(args.epochs, round(args.epochs * seconds["kit"] / seconds["hand"]))
-        budget = f"{seconds['hand']:.0f}s"
+        budget, full_budget = f"{seconds['hand']:.0f}s", f"{seconds['hand-full']:.0f}s"
         print(f"{dataset}: kit {seconds['kit']:.1f} s per fold, hand loop {seconds['hand']:.1f} s for {args.epochs} "
-              f"epochs -> hand-equal-time {hand_epochs} epochs, kit-budget --time-budget {budget}", flush=True)
+              f"epochs ({seconds['hand-full']:.1f} s on every image) -> hand-equal-time {hand_epochs} epochs, "
+              f"kit-budget --time-budget {budget}, kit-full-budget {full_budget}", flush=True)
         with open(Path(args.results).with_suffix(".calibration.jsonl"), "a") as f:
-            f.write(json.dumps({"dataset": dataset, **seconds, "hand_epochs": hand_epochs, "budget": budget}) + "\n")
-        run_all(argparse.Namespace(**{**vars(args), "datasets": dataset, "arms": "", "extra_arm": [
+            f.write(json.dumps({"dataset": dataset, **seconds, "hand_epochs": hand_epochs, "budget": budget,
+                                "full_budget": full_budget, "date": time.strftime("%Y-%m-%d")}) + "\n")
+        run_all(argparse.Namespace(**{**vars(args), "datasets": dataset, "arms": args.arms, "extra_arm": [
             f'hand-equal-time={json.dumps({"hand_epochs": hand_epochs})}',
-            f'kit-budget={json.dumps(["--time-budget", budget])}']}))
+            f'kit-budget={json.dumps(["--time-budget", budget])}',
+            'hand-full=null', f'kit-full-budget={json.dumps(["--time-budget", full_budget])}']}))
 
 
 def load_results(path: Path) -> list[dict]:
@@ -257,22 +270,27 @@ def run_all(args) -> None:
             make_split(data, folds_csv, seed)
             for fold in [int(k) for k in args.folds.split(",")]:
                 for arm in dict.fromkeys([a for a in args.arms.split(",") if a] + list(extra)):
-                    if (dataset, arm, seed, fold) in done:
+                    which = fold
+                    if arm.endswith("-full") or "-full-" in arm:     # a full-data model: once per seed
+                        if fold != int(args.folds.split(",")[0]):
+                            continue
+                        which = "full"
+                    if (dataset, arm, seed, which) in done:
                         continue
                     run_dir = work / "runs" / dataset / arm / f"seed{seed}"
-                    cmd = child_command(args, data, arm, seed, fold, folds_csv, run_dir, extra.get(arm, "[]"))
+                    cmd = child_command(args, data, arm, seed, which, folds_csv, run_dir, extra.get(arm, "[]"))
                     t = time.time()
                     out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     if out.returncode:
                         print(f"{dataset} {arm} seed {seed} fold {fold}: FAILED\n{out.stderr[-2000:]}", flush=True)
                         continue
                     result = json.loads(out.stdout.strip().splitlines()[-1])
-                    result.update(dataset=dataset, arm=arm, seed=seed, fold=fold, flags=extra.get(arm, ARMS.get(arm)),
+                    result.update(dataset=dataset, arm=arm, seed=seed, fold=which, flags=extra.get(arm, ARMS.get(arm)),
                                   wall=time.time() - t)
                     test_acc = _accuracy(result["probs"], result["classes"], result["labels"])
                     with open(results, "a") as f:
                         f.write(json.dumps(result) + "\n")
-                    print(f"{dataset:<14} {arm:<16} seed {seed} fold {fold}: val {result['val']:.4f} test {test_acc:.4f} "
+                    print(f"{dataset:<14} {arm:<16} seed {seed} fold {which}: val {result['val']:.4f} test {test_acc:.4f} "
                           f"(epoch {result['epoch']}, {result['seconds']:.0f}s)", flush=True)
 
 
@@ -335,6 +353,30 @@ def report(args) -> None:
                   f"{ens_text} | {delta['val']} | {delta['test']} | {np.mean([r['seconds'] for r in runs]):.0f} |")
 
 
+def report_pairs(args) -> None:
+    """For each `A:B` of --pair, per dataset: A's held-out test score minus B's, paired by (seed, fold) (a full-data
+    arm's fold is "full": one pair per seed), with A's and B's seconds."""
+    from scipy.stats import ttest_rel, wilcoxon
+    rows = load_results(Path(args.results))
+    print(f"\n| dataset | A | B | n | test {args.score} A | test {args.score} B | Δ test A − B (paired) | p Wilcoxon / t | "
+          f"s A / s B |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for pair in args.pair:
+        a, b = pair.split(":")
+        for dataset in dict.fromkeys(r["dataset"] for r in rows):
+            by = {(r["arm"], r["seed"], r["fold"]): r for r in rows if r["dataset"] == dataset}
+            keys = sorted((s, f) for (arm, s, f) in by if arm == a and (b, s, f) in by)
+            if not keys:
+                continue
+            ta = np.array([score(by[(a, *k)], "test") for k in keys])
+            tb = np.array([score(by[(b, *k)], "test") for k in keys])
+            d = ta - tb
+            p = f"{wilcoxon(d).pvalue:.2g} / {ttest_rel(ta, tb).pvalue:.2g}" if len(d) >= 5 and np.any(d != 0) else "–"
+            sa = np.mean([by[(a, *k)]["seconds"] for k in keys])
+            sb = np.mean([by[(b, *k)]["seconds"] for k in keys])
+            print(f"| {dataset} | {a} | {b} | {len(d)} | {ta.mean():.4f} | {tb.mean():.4f} | "
+                  f"{100 * d.mean():+.2f} ± {100 * d.std():.2f} pt | {p} | {sa:.0f} / {sb:.0f} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -354,8 +396,11 @@ def main():
     rep.add_argument("--results", default="bench/results/recipe.jsonl")
     rep.add_argument("--baseline", default="kit")
     rep.add_argument("--score", default="accuracy", choices=["accuracy", "macro_f1"], help="the held-out test score")
+    rep.add_argument("--pair", action="append", default=[], metavar="A:B",
+                     help="also print A - B on the held-out test, paired (e.g. kit-budget:hand)")
     eq = sub.add_parser("equal-time", help="the hand loop at the kit's seconds per fold, and the kit at the hand "
                                            "loop's; each dataset calibrated first (run it on a quiet machine)")
+    eq.add_argument("--arms", default="kit,hand", help="the 8-epoch arms run beside the equal-time ones")
     for name, default in (("--datasets", "digits-hard,photo-patches,digits"), ("--seeds", "0,1"),
                           ("--folds", "0,1,2,3,4"), ("--data-root", "data"), ("--work", "runs/bench_recipe"),
                           ("--results", "bench/results/recipe.jsonl")):
@@ -363,9 +408,9 @@ def main():
     for name, default in (("--epochs", 8), ("--img-size", 32), ("--num-workers", 2)):
         eq.add_argument(name, type=int, default=default)
     one = sub.add_parser("one")
-    for name in ("--data", "--arm", "--folds-csv", "--run-dir", "--flags"):
+    for name in ("--data", "--arm", "--folds-csv", "--run-dir", "--flags", "--fold"):       # --fold: k or full
         one.add_argument(name)
-    for name in ("--seed", "--fold", "--img-size", "--epochs", "--num-workers"):
+    for name in ("--seed", "--img-size", "--epochs", "--num-workers"):
         one.add_argument(name, type=int)
     args = p.parse_args()
     if args.command == "run":
@@ -377,6 +422,8 @@ def main():
         global TEST_SCORE
         TEST_SCORE = _macro_f1 if args.score == "macro_f1" else _accuracy
         report(args)
+        if args.pair:
+            report_pairs(args)
     else:
         os.environ.setdefault("PYTHONHASHSEED", "0")
         one_run(args)

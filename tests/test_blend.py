@@ -112,6 +112,83 @@ def test_hill_climbing_optimizes_the_metric_itself():
     assert fit_weights(task, "accuracy", y, [hesitant, confident])[1] > 0.5
 
 
+def _members(rng, y, classes, right, count):
+    """`count` members, each right on an independent `right` share of the rows (else for a random wrong class), each
+    row with its own confidence in [0.25, 0.95], as real members are more and less sure."""
+    out = []
+    for _ in range(count):
+        ok = rng.random(len(y)) < right
+        wrong = (y + rng.integers(1, classes, len(y))) % classes
+        picked = np.where(ok, y, wrong)
+        confidence = rng.uniform(0.25, 0.95, len(y))
+        p = rng.dirichlet(np.ones(classes), len(y)) * (1 - confidence)[:, None]
+        p[np.arange(len(y)), picked] += confidence
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
+def test_hill_climbing_beats_its_best_member_when_the_members_err_apart(metric):
+    """Three members each right on an independent 80 % of the rows: their average is right far more often, so
+    Caruana's selection (in the metric's own direction) must end above its best member with several members."""
+    rng = np.random.default_rng(3)
+    task = Multiclass(list("abcde"))
+    y = rng.integers(0, 5, 600)
+    members = _members(rng, y, 5, 0.8, 3)
+    weights = fit_hill(task, metric, y, members)
+    blended = task.score(metric, y, np.tensordot(weights, np.stack(members), 1))
+    singles = [task.score(metric, y, m) for m in members]
+    best = max(singles) if task.higher_is_better(metric) else min(singles)
+    gain = blended - best if task.higher_is_better(metric) else best - blended
+    assert gain > (0.05 if metric == "accuracy" else 0.1), (blended, singles)
+    assert (weights > 0).sum() >= 2
+
+
+def test_auto_keeps_a_run_alone_unless_a_blend_beats_it():
+    """One good run and two runs of noise: no blend's honest CV beats the good run alone, and `auto` keeps it alone;
+    three runs that err apart: a blend wins."""
+    from kit.evaluate.blend import best_method, candidates
+    rng = np.random.default_rng(4)
+    task = Multiclass(list("abcd"))
+    y = rng.integers(0, 4, 400)
+    folds = np.arange(400) % 4
+    good = _members(rng, y, 4, 0.85, 1)[0]
+    noise = [rng.dirichlet(np.ones(4), 400) for _ in range(2)]
+    methods = candidates(task, "accuracy", 3)
+    assert methods[:3] == ["alone:0", "alone:1", "alone:2"] and "hill" in methods
+    honest = nested_cv(task, "accuracy", y, folds, [{"identity": o} for o in (noise[0], good, noise[1])], methods,
+                       choose=False)
+    assert best_method(task, "accuracy", honest) == "alone:1"
+    np.testing.assert_array_equal(fit("alone:1", task, "accuracy", y, [noise[0], good, noise[1]]).weights, [0, 1, 0])
+    apart = _members(rng, y, 4, 0.7, 3)
+    honest = nested_cv(task, "accuracy", y, folds, [{"identity": o} for o in apart], methods, choose=False)
+    chosen = best_method(task, "accuracy", honest)
+    assert not chosen.startswith("alone:") and honest[chosen].cv > max(honest[f"alone:{i}"].cv for i in range(3))
+
+
+def test_a_blend_that_cannot_beat_a_run_exports_that_run_alone(trained, second_run, tmp_path, capsys, monkeypatch):
+    """The contract: `--blend auto` may answer "best: run A alone" (which it does is unit-tested above); the graph then
+    holds A's fold models only, as A's own graph does, blend.md and the metadata say so, and the submission is A's."""
+    import kit.export.build
+    comp, first, _, _ = trained
+    monkeypatch.setattr(kit.export.build, "best_method", lambda task, metric, honest: "alone:0")
+    out, graph = tmp_path / "sub.csv", tmp_path / "g.onnx"
+    r = run_entry(capsys, "infer.py", "--data-dir", comp, "--run-dir", first, "--run-dir", second_run, "--out", out,
+                  "--onnx-out", graph, "--provider", "cpu", "--no-tta")
+    assert r.returncode == 0, r.stderr
+    assert f"best: {first} alone (no blend beat it)" in r.stdout
+    meta = Predictor(graph, "cpu").meta
+    assert [m["run"] for m in meta.members] == [str(first)] and meta.members[0]["weight"] == 1.0
+    assert meta.blend["method"] == "alone:0" and {"alone:0", "alone:1", "hill"} <= set(meta.blend["honest_cv"])
+    assert meta.model == "test_nfnet" and meta.folds == [0, 1, 2] and meta.img_size == 32
+    report = (tmp_path / "blend.md").read_text()
+    assert f"| {first} alone (chosen) |" in report and f"| {second_run} alone |" in report
+    r = run_entry(capsys, "infer.py", "--data-dir", comp, "--run-dir", first, "--out", tmp_path / "own.csv",
+                  "--onnx-out", tmp_path / "own.onnx", "--provider", "cpu", "--no-tta")
+    assert r.returncode == 0, r.stderr
+    assert rows_of(out) == rows_of(tmp_path / "own.csv")                    # the submission is the run's own
+
+
 def test_rank_and_stack_methods_on_oof():
     from kit.core.task import Multilabel, Regression
     rng = np.random.default_rng(2)
@@ -216,8 +293,9 @@ def test_every_blend_method_becomes_the_graph(trained, second_run, tmp_path, met
     np.testing.assert_allclose(blended, plan.blend.apply(plan.task, runs), atol=1e-5)
     report = (tmp_path / "blend.md").read_text()
     chosen = plan.method if method == "auto" else method
-    assert f"| {chosen} (chosen) |" in report and report.index("(chosen)") < report.index("| stack" if chosen != "stack" else "| weights")
+    label = kit.export.build.method_label(chosen, plan.blends)
+    assert f"| {label} (chosen) |" in report and report.index("(chosen)") < report.index("| stack" if chosen != "stack" else "| weights")
     assert predictor.meta.blend["method"] == chosen and set(predictor.meta.blend["honest_cv"]) >= {chosen}
     if method == "auto":
         honest = predictor.meta.blend["honest_cv"]
-        assert set(honest) == {"weights", "hill", "stack"} and honest[chosen] == max(honest.values())
+        assert set(honest) == {"alone:0", "alone:1", "weights", "hill", "stack"} and honest[chosen] == max(honest.values())

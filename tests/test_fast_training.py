@@ -154,9 +154,9 @@ def test_the_budget_is_planned_again_after_the_first_epoch(tmp_path, monkeypatch
 
 
 def test_budget_arithmetic():
-    from kit.train.budget import _epochs_left, val_every
-    assert _epochs_left(100, 9, 1, 1) == 10                      # 10 x (9 + 1)
-    assert _epochs_left(100, 9, 9, 2) == 7                       # 7 x 9 + 4 validations x 9 = 99
+    from kit.train.budget import epochs_left, val_every
+    assert epochs_left(100, 9, 1, 1) == 10                       # 10 x (9 + 1)
+    assert epochs_left(100, 9, 9, 2) == 7                        # 7 x 9 + 4 validations x 9 = 99
     assert val_every(None, train_s=10, val_s=0.5) == 1           # under a tenth: every epoch
     assert val_every(None, train_s=10, val_s=5) == 5             # 5 s every 5th epoch: 1 s in 11 s
     assert val_every(3, train_s=10, val_s=5) == 3                # as set
@@ -170,17 +170,18 @@ def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_
     task, targets = Multiclass(["a", "b"]), np.zeros(100, np.int64)
     cfg = load_config(None, {"pretrained": False, "model": "auto"})
     run = RunDir(tmp_path / "run")
-    monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)      # 3 steps an epoch: 0.36 s with validation
-    assert choice.choose_model(cfg, run, task, targets, 96, seconds_left=None)[0] == "nf_resnet26"
-    assert choice.choose_model(cfg, run, task, targets, 96, seconds_left=1.5)[0] == "nf_resnet26"   # 4 epochs
-    name, why = choice.choose_model(cfg, run, task, targets, 96, seconds_left=1.0)                   # 2 epochs
+    monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)   # 3 steps of 32 an epoch; its probe: 0.8 s
+    now = __import__("time").time()
+    assert choice.choose_model(cfg, run, task, targets, 96, 0, None)[0] == "nf_resnet26"
+    assert choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 4 * 0.3 + 0.1)[0] == "nf_resnet26"
+    name, why = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 2 * 0.3 + 0.1)
     assert name == "nf_resnet18" and "only 2 epoch(s) of nf_resnet26 fit" in why
     pretrained = load_config(None, {"pretrained": True, "model": "auto"})
-    assert choice.choose_model(pretrained, run, task, targets, 96, None)[0] == "eca_nfnet_l0"
+    assert choice.choose_model(pretrained, run, task, targets, 96, 0, None)[0] == "eca_nfnet_l0"
     (run.fold_dir(1)).mkdir(parents=True)
     (run.fold_dir(1) / "config.yaml").write_text("model: nf_resnet18\n")
     (run.fold_dir(1) / "last.pt").write_bytes(b"")
-    assert choice.choose_model(cfg, run, task, targets, 96, None) == ("nf_resnet18",
+    assert choice.choose_model(cfg, run, task, targets, 96, 0, None) == ("nf_resnet18",
                                                                       "the model of the run's trained fold 1")
 
 

@@ -10,7 +10,8 @@ Methods (`infer.py --blend`):
             distribution (an empirical CDF per output, RANK_QUANTILES points), then averaged
   stack     a scikit-learn logistic regression (ridge for a regression target) on the runs' outputs, through the
             task's link (log-probabilities, logits, the value in the model's scale)
-  auto      the method with the best honest CV
+  auto      the best honest CV among every run alone and the methods above (a blend that cannot beat the best run
+            alone is not chosen; a tie keeps the run alone)
 
 All of them work on OOF predictions, where every row was predicted by the one fold model that did not train on it.
 Choosing views or fitting a method on those rows and scoring on the same rows overstates the result, so the honest
@@ -29,6 +30,7 @@ from kit.core.task import Task
 # view name -> what it does to an NCHW batch (kit.export.ensemble applies them); identity first
 VIEWS = ("identity", "hflip", "vflip", "transpose", "rot90", "rot180", "rot270")
 METHODS = ("weights", "hill", "rank", "stack")
+ALONE = "alone:"             # `alone:<i>`: run i by itself, a candidate of `auto`
 RANK_METRICS = frozenset({"roc_auc", "map"})        # metrics that see only the order of each output's values
 MIN_WEIGHT = 1e-3            # a run below this share is left out of the graph
 HILL_STEPS = 200
@@ -60,6 +62,16 @@ def methods_for(task: Task, metric: str, runs: int) -> list[str]:
     if runs == 1:
         return ["weights"]
     return [m for m in METHODS if m != "rank" or metric in RANK_METRICS]
+
+
+def candidates(task: Task, metric: str, runs: int) -> list[str]:
+    """What `auto` chooses among: each run alone first (so a tie keeps the simpler answer), then the methods."""
+    return ([f"{ALONE}{i}" for i in range(runs)] if runs > 1 else []) + methods_for(task, metric, runs)
+
+
+def alone(method: str) -> int | None:
+    """The run index of an `alone:<i>` candidate, else None."""
+    return int(method[len(ALONE):]) if method.startswith(ALONE) else None
 
 
 def _objective(task: Task, metric: str):
@@ -127,6 +139,8 @@ def fit_hill(task: Task, metric: str, y: np.ndarray, predictions: Sequence[np.nd
 def fit(method: str, task: Task, metric: str, y: np.ndarray, outputs: Sequence[np.ndarray]) -> Blend:
     """`method` fitted on these OOF rows."""
     n = len(outputs)
+    if alone(method) is not None:
+        return Blend(method, np.eye(n)[alone(method)])
     if method == "weights":
         return Blend(method, fit_weights(task, metric, y, outputs))
     if method == "hill":

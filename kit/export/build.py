@@ -21,8 +21,8 @@ import torch
 from kit import __version__
 from kit.core.artifact import Metadata, write_metadata
 from kit.core.atomic import atomic_path, write_text
-from kit.evaluate.blend import (VIEWS, Blend, best_method, choose_views, correlations, fit, methods_for,
-                                 nested_cv)
+from kit.evaluate.blend import (VIEWS, Blend, alone, best_method, candidates, choose_views, correlations, fit,
+                                methods_for, nested_cv)
 from kit.core.table import train_table, training_images
 from kit.export.ensemble import Ensemble, Preprocess, head_of, view
 from kit.train.members import Member, fold_weight_standardization, load_members
@@ -158,17 +158,18 @@ def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], da
     images = np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in rows])])
     task, metric = members[0][0].task, cfg.metric
     y = task.encode([oof.labels[i] for i in rows])
-    candidates = VIEWS if tta is None else (("identity", "hflip") if tta else ("identity",))
-    by_view = [view_outputs(ms, oof, rows, images, candidates) for ms in members]
+    view_names = VIEWS if tta is None else (("identity", "hflip") if tta else ("identity",))
+    by_view = [view_outputs(ms, oof, rows, images, view_names) for ms in members]
     methods = methods_for(task, metric, len(runs))
     if method not in ("auto", *methods):
         raise KitError(f"--blend {method} does not apply here (here: {', '.join(methods)}; rank averaging applies to "
                        f"rank metrics only, and one run is its own blend)")
+    methods = candidates(task, metric, len(runs)) if method == "auto" else methods
     honest = nested_cv(task, metric, y, oof.folds[rows], by_view, methods, choose=tta is None)     # every method's
     chosen = best_method(task, metric, honest) if method == "auto" else method
     blends = []
     for run, ms, views in zip(runs, members, by_view):
-        kept = choose_views(task, metric, y, views) if tta is None else list(candidates)
+        kept = choose_views(task, metric, y, views) if tta is None else list(view_names)
         outputs = np.mean([views[v] for v in kept], 0)
         blends.append(RunBlend(run, ms, kept, outputs, task.score(metric, y, outputs),
                                task.score(metric, y, views["identity"])))
@@ -193,7 +194,7 @@ def finite(value) -> Optional[float]:
 def metadata(p: ExportPlan, kept: list[RunBlend], tta: bool) -> Metadata:
     members = [m for b in kept for m in b.members]
     first, cfg = members[0], members[0].config
-    single = len(p.blends) == 1
+    single = len(kept) == 1                # one run, or a blend whose best honest CV is one run alone
     return Metadata(task=first.task.kind, classes=first.task.names, task_params=p.task.params(), img_size=p.input_size,
                     train_img_size=cfg.img_size if single else max(m.config.img_size for m in members),
                     mean=first.mean, std=first.std,
@@ -201,7 +202,7 @@ def metadata(p: ExportPlan, kept: list[RunBlend], tta: bool) -> Metadata:
                     folds=[m.fold for m in kept[0].members] if single else sorted({m.fold for m in members}),
                     fold_scores=[finite(m.score) for m in members] if single else
                     [p.honest[p.method].per_fold[k] for k in sorted(p.honest[p.method].per_fold)],
-                    cv_score=finite(p.blends[0].cv if single else p.cv), metric=p.metric, tta=tta,
+                    cv_score=finite(kept[0].cv if single else p.cv), metric=p.metric, tta=tta,
                     int8=False, int8_agreement=None, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
                     members=[{"run": str(b.run), "model": b.members[0].config.model, "folds": [m.fold for m in b.members],
                               "img_size": b.members[0].size, "train_img_size": b.members[0].config.img_size,
@@ -217,13 +218,14 @@ def blend_report(p: ExportPlan) -> str:
     metric, chosen = p.metric, p.method
     order = [chosen] + [m for m in p.honest if m != chosen]
     lines = [f"# Blend of {len(p.blends)} runs\n",
-             f"Chosen: **{chosen}** (by honest CV). Honest CV: each fold's views and blend fitted without that fold, "
+             f"Chosen: **{method_label(chosen, p.blends)}** (by honest CV; every run alone is a candidate, so a blend "
+             f"is chosen only where it beats the best of them). Honest CV: each fold's views and blend fitted without that fold, "
              f"then the fold scored; {p.rows} OOF images. With everything fitted on all of them (optimistic): "
              f"{p.in_sample:.4f}.\n",
              f"| method | honest CV ({metric}) | per fold |", "|---|---:|---|"]
     for m in order:
         h = p.honest[m]
-        lines.append(f"| {m}{' (chosen)' if m == chosen else ''} | {h.cv:.4f} | "
+        lines.append(f"| {method_label(m, p.blends)}{' (chosen)' if m == chosen else ''} | {h.cv:.4f} | "
                      f"{', '.join(f'{v:.4f}' for _, v in sorted(h.per_fold.items()))} |")
     best_run = max(p.blends, key=lambda b: b.cv) if p.task.higher_is_better(metric) else min(p.blends, key=lambda b: b.cv)
     lines += ["", f"The best single run ({best_run.run}): OOF {metric} {best_run.cv:.4f} with its views (chosen on "
@@ -240,6 +242,12 @@ def blend_report(p: ExportPlan) -> str:
     for i, row in enumerate(p.correlation):
         lines.append(f"| {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def method_label(method: str, blends: list[RunBlend]) -> str:
+    """`alone:<i>` as the run's name and 'alone'; a blend method as it is."""
+    i = alone(method)
+    return method if i is None else f"{blends[i].run} alone"
 
 
 def probe_images(cfg, oof: Optional[Oof], count: int, size: int) -> np.ndarray:
@@ -289,8 +297,11 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
         summary["graph"] = tmp.read_bytes()         # exactly what was checked: predict with this, not the path
     if len(runs) > 1:
         write_text(out.with_name("blend.md"), blend_report(p))
-        log.info(f"export: blend of {len(kept)} run(s) by {p.method} -> {out}; honest CV {p.metric} {p.cv:.4f} "
-                 f"({', '.join(f'{m} {h.cv:.4f}' for m, h in p.honest.items())}; report {out.with_name('blend.md')})")
+        scores = ", ".join(f"{method_label(m, p.blends)} {h.cv:.4f}" for m, h in p.honest.items())
+        what = (f"best: {kept[0].run} alone (no blend beat it)" if alone(p.method) is not None else
+                f"blend of {len(kept)} run(s) by {p.method}")
+        log.info(f"export: {what} -> {out}; honest CV {p.metric} {p.cv:.4f} ({scores}; report "
+                 f"{out.with_name('blend.md')})")
     log.info(f"export: {len(members)} fold model(s) {meta.folds} of {meta.model} -> {out} ({n_folded} "
              f"weight-standardized convs folded, TTA {'on' if meta.tta else 'off'}, parity max |Δprob| "
              f"{summary['parity_max_abs_diff']:.2e})")

@@ -26,7 +26,7 @@ TAGS = {"even": {0, 2, 4, 6, 8}, "large": {5, 6, 7, 8, 9}, "loop": {0, 6, 8, 9},
 
 # Settings for the demo: a small image and an NFNet that trains one fold in about 2 minutes on 2 CPU cores.
 DEMO_CONFIG = dict(
-    model="eca_nfnet_l0", pretrained=False, img_size=32, epochs=8, batch_size=64, lr=0.05,
+    model="eca_nfnet_l0", pretrained=False, img_size=32, epochs=8, batch_size=64,   # lr: 0.4 x 64 / 256 = 0.1
     warmup_epochs=1.0, drop_path_rate=0.0, drop_rate=0.1,
     aug_hflip=0.0,                       # a mirrored digit is another glyph
     aug_coarse_dropout=0.0,              # at 8x8 source resolution a hole erases the digit

@@ -96,12 +96,17 @@ def val_every(setting: int | None, train_s: float, val_s: float) -> int:
     return max(1, math.ceil(val_s * (1 - VAL_SHARE) / (VAL_SHARE * train_s)))
 
 
+def deadline(time_budget: str, started: float) -> float:
+    """When a fold's last epoch must end: its budget from `started`, less what is kept for after it."""
+    budget = budget_seconds(time_budget)
+    return started + budget - max(SAFETY * budget, RESERVE_S)
+
+
 def _deadline(trainer) -> float:
-    budget = budget_seconds(trainer.cfg.time_budget)
-    return trainer.started + budget - max(SAFETY * budget, RESERVE_S)
+    return deadline(trainer.cfg.time_budget, trainer.started)
 
 
-def _epochs_left(left_s: float, train_s: float, val_s: float, every: int) -> int:
+def epochs_left(left_s: float, train_s: float, val_s: float, every: int) -> int:
     """Epochs that fit `left_s` seconds: n epochs cost n x train_s and about n / every + (1 - 1 / every)
     validations (every `every`-th epoch, and always the last)."""
     return max(0, math.floor((left_s - val_s * (1 - 1 / every)) / (train_s + val_s / every)))
@@ -128,7 +133,7 @@ def plan(trainer) -> dict:
         set_rng_state(rng)
     train_s, val_s = trainer.batches_per_epoch * per_step, record["val_images"] * per_image
     every = val_every(cfg.val_every, train_s, val_s)
-    epochs = max(1, _epochs_left(_deadline(trainer) - time.time(), train_s, val_s, every))
+    epochs = max(1, epochs_left(_deadline(trainer) - time.time(), train_s, val_s, every))
     record.update(budget_s=budget_seconds(cfg.time_budget), epochs=epochs, first_plan_epochs=epochs,
                   seconds_per_step=per_step, seconds_per_val_image=per_image, val_every=every,
                   seconds_per_epoch=train_s + val_s / every, warmup_epochs=min(cfg.warmup_epochs, epochs / 5),
@@ -144,7 +149,7 @@ def replan(trainer, epoch_seconds: float) -> dict:
     val_s = p["val_images"] * p["seconds_per_val_image"]
     times = trainer.step_seconds
     steady = statistics.median(times[len(times) // 4:]) * p["steps_per_epoch"] if times else epoch_seconds
-    more = _epochs_left(_deadline(trainer) - time.time(), steady, val_s, p["val_every"])
+    more = epochs_left(_deadline(trainer) - time.time(), steady, val_s, p["val_every"])
     result = {**p, "epochs": 1 + more, "replanned": epoch_seconds, "seconds_per_epoch": steady + val_s / p["val_every"]}
     return distributed.gather(result)[0]
 

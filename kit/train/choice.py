@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from kit.evaluate.rundir import RunDir
+from kit.train.budget import epochs_left
 from kit.settings.config import DEFAULT_BATCH
 
 AUTO = "auto"
@@ -29,21 +29,23 @@ MIN_EPOCHS = 4
 PROBE_STEPS = 3
 
 
-def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int, seconds_left: float | None) \
-        -> tuple[str, str]:
-    """(timm model name, why) for `--model auto`; `seconds_left`: what the fold's --time-budget leaves for
-    training (None: no budget)."""
+def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int, val_images: int,
+                 deadline: float | None) -> tuple[str, str]:
+    """(timm model name, why) for `--model auto`; `deadline`: when the fold's last epoch must end under its
+    --time-budget (kit.train.budget.deadline; None: no budget)."""
     trained = [k for k in run.trained() if run.fold_config_file(k).is_file()]
     if trained:
         return run.fold_setup(trained[0])["model"], f"the model of the run's trained fold {trained[0]}"
     if cfg.pretrained or cfg.pretrained_file:
         return FINETUNE_MODEL, "fine-tuning from pretrained weights: the finetune recipe's model"
-    if seconds_left is None:
+    if deadline is None:
         return SCRATCH_MODEL, "from scratch, no time budget: the model that learned most per epoch"
     batch = max(1, min(cfg.batch_size or DEFAULT_BATCH, train_images))
     per_step = seconds_per_step(cfg, SCRATCH_MODEL, task, targets[:batch])
-    per_epoch = per_step * (train_images // batch) * 1.2          # + validation, ~a fifth of an epoch's time
-    epochs = math.floor(seconds_left / per_epoch)
+    train_s = per_step * (train_images // batch)
+    val_s = per_step / 3 * val_images / batch                     # a forward pass: about a third of a step
+    per_epoch = train_s + val_s
+    epochs = epochs_left(deadline - time.time() - 2 * per_step * PROBE_STEPS, train_s, val_s, 1)   # its own probe
     if epochs >= MIN_EPOCHS:
         return SCRATCH_MODEL, (f"from scratch: {epochs} epochs of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
                                f"each), at least {MIN_EPOCHS}")

@@ -23,7 +23,7 @@ from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
 from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
 from kit.train import distributed, state
-from kit.train.budget import RESERVE_S, budget_seconds
+from kit.train.budget import deadline
 from kit.train.cache import ImageStore
 from kit.train.choice import AUTO, choose_model
 from kit.train.device import resolve_device, resolve_precision
@@ -174,10 +174,10 @@ def plan(cfg: Config, fold: str, resume: bool, force: bool, started: float | Non
     todo = parse_fold_arg(fold, cfg.num_folds, cfg.folds_csv)
     p = Plan(cfg, task, table, fold_of_row, new_split, todo, RunDir(cfg.run_dir), resume or force, force, images)
     if cfg.model == AUTO:
-        train_images = int(np.sum(fold_of_row != (todo[0] if todo[0] != FULL else -1)))
-        left = budget_seconds(cfg.time_budget) - (time.time() - (started or time.time())) - 2 * RESERVE_S \
-            if cfg.time_budget else None
-        cfg.model, p.model_why = choose_model(cfg, p.run, task, task.encode(table.labels), train_images, left)
+        val_images = int(np.sum(fold_of_row == todo[0])) if todo[0] != FULL else 0
+        end = deadline(cfg.time_budget, started or time.time()) if cfg.time_budget else None
+        cfg.model, p.model_why = choose_model(cfg, p.run, task, task.encode(table.labels), len(table.ids) - val_images,
+                                              val_images, end)
         log.info(f"model: {cfg.model} ({p.model_why})")
     cfg.batch_size = batch_for(cfg)              # the saved config says what ran: the model's batch, the scaled lr
     if cfg.lr is None:
