@@ -46,6 +46,7 @@ ARMS: dict[str, list | None] = {
     "kit-nf_resnet26-b32-files-fp32": ["--model", "nf_resnet26", "--batch-size", "32", "--cache-images", "off",
                                        "--num-workers", "2", "--precision", "fp32"],
     "kit-nf_resnet26-b32": ["--model", "nf_resnet26", "--batch-size", "32"],
+    "kit-nf_resnet26-b32-fp32": ["--model", "nf_resnet26", "--batch-size", "32", "--precision", "fp32"],
     "kit-nf_resnet26-b64": ["--model", "nf_resnet26", "--batch-size", "64"],
     "kit-nf_resnet26-b128": ["--model", "nf_resnet26", "--batch-size", "128"],
     "kit-nf_resnet18-b64-compile": ["--model", "nf_resnet18", "--batch-size", "64", "!compile"],

@@ -267,9 +267,9 @@ def onnx_file(trained, tmp_path_factory):
     return out
 
 
-def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, **settings):
+def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, keep=None, **settings):
     """(cfg, task, FoldData, RunDir) of fold `fold` of a 2-fold split of a small competition, for driving
-    kit.train.fold.Trainer in this process."""
+    kit.train.fold.Trainer in this process. `keep(rows)`: the train.csv rows (id, label) to keep."""
     from kit.settings.config import load_config
     from kit.core.table import train_table
     from kit.train.fold import FoldData
@@ -277,6 +277,10 @@ def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, **settings):
     from kit.evaluate.rundir import RunDir
     from kit.train.run import resolve_task
     comp = make_competition(tmp_path / "comp", per_class=per_class)
+    if keep is not None:
+        with open(comp / "train.csv", newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        write_rows(comp / "train.csv", ["image_id", "label"], keep(rows))
     cfg = load_config(None, {"data_dir": str(comp), "run_dir": str(tmp_path / "run"), "model": "test_nfnet",
                              "pretrained": False, "img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0,
                              "folds_csv": str(tmp_path / "folds.csv"), **settings})

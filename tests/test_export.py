@@ -183,12 +183,15 @@ def test_checkpoint_of_another_architecture_is_refused(trained, tmp_path):
         load_members(RunDir(copy_dir), [0])
 
 
-def test_unfinished_folds_are_left_out(trained, tmp_path, kit_log):
+def test_an_unfinished_fold_is_refused_unless_the_folds_are_named(trained, tmp_path):
+    """A fold still training (or stopped) would silently leave the ensemble partial: refused, naming --folds."""
     _, run_dir, _, _ = trained
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     metrics = (run / "fold2" / "metrics.csv").read_text().splitlines()
     (run / "fold2" / "metrics.csv").write_text("\n".join(metrics[:2]) + "\n")      # 1 of 2 epochs done
-    assert [m.fold for m in load_members(RunDir(run))] == [0, 1]
-    assert "leaving out fold(s) [2], still training" in kit_log.text
-    assert [m.fold for m in load_members(RunDir(run), [2])] == [2]        # asked for explicitly: allowed
+    with pytest.raises(KitError, match=r"fold\(s\) \[2\] of .* have not finished training .* pass --folds 0,1 to "
+                                       r"export the finished folds alone"):
+        load_members(RunDir(run))
+    assert [m.fold for m in load_members(RunDir(run), [0, 1])] == [0, 1]     # named: allowed
+    assert [m.fold for m in load_members(RunDir(run), [2])] == [2]

@@ -208,3 +208,19 @@ def test_every_config_field_has_its_flag():
             assert getattr(train.parse_args([flag, text]), name) == value, name
         assert getattr(train.parse_args([]), name) is None           # not given: the YAML and defaults decide
     assert len(FIELDS) == len(Config().to_dict())
+
+
+def test_every_repository_path_named_in_code_docs_and_help_exists():
+    """A path like kit/settings/config.py or bench/recipe.py named in the README, docs/, a docstring, a comment, a
+    help text or a bench script exists (a results file: or is what a bench script writes by default)."""
+    import re
+    pattern = re.compile(r"\b(?:kit|bench|tests|configs|docs)/[A-Za-z0-9_./-]+\.(?:py|md|yaml|jsonl|toml|csv|json)\b")
+    sources = [ROOT / "README.md", ROOT / "train.py", ROOT / "infer.py", ROOT / "pyproject.toml",
+               *(ROOT / "docs").glob("*.md"), *(ROOT / "kit").rglob("*.py"), *(ROOT / "bench").glob("*.py"),
+               ROOT / "bench" / "RESULTS.md", *(ROOT / "configs").glob("*.yaml")]
+    written = {m.group(1) for f in (ROOT / "bench").glob("*.py")
+               for m in re.finditer(r'default="(bench/results/[^"]+)"', f.read_text(encoding="utf-8"))}
+    missing = sorted({f"{path} (in {source.relative_to(ROOT)})" for source in sources
+                      for path in pattern.findall(source.read_text(encoding="utf-8"))
+                      if not (ROOT / path).exists() and path not in written})
+    assert not missing, missing

@@ -49,3 +49,64 @@ def test_image_normalizer_is_the_textbook_formula_and_keeps_nhwc_memory():
     assert out.shape == (2, 3, 5, 4) and out.dtype == torch.float32
     assert torch.allclose(out.double(), expected, atol=1e-5)
     assert out.is_contiguous(memory_format=torch.channels_last)     # no copy unless NCHW is asked for
+
+
+@pytest.mark.parametrize("form", ["safetensors", "state_dict", "state_dict_ema", "module_prefix", "kit_best",
+                                  "hub_safetensors", "hub_bin"])
+def test_pretrained_weights_load_in_every_published_form(tmp_path, form):
+    """Weights as they are published and shared: a .safetensors file, a training checkpoint (state_dict, or its EMA,
+    which wins), DataParallel's module. prefixes, a kit run's best.pt, a folder as timm publishes on the hub."""
+    import json
+    from safetensors.torch import save_file
+    from kit.train import checkpoint
+    torch.manual_seed(0)
+    source = create_model("test_nfnet", 5)
+    weights = source.state_dict()
+    decoy = {k: torch.zeros_like(v) for k, v in weights.items()}        # what must NOT be loaded
+    path = tmp_path / "w.pth"
+    if form == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_file(weights, str(path))
+    elif form == "state_dict":
+        torch.save({"state_dict": weights, "epoch": 3}, path)
+    elif form == "state_dict_ema":
+        torch.save({"state_dict": decoy, "state_dict_ema": weights}, path)
+    elif form == "module_prefix":
+        torch.save({f"module.{k}": v for k, v in weights.items()}, path)
+    elif form == "kit_best":
+        path = tmp_path / "best.pt"
+        checkpoint.save({"model": weights, "epoch": 1, "score": 0.5, "config": {"model": "test_nfnet"}}, path)
+    else:
+        path = tmp_path / "hub"
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"architecture": "test_nfnet", "num_classes": 5}))
+        if form == "hub_safetensors":
+            save_file(weights, str(path / "model.safetensors"))
+        else:
+            torch.save(weights, path / "pytorch_model.bin")
+    loaded = create_model("test_nfnet", 5, pretrained_file=str(path))
+    for k, v in weights.items():
+        assert torch.equal(loaded.state_dict()[k], v), (form, k)
+
+
+def test_a_hub_folder_is_checked_against_the_model_and_sets_it_for_auto(tmp_path):
+    import json
+    from kit.core.task import Multiclass
+    from kit.evaluate.rundir import RunDir
+    from kit.settings.config import load_config
+    from kit.train.choice import choose_model
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architecture": "test_resnet.r160_in1k"}))
+    with pytest.raises(KitError, match=r"is a folder without model.safetensors or pytorch_model.bin \(it holds: "
+                                       r"config.json\)"):
+        create_model("test_resnet", 3, pretrained_file=str(folder))
+    torch.save(create_model("test_resnet", 3).state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(KitError, match=r"holds test_resnet.r160_in1k \(its config.json\), not --model test_nfnet; "
+                                       r"pass --model test_resnet"):
+        create_model("test_nfnet", 3, pretrained_file=str(folder))
+    cfg = load_config(None, {"model": "auto", "pretrained_file": str(folder)})
+    assert choose_model(cfg, RunDir(tmp_path / "run"), Multiclass(["a", "b"]), None, 10, 0, None)[0] == "test_resnet"
+    (tmp_path / "junk.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(KitError, match=r"junk.bin cannot be read as weights"):
+        create_model("test_nfnet", 3, pretrained_file=str(tmp_path / "junk.bin"))

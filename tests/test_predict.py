@@ -1,6 +1,7 @@
 """The torch-free predictor, the submission contract and the infer.py CLI."""
 import csv
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -167,3 +168,70 @@ def test_each_submission_row_is_its_own_image(task_graphs, tmp_path, capsys, kin
         assert submitted[image_id] == predictor.answer(row)["label"]
     rows = list(alone.values())                       # the check has teeth: no two images predict alike
     assert min(np.abs(a - b).max() for i, a in enumerate(rows) for b in rows[i + 1:]) > 1e-5
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel", "regression"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_kit_predict_gives_each_row_its_own_images_answer(task_graphs, tmp_path, capsys, kind, suffix):
+    """`python -m kit.predict` on a folder: every row's path carries the answer of that image predicted alone (rows
+    shifted by one against their paths would fail: no two images predict alike)."""
+    import json
+    from conftest import run_module
+    comp, graph = task_graphs[kind]
+    out = tmp_path / f"preds{suffix}"
+    r = run_module(capsys, "kit.predict", "--onnx", graph, comp / "test_images", "--out", out, "--batch-size", "4",
+                   "--top-k", "50")
+    assert r.returncode == 0, r.stderr
+    predictor = Predictor(graph, "cpu")
+    paths = sorted((comp / "test_images").iterdir())
+    alone = {str(p): predictor.answer(predictor.predict_files([p])[0], 50) for p in paths}
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        got = {row.pop("path"): row for row in rows}
+    else:
+        got = {}
+        for row in rows_of(out):
+            path = row.pop("path")
+            got[path] = {"label": row["label"], **({"value": float(row["value"])} if "value" in row else
+                                                   {"probabilities": {row[f"top{r}"]: float(row[f"p{r}"])
+                                                                      for r in range(1, len(row) // 2 + 1)}})}
+    assert list(got) == [str(p) for p in paths]                   # every image once, in order
+    numbers = []
+    for path, answer in alone.items():
+        assert got[path]["label"] == answer["label"], path
+        if "value" in answer:
+            assert got[path]["value"] == pytest.approx(answer["value"], abs=1e-6)
+            numbers.append(np.array([answer["value"]]))
+        else:
+            for name, p in answer["probabilities"].items():
+                assert got[path]["probabilities"][name] == pytest.approx(p, abs=1e-6), (path, name)
+            numbers.append(np.array([answer["probabilities"][n] for n in sorted(answer["probabilities"])]))
+    assert min(np.abs(a - b).max() for i, a in enumerate(numbers) for b in numbers[i + 1:]) > 1e-5
+
+
+def test_kit_predict_json_answers_are_whole_and_skip_errors_keeps_going(task_graphs, tmp_path, capsys):
+    """JSON lines carry the whole answer (every class) unless --top-k cuts it; an unreadable image stops the run, or
+    with --skip-errors gets its reason in its own row while the others are predicted."""
+    import json
+    from conftest import assert_user_error, run_module
+    comp, graph = task_graphs["multiclass"]
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted((comp / "test_images").iterdir())[:3]:
+        (images / p.name).write_bytes(p.read_bytes())
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    assert_user_error(run_module(capsys, "kit.predict", "--onnx", graph, images, "--out", tmp_path / "a.jsonl"),
+                      r"1 image\(s\) cannot be decoded: .*broken.png")
+    r = run_module(capsys, "kit.predict", "--onnx", graph, images, "--out", tmp_path / "a.jsonl", "--skip-errors")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [Path(r["path"]).name for r in rows] == sorted(p.name for p in images.iterdir())
+    broken = next(r for r in rows if r["path"].endswith("broken.png"))
+    assert set(broken) == {"path", "error"} and broken["error"]
+    assert all(len(r["probabilities"]) == len(Predictor(graph, "cpu").task.names) for r in rows if r is not broken)
+    r = run_module(capsys, "kit.predict", "--onnx", graph, images, "--out", tmp_path / "a.csv", "--skip-errors",
+                   "--top-k", "1")
+    assert r.returncode == 0, r.stderr
+    table = rows_of(tmp_path / "a.csv")
+    assert list(table[0]) == ["path", "label", "top1", "p1", "error"]
+    assert [bool(row["error"]) for row in table] == [row["path"].endswith("broken.png") for row in table]

@@ -54,6 +54,31 @@ def test_class_balanced_sampling_is_deterministic_and_resumable():
     assert tags.sampling_classes(y).tolist() == [1, 0, 2, 3]             # the rarest tag; no tag: one more class
 
 
+@pytest.mark.parametrize("rule", ["balanced", "none"])
+def test_the_trainer_draws_by_its_sampler_setting(tmp_path, rule):
+    """The Trainer's own loader under --sampler balanced draws a class of 4 training images about as often as the
+    classes of 20 (a third of an epoch's draws); under none, each image once."""
+    from conftest import fold_setup
+    from kit.train.distributed import Dist
+    from kit.train.fold import Trainer
+    minority = lambda rows: [r for r in rows if r[1] != "fox"] + [r for r in rows if r[1] == "fox"][:8]   # noqa: E731
+    cfg, task, data, run = fold_setup(tmp_path, per_class=40, keep=minority, sampler=rule, batch_size=4)
+    t = Trainer(cfg, task, data, run, Dist())
+    fox = task.names.index("fox")
+    counts = np.zeros(3)
+    for epoch in range(4):
+        t.train_sampler.set_epoch(epoch)
+        for _, y in t.train_loader:
+            counts += np.bincount(y.numpy(), minlength=3)
+    share = counts[fox] / counts.sum()
+    in_fold = np.bincount(data.targets[data.train_rows], minlength=3)
+    assert in_fold[fox] <= 5 and in_fold.sum() >= 40
+    if rule == "balanced":
+        assert 0.25 <= share <= 0.42, (share, in_fold)
+    else:
+        assert share == pytest.approx(in_fold[fox] / in_fold.sum(), abs=0.03)
+
+
 def test_regression_refuses_settings_that_need_classes(tmp_path, capsys):
     from conftest import make_task_competition
     comp = make_task_competition(tmp_path / "comp", "regression")
@@ -150,3 +175,24 @@ def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsy
     assert r.returncode == 0 and "already trained" in r.stdout, r.stdout
     assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "x", "--time-budget", "soon"),
                       r"time_budget must be a duration like 20m")
+
+
+def test_skewed_classes_get_advice_in_the_log_and_cv_md_but_no_silent_change(tmp_path, capsys):
+    """A 12:1 class skew with the plain settings: the run says so and names the measured options; with a sampler set
+    it says nothing; the settings themselves stay as given."""
+    comp = make_competition(tmp_path / "comp", per_class=24)
+    import csv
+    rows = list(csv.reader(open(comp / "train.csv")))[1:]
+    kept = [r for r in rows if r[1] != "fox"] + [r for r in rows if r[1] == "fox"][:2]
+    from conftest import write_rows
+    write_rows(comp / "train.csv", ["image_id", "label"], kept)
+    base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY, "--epochs", "1"]
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "plain", "--fold", "all")
+    assert r.returncode == 0, r.stderr
+    said = "The classes are imbalanced (largest 24 images, smallest 2: 12:1) and this run does nothing about it"
+    assert said in r.stdout and "--sampler balanced +9.3 pt macro-F1" in r.stdout
+    assert said in (tmp_path / "plain" / "cv.md").read_text()
+    import yaml
+    assert yaml.safe_load((tmp_path / "plain" / "config.yaml").read_text())["sampler"] == "none"
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "balanced", "--sampler", "balanced")
+    assert r.returncode == 0 and "imbalanced" not in r.stdout

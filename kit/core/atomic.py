@@ -113,6 +113,30 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
             writer.writerows(rows)
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """The temporary folders a killed build of `path` left beside it (.NAME.tmp<pid>.*), when that process is gone."""
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        pid = stale.name[len(path.name) + 5:].split(".", 1)[0]
+        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name beside `path` and rename it to `path` at the end, so a failure leaves
@@ -122,6 +146,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise KitError(f"{path} exists and is not an empty folder; choose a new --out folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp{os.getpid()}."))
     except OSError as e:
         raise KitError(f"cannot create a folder beside {path}: {e.strerror}; choose a writable location") from None
@@ -129,8 +154,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.is_dir():
             path.rmdir()                    # the empty folder the user made for it
+        os.chmod(tmp, 0o777 & ~current_umask())     # mkdtemp's 0700 would hide the folder from a static server
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:                    # a full disk, a read-only place: one line; the partial folder goes
+        raise KitError(f"cannot write {path}: {e.strerror or e}{' (the disk is full)' if e.errno == 28 else ''}; "
+                       f"free space or choose another --out") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,8 @@ its to write into, then checks each output path before it writes anything:
   - an output is none of the command's input files, compared after resolving symlinks and `..`, and by device and
     inode, so a hard link to an input is caught too;
   - an output lies in no protected folder (the competition folder, a run dir), except the file names the kit
-    itself writes there (a run dir's ensemble.onnx);
+    itself writes there (a run dir's ensemble.onnx); and in no run dir at all, however the command was led there (a
+    folder holding config.yaml and task.json or classes.json is a run dir, named by --run-dir or not);
   - two outputs of one command are two different files;
   - a path given for a file is no folder, a path given for a folder is no file, and no path is empty.
 """
@@ -33,6 +34,19 @@ def _identity(path: Path) -> Optional[tuple[int, int]]:
 def inside(path: Path, folder: Path) -> bool:
     path, folder = resolved(path), resolved(folder)
     return path == folder or folder in path.parents
+
+
+RUN_FILES = ("task.json", "classes.json")                 # beside config.yaml: a run dir (kit.evaluate.rundir)
+RUN_OWN_NAMES = ("ensemble.onnx", "ensemble.int8.onnx")   # what commands other than train.py write into one
+
+
+def run_dir_of(path: Path) -> Optional[Path]:
+    """The run dir `path` lies in (the nearest folder above it holding a run's config.yaml and task or classes file),
+    or None."""
+    for folder in resolved(path).parents:
+        if (folder / "config.yaml").is_file() and any((folder / name).is_file() for name in RUN_FILES):
+            return folder
+    return None
 
 
 def require_path(flag: str, value, kind: str = "file") -> Path:
@@ -82,6 +96,11 @@ class Outputs:
             if kind == "file" and not inside(target, folder) and _links_into(target, folder):
                 raise KitError(f"{flag} {path} is a hard link to a file inside {what} {folder}; writing it would "
                                f"change that file. Choose another path")
+        run = run_dir_of(target)
+        if run is not None and not (kind == "file" and target.parent == run and target.name in RUN_OWN_NAMES):
+            raise KitError(f"{flag} {path} lies inside the run dir {run} (a trained run's files: its OOF predictions, "
+                           f"checkpoints and reports, which CV, blends and distillation read); write it elsewhere "
+                           f"(e.g. submissions/)")
         if target in self.claimed:
             raise KitError(f"{flag} and {self.claimed[target]} name the same file {path}; give each its own path")
         self.claimed[target] = flag

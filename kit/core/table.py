@@ -282,9 +282,12 @@ def _probe(path: Path) -> None:
     open_rgb(path, 64)          # JPEG: the whole stream decoded at a small DCT scale catches truncation cheaply
 
 
-def decode_every(paths: list[Path], decode=_probe, workers: int = 8, keep: Callable[[Any], None] | None = None) -> None:
+def decode_every(paths: list[Path], decode=_probe, workers: int = 8, keep: Callable[[Any], None] | None = None,
+                 refuse: bool = True, fix: str = "Replace these files or remove their rows from the CSV") \
+        -> dict[Path, str]:
     """Decode every image (`decode`, in `workers` threads; 1: in this thread), handing each result to `keep` in
-    order; a corrupt file stops the run now, not in epoch 7, with up to five of the bad files named."""
+    order; a corrupt file stops the run now, not in epoch 7, with up to five of the bad files named. With `refuse`
+    False: {file: why it cannot be decoded} instead."""
     problems = []
 
     def attempt(path):
@@ -299,11 +302,13 @@ def decode_every(paths: list[Path], decode=_probe, workers: int = 8, keep: Calla
                 problems.append((path, error))
             elif keep is not None and not problems:
                 keep(result)
+    if problems and not refuse:
+        return dict(problems)
     if problems:
         listed = "; ".join(f"{p}: {err}" for p, err in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise KitError(f"{len(problems)} image(s) cannot be decoded: {listed}{more}. "
-                       f"Replace these files or remove their rows from the CSV")
+        raise KitError(f"{len(problems)} image(s) cannot be decoded: {listed}{more}. {fix}")
+    return {}
 
 
 def check_images_readable(paths: list[Path], workers: int = 8) -> None:

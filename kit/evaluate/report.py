@@ -267,6 +267,29 @@ def imbalance_note(cfg) -> str:
     return f"Class imbalance: {', '.join(parts)}; per-class recall below.\n\n" if parts else ""
 
 
+SKEW = 10.0           # largest / smallest class count from which the run says what it could do about it
+
+
+def imbalance_advice(task, targets, cfg) -> str:
+    """When the classes are skewed (largest/smallest >= SKEW) and the run does nothing about it, what it could do and
+    what each option measured on a 1:20 long tail (bench/RESULTS.md "Class imbalance"); never a silent change of
+    defaults. Empty otherwise (and for a regression target, which has no classes)."""
+    if cfg.sampler != "none" or cfg.class_weights != "none" or cfg.loss != "ce":
+        return ""
+    try:
+        counts = np.bincount(task.sampling_classes(targets))
+    except (KitError, NotImplementedError):
+        return ""
+    counts = counts[counts > 0]
+    if len(counts) < 2 or counts.max() < SKEW * counts.min():
+        return ""
+    return (f"The classes are imbalanced (largest {counts.max()} images, smallest {counts.min()}: "
+            f"{counts.max() / counts.min():.0f}:1) and this run does nothing about it. Measured on a 1:20 long tail "
+            f"with a balanced test set: --sampler balanced +9.3 pt macro-F1, --sampler sqrt +5.6, --loss focal -1.2 "
+            f"(bench/RESULTS.md); which helps depends on the competition's metric and test set (--metric macro_f1 or "
+            f"balanced_accuracy scores the folds as a balanced test would).")
+
+
 def teacher_note(cfg) -> str:
     if not cfg.teacher:
         return ""
@@ -275,6 +298,14 @@ def teacher_note(cfg) -> str:
     return (f"Distilled from {', '.join(cfg.teacher)} (distill_weight {cfg.distill_weight:g}, temperature "
             f"{cfg.distill_temperature:g}); fold k learned from teacher fold k only, so the CV stays out of fold.{pseudo}"
             f"\n\n")
+
+
+def _advice(run: RunDir, task, cfg, folds: list[FoldSummary]) -> str:
+    if not folds:
+        return ""
+    labels = [label for f in folds for label in f.oof.labels]
+    advice = imbalance_advice(task, task.encode(labels), cfg)
+    return advice + "\n\n" if advice else ""
 
 
 def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
@@ -288,6 +319,7 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
         raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
     header = (f"# CV summary: {run.path.name}\n\nRecipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) "
               f"and exported at {test_size(cfg)}px.\n\n{plan_note(run, cfg, folds)}{imbalance_note(cfg)}"
+              f"{_advice(run, task, cfg, folds)}"
               f"{teacher_note(cfg)}")
     config = f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n"
     if not folds:

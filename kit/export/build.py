@@ -10,6 +10,8 @@ and the CV are all computed on OOF predictions made through exactly those pixels
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +150,10 @@ def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], da
     common = sorted(set.intersection(*({m.fold for m in ms} for ms in members)))
     if not common:
         raise KitError(f"the runs have no finished fold in common ({[[m.fold for m in ms] for ms in members]})")
+    if len(runs) > 1 and len(common) < 2:
+        raise KitError(f"blending {len(runs)} runs needs the OOF predictions of at least 2 folds they share, to fit the "
+                       f"blend on some folds and score it on others; they share fold(s) {common}. Train more folds, "
+                       f"pass one --run-dir, or --folds with two folds or more")
     members = [[m for m in ms if m.fold in common] for ms in members]
     oof = shared_oof(runs, members)
     cfg = members[0][0].config
@@ -244,6 +250,15 @@ def blend_report(p: ExportPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def content_key(kept: list[RunBlend], meta: Metadata) -> str:
+    """A graph's export key when infer.py gave none: the bytes of every member's checkpoint, and the blend and views
+    (what an int8 twin is checked against by kit.web)."""
+    digest = hashlib.sha256(json.dumps({"blend": meta.blend, "members": meta.members}, sort_keys=True).encode())
+    for member in (m for b in kept for m in b.members):
+        digest.update(member.run.best(member.fold).read_bytes())
+    return digest.hexdigest()
+
+
 def method_label(method: str, blends: list[RunBlend]) -> str:
     """`alone:<i>` as the run's name and 'alone'; a blend method as it is."""
     i = alone(method)
@@ -285,7 +300,7 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     folded = [copy.deepcopy(m.model) for m in members]
     n_folded = sum(fold_weight_standardization(m) for m in folded)
     meta = metadata(p, kept, any(len(b.views) > 1 for b in kept))
-    meta.export_key = key
+    meta.export_key = key or content_key(kept, meta)        # never empty: an int8 twin carries it
     images = probe_images(cfg, p.oof, PARITY_IMAGES, size)
     out = Path(out) if out else (runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx")
     summary = {"path": str(out), "folds": meta.folds, "folded_convs": n_folded, "members": meta.members,

@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
@@ -34,6 +35,7 @@ from typing import Optional, Union
 import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -45,6 +47,7 @@ from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 OPEN_ROUTES = ("/health",)           # answered without the API key: a load balancer's probe has none
+MAX_FILES = 1000                     # files in one /predict/batch form (Starlette's form limit, said in the error)
 
 
 class HTTPError(Exception):
@@ -79,6 +82,8 @@ class ServeSettings:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_bytes: int = 20 * 2**20
+    max_pixels: Optional[int] = None          # per image; None: pixel_limit(the model's input size)
+    max_request_pixels: Optional[int] = None  # all images of one request; None: 4 x max_pixels
     decode_threads: int = 4
     api_key: Optional[str] = None
     cors_origins: list = field(default_factory=list)
@@ -173,10 +178,11 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(data)
 
 
-async def uploaded_files(request: Request, data: bytes) -> list[bytes]:
-    """The files of a multipart/form-data body, in the order sent."""
-    form = await Request(request.scope, _replay(data)).form()
-    return [await value.read() for _, value in form.multi_items() if hasattr(value, "read")]
+async def uploaded_files(request: Request, data: bytes) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of each file of a multipart/form-data body, in the order sent."""
+    form = await Request(request.scope, _replay(data)).form(max_files=MAX_FILES, max_fields=MAX_FILES)
+    return [(value.filename or f"file {i + 1}", await value.read())
+            for i, (_, value) in enumerate(form.multi_items()) if hasattr(value, "read")]
 
 
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
@@ -189,12 +195,30 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data
 ERRORS = {400: {"model": Error}, 401: {"model": Error}, 413: {"model": Error}}
 
 
+def pixel_limit(img_size: int) -> int:
+    """The default largest image: 1,000 times the model's input area (50 Mpx at 224 px), at least 4 Mpx. An image
+    this much larger than what the model sees costs decoding memory and time for nothing (a 9000x9000 PNG of 630 KB
+    decodes to 243 MB of RGB)."""
+    return max(4_000_000, 1000 * img_size * img_size)
+
+
+def pixels(data: bytes) -> int:
+    """An image's pixel count from its header alone (nothing decoded yet)."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.width * im.height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise HTTPError(400, f"cannot decode the uploaded image ({type(e).__name__})") from None
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
     predictor = Predictor(settings.onnx, settings.provider)
     registry, counters = metrics()
     batcher = Batcher(predictor, settings.max_batch, settings.max_wait_ms / 1000, counters["batch"])
     decoder = ThreadPoolExecutor(settings.decode_threads)
     size = predictor.meta.img_size
+    check_pixels = pixel_check(size, settings.max_pixels or pixel_limit(size), settings.max_request_pixels)
 
     async def answer(data: bytes) -> dict:
         if not data:
@@ -224,7 +248,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if len(files) != 1:
                 raise HTTPError(400, f"send exactly one file in the multipart form (got {len(files)}); several go to "
                                      f"/predict/batch")
-            data = files[0]
+            data = files[0][1]
+        if data:
+            check_pixels([("", data)])
         return JSONResponse(await answer(data))
 
     @app.post("/predict/batch", response_model=list[Union[ClassAnswer, ValueAnswer]], responses=ERRORS,
@@ -236,7 +262,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
         files = await uploaded_files(request, await read_body(request, settings.max_bytes))
         if not files:
             raise HTTPError(400, "the form holds no file")
-        return JSONResponse(list(await asyncio.gather(*(answer(f) for f in files))))
+        check_pixels([(name, data) for name, data in files if data])
+
+        async def named(i: int, name: str, data: bytes) -> dict:
+            try:
+                return await answer(data)
+            except HTTPError as e:                  # which of the files it was
+                raise HTTPError(e.status, f"file {i + 1} of {len(files)} ({name}): {e.message}") from None
+        return JSONResponse(list(await asyncio.gather(*(named(i, n, d) for i, (n, d) in enumerate(files)))))
 
     @app.get("/health")
     async def health():
@@ -244,29 +277,86 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/metadata")
     async def metadata():
-        return asdict(predictor.meta)
+        return public_metadata(predictor.meta)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    one_error_shape(app)
+    if settings.api_key:
+        app.openapi = bearer_openapi(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    return guarded(app, settings.api_key, counters, settings.cors_origins)
+
+
+def public_metadata(meta) -> dict:
+    """The graph's metadata, its members' run dirs by name only: a client learns nothing of the server's disk."""
+    out = asdict(meta)
+    out["members"] = [{**m, "run": Path(m["run"]).name} if "run" in m else m for m in out.get("members", [])]
+    return out
+
+
+def pixel_check(size: int, max_pixels: int, max_request: Optional[int]):
+    """The check run before any decoding: each image within max_pixels, the request's images together within
+    max_request (default 4 images' worth)."""
+    max_request = max_request or 4 * max_pixels
+
+    def check(files: list[tuple[str, bytes]]) -> None:
+        """files: (name, bytes); a batch's refusal names the file, as its decode errors do."""
+        counts = []
+        for i, (name, data) in enumerate(files):
+            where = f"file {i + 1} of {len(files)} ({name}): " if len(files) > 1 else ""
+            try:
+                counts.append(pixels(data))
+            except HTTPError as e:
+                raise HTTPError(e.status, where + e.message) from None
+            if counts[-1] > max_pixels:
+                raise HTTPError(413, f"{where}image {i + 1} has {counts[-1]:,} pixels; this service decodes at most "
+                                     f"{max_pixels:,} (--max-pixels): resize it first (the model sees {size}x{size})")
+        if sum(counts) > max_request:
+            raise HTTPError(413, f"the request's images have {sum(counts):,} pixels together; at most {max_request:,} "
+                                 f"(--max-request-pixels): send fewer per request")
+    return check
+
+
+def one_error_shape(app: FastAPI) -> None:
+    """Every refusal as {"error": ...}: the service's own, Starlette's (a malformed multipart body, more than
+    MAX_FILES files, an unknown route) and a client gone mid-upload."""
     @app.exception_handler(HTTPError)
     async def refused(_: Request, e: HTTPError):
         return JSONResponse({"error": e.message}, status_code=e.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_refused(_: Request, e: StarletteHTTPException):
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=getattr(e, "headers", None))
 
     @app.exception_handler(ClientDisconnect)
     async def disconnected(request: Request, _):
         log.info(f"serve: a client disconnected during its upload ({request.client.host if request.client else '?'})")
         return JSONResponse({"error": "the client disconnected"}, status_code=400)
 
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
-    return guarded(app, settings.api_key, counters)
+
+def bearer_openapi(app: FastAPI):
+    """The OpenAPI document with the API key as an HTTP bearer scheme on every route but /health: /docs then has an
+    Authorize button."""
+    def schema() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, ops in doc.get("paths", {}).items():
+                for op in ops.values():
+                    op["security"] = [] if path in OPEN_ROUTES else [{"bearer": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+    return schema
 
 
-def guarded(app, api_key: Optional[str], counters: dict):
+def guarded(app, api_key: Optional[str], counters: dict, cors_origins=()):
     """The app behind the API key check, the access log, the request metrics, and a quiet shutdown: a request
     still running when the graceful shutdown times out (a client that never finishes its upload) is cancelled and
     said in one line, not uvicorn's traceback."""
@@ -287,8 +377,12 @@ def guarded(app, api_key: Optional[str], counters: dict):
             headers = dict(scope["headers"])
             if expected and scope["path"] not in OPEN_ROUTES and scope["method"] != "OPTIONS" and \
                     not hmac.compare_digest(headers.get(b"authorization", b""), expected):
+                # a page on an allowed origin must be able to read the refusal: the CORS headers the app would add
+                origin = headers.get(b"origin", b"").decode("latin-1")
+                cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin in cors_origins else {}
                 await JSONResponse({"error": "missing or wrong API key: send Authorization: Bearer KEY"},
-                                   status_code=401)(scope, receive, recorded)
+                                   status_code=401, headers={"WWW-Authenticate": "Bearer", **cors})(
+                    scope, receive, recorded)
             else:
                 await app(scope, receive, recorded)
         except asyncio.CancelledError:
@@ -312,12 +406,17 @@ def main() -> None:
     p.add_argument("--max-wait-ms", type=number(0, 10_000), default=5.0,
                    help="how long a request waits for others to batch with (at most 10 s: never forever)")
     p.add_argument("--max-bytes", type=number(1, 2**31, int), default=20 * 2**20, help="largest accepted request body")
+    p.add_argument("--max-pixels", type=number(1, 2**40, int), help="largest image, in pixels, checked before decoding "
+                                                                    "(default: 1000 x the model's input, at least 4 Mpx)")
+    p.add_argument("--max-request-pixels", type=number(1, 2**42, int),
+                   help="most pixels of all images in one request (default 4 x --max-pixels)")
     p.add_argument("--api-key", type=nonempty, default=os.environ.get("KIT_API_KEY"),
                    help="require Authorization: Bearer KEY on every route but /health (default: $KIT_API_KEY)")
     p.add_argument("--cors-origin", action="append", default=[], type=nonempty, metavar="ORIGIN",
                    help="let pages served from ORIGIN call the API (repeatable), e.g. https://example.com")
     args = p.parse_args()
     serve(ServeSettings(args.onnx, args.provider, args.max_batch, args.max_wait_ms, args.max_bytes,
+                        max_pixels=args.max_pixels, max_request_pixels=args.max_request_pixels,
                         api_key=args.api_key, cors_origins=args.cors_origin), args.host, args.port)
 
 

@@ -16,7 +16,7 @@ def flag(name: str) -> str:
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field (--img-size for img_size, --ema/--no-ema for booleans). Every flag defaults
     to None, meaning "not given", so the YAML file and the built-in defaults stay underneath."""
-    group = parser.add_argument_group("settings (kit/config.py; a --config YAML file sets the same names)")
+    group = parser.add_argument_group("settings (kit/settings/config.py; a --config YAML file sets the same names)")
     for name, f in FIELDS.items():
         kind, help_text = base_type(name), f.metadata["help"]
         default = f.default

@@ -37,7 +37,7 @@ class Config:
     missing_values: Optional[str] = knob(None, "label cells and group ids that mean a missing value, comma-separated "
                                                "(default: nan, NaN, None, null, NA, N/A, <NA>, #N/A, ...); '' for none "
                                                "(a class really named NA)")
-    # --- task: what a label is (kit/task.py) ---
+    # --- task: what a label is (kit/core/task/) ---
     task: str = knob("auto", "multiclass, multilabel (space-separated tags, or one 0/1 column per tag) or regression; "
                              "auto infers it from train.csv", ("auto", "multiclass", "multilabel", "regression"))
     regression_loss: str = knob("mse", "regression loss: mse, huber, or bce on the target scaled to [0, 1]",
@@ -59,7 +59,7 @@ class Config:
     pseudo_threshold: float = knob(0.0, "only test images the teacher is at least this confident about (its largest "
                                         "probability; multilabel: its least certain tag)")
     pseudo_weight: float = knob(1.0, "weight of a pseudo-labelled image in the loss, relative to a training image")
-    # --- recipe: named settings beneath everything set explicitly (kit/recipes.py) ---
+    # --- recipe: named settings beneath everything set explicitly (kit/settings/recipes.py) ---
     recipe: str = knob("auto", "scratch, finetune, paper, or auto: scratch without pretrained weights, finetune with "
                                "them. Settings you give win over the recipe's")
     # --- model ---
@@ -98,7 +98,7 @@ class Config:
     warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
     min_lr: float = knob(1e-6, "learning rate at the end of the cosine decay")
     label_smoothing: float = knob(0.1, "label smoothing of the training loss")
-    # --- class imbalance (bench/imbalance.py measured them on a 1:20 long tail) ---
+    # --- class imbalance (bench/recipe.py measured them on a 1:20 long tail, bench/RESULTS.md) ---
     sampler: str = knob("none", "images per epoch: none (each once), balanced (as many of each class), sqrt (in "
                                 "proportion to the square root of each class's count); multilabel: by each image's "
                                 "rarest tag", ("none", "balanced", "sqrt"))
@@ -109,7 +109,7 @@ class Config:
     focal_gamma: float = knob(2.0, "focusing parameter of the focal loss")
     avg_top_k: int = knob(1, "keep the average of the K best epochs' (EMA) weights when it scores at least as well "
                              "as the best epoch (1: the best epoch)")
-    # auto: lambda from the batch size and optimizer by the rule bench/agc_rule.py measured (kit/agc.py)
+    # auto: lambda from the batch size and optimizer by the rule bench/agc_rule.py measured (kit/train/agc.py)
     agc_clip: str = knob("auto", "AGC clip factor lambda, or auto (from batch size and optimizer); 0 disables")
     agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
     ema: bool = knob(True, "evaluate and keep an exponential moving average of the weights")

@@ -1,6 +1,6 @@
 """Named recipes: settings that lie beneath everything a competitor sets (a --config file, flags).
 
-Each recipe changes only the settings it names; the rest keep the defaults of kit/config.py. `auto` (the
+Each recipe changes only the settings it names; the rest keep the defaults of kit/settings/config.py. `auto` (the
 default) picks `scratch` when training starts from random weights and `finetune` when it starts from pretrained
 ones. bench/recipe.py is the benchmark that chose the `scratch` values (bench/RESULTS.md has its numbers).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from kit.core.errors import KitError
 
 RECIPES: dict[str, dict] = {
-    # Natural photos fine-tuned from pretrained weights: the defaults of kit/config.py plus the NFNet paper's
+    # Natural photos fine-tuned from pretrained weights: the defaults of kit/settings/config.py plus the NFNet paper's
     # augmentation at a fine-tuning strength, crops from the source photo, and testing above the training size.
     # Not measured here (no pretrained weights can be downloaded on the benchmark machine); the values follow
     # timm's fine-tuning practice and the paper.

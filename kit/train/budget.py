@@ -142,14 +142,16 @@ def plan(trainer) -> dict:
 
 
 def replan(trainer, epoch_seconds: float) -> dict:
-    """The plan again once the first epoch has run: as many more epochs as fit the time left at its pace, the
-    median of its steps (loading included) times the steps of an epoch; its first steps, which build the kernels,
-    would make every later epoch look slower than it is. Validation is counted at the planned rate."""
+    """The plan again once the first epoch has trained (before its validation): as many more epochs as fit the
+    time left at its pace, the median of its steps (loading included) times the steps of an epoch; its first steps,
+    which build the kernels, would make every later epoch look slower than it is. Validation, this epoch's
+    included, is counted at the planned rate."""
     p = trainer.plan
     val_s = p["val_images"] * p["seconds_per_val_image"]
     times = trainer.step_seconds
     steady = statistics.median(times[len(times) // 4:]) * p["steps_per_epoch"] if times else epoch_seconds
-    more = epochs_left(_deadline(trainer) - time.time(), steady, val_s, p["val_every"])
+    left = _deadline(trainer) - time.time() - (val_s if trainer._validates(1) else 0.0)    # this epoch's own
+    more = epochs_left(left, steady, val_s, p["val_every"])
     result = {**p, "epochs": 1 + more, "replanned": epoch_seconds, "seconds_per_epoch": steady + val_s / p["val_every"]}
     return distributed.gather(result)[0]
 

@@ -16,6 +16,21 @@ def save(obj: dict, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
+def refused_unpickling(e: Exception) -> bool:
+    """torch.load(weights_only=True) refused a pickled global: torch raises UnpicklingError, and timm's
+    load_state_dict re-raises it as a RuntimeError that names the globals (a file of junk bytes gets a RuntimeError
+    without them: not a checkpoint, said as such)."""
+    return isinstance(e, pickle.UnpicklingError) or "Unsupported global" in str(e)
+
+
+def refusal(path: str | Path, e: Exception) -> KitError:
+    """The one message for a file that torch.load(weights_only=True) refused to unpickle."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return KitError(f"refusing to load {path}: it contains pickled objects other than tensors and plain data "
+                    f"({first}). Loading it could run arbitrary code; only use checkpoints from sources you trust, "
+                    f"re-saved as plain state dicts")
+
+
 def read(path: str | Path):
     """torch.load(weights_only=True): tensors and plain data only, so a crafted file cannot run code."""
     path = Path(path)
@@ -24,10 +39,7 @@ def read(path: str | Path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KitError(f"refusing to load {path}: it contains pickled objects other than tensors and plain data "
-                       f"({first}). Loading it could run arbitrary code; only use checkpoints from sources you "
-                       f"trust, re-saved as plain state dicts") from None
+        raise refusal(path, e) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise KitError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); the file is damaged or not a "
                        f"PyTorch checkpoint. Retrain this fold, or restore the file") from None

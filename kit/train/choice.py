@@ -1,7 +1,8 @@
 """`--model auto`: which model a run trains, decided once per run before anything is written, and why.
 
 - A run dir whose folds are trained (or training) keeps their model, so its folds form one ensemble.
-- With pretrained weights: eca_nfnet_l0, the fine-tuning default (timm publishes weights for it).
+- With pretrained weights: the architecture a hub folder's config.json names (--pretrained-file FOLDER), else
+  eca_nfnet_l0, the fine-tuning default (timm publishes weights for it).
 - From scratch without a time budget: nf_resnet26, the from-scratch default before `auto` existed. At equal epochs it
   learned more per epoch than nf_resnet18 (digits-hard, 8 epochs: +6.9 pt validation accuracy, bench/RESULTS.md).
 - From scratch under --time-budget: nf_resnet26 when at least MIN_EPOCHS of its epochs fit the fold's budget (timed
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from kit.evaluate.rundir import RunDir
 from kit.train.budget import epochs_left
+from kit.train.model import hub_architecture
 from kit.settings.config import DEFAULT_BATCH
 
 AUTO = "auto"
@@ -36,6 +39,9 @@ def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int,
     trained = [k for k in run.trained() if run.fold_config_file(k).is_file()]
     if trained:
         return run.fold_setup(trained[0])["model"], f"the model of the run's trained fold {trained[0]}"
+    published = hub_architecture(Path(cfg.pretrained_file)) if cfg.pretrained_file else None
+    if published:
+        return published.split(".")[0], f"the architecture of --pretrained-file {cfg.pretrained_file} (config.json)"
     if cfg.pretrained or cfg.pretrained_file:
         return FINETUNE_MODEL, "fine-tuning from pretrained weights: the finetune recipe's model"
     if deadline is None:

@@ -166,7 +166,7 @@ class Trainer:
             self.resumable = state.load_resumable(run.last(self.fold), self.identity, force_resume)
         seed_everything(cfg.seed + data.seed_offset)      # the same initial weights on every rank
 
-        train_rows, val_rows = data.train_rows, data.val_rows
+        train_rows = data.train_rows
         self.batch_size = max(1, min(batch_for(cfg), len(train_rows) // dist.world))     # per process
         self.train_sampler = EpochSampler(train_rows, cfg.seed + data.seed_offset, True, self.batch_size, dist.rank,
                                           dist.world, sampling_weights(task, data, cfg.sampler))
@@ -291,6 +291,8 @@ class Trainer:
         while p.epoch < self.epochs:
             e0, whole = time.time(), p.step_in_epoch == 0
             train_loss, train_rate = self.train_epoch()
+            if self.cfg.time_budget and p.epoch == 0 and whole and self.plan.get("replanned") is None:
+                self._replan(e0)                    # before this epoch's validation is decided: the count may change
             if self.data.val_rows.size and self._validates(p.epoch + 1):
                 probs, val_loss = self.evaluate()
                 val_score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
@@ -309,8 +311,6 @@ class Trainer:
             if self.dist.main:
                 write_history(self.run.history(self.fold), p.history)
             self._log_scalars(p.history[-1])
-            if self.cfg.time_budget and p.epoch == 1 and whole and self.plan.get("replanned") is None:
-                self._replan(e0)
             self.save_last()
             log.info(f"fold {self.fold} epoch {p.epoch}/{self.epochs}: train_loss {train_loss:.4f} val_loss "
                      f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")

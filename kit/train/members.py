@@ -63,8 +63,9 @@ def _load_member(run: RunDir, k: int) -> Member:
 
 
 def load_members(run: RunDir, folds: Optional[list[int]] = None) -> list[Member]:
-    """Best checkpoint of each requested fold. By default every fold that finished training, so folds trained as
-    separate jobs can be ensembled as they complete; a fold still training is left out."""
+    """Best checkpoint of each requested fold. By default every fold that finished training; a fold that started but
+    has not finished (training now, or stopped) is refused rather than silently left out of the ensemble: --folds
+    names the folds to export while others train."""
     available = run.folds("best.pt")
     full = [FULL] if run.best(FULL).is_file() else []
     if not available and folds is None:
@@ -77,7 +78,9 @@ def load_members(run: RunDir, folds: Optional[list[int]] = None) -> list[Member]
             raise KitError(f"no fold in {run} has finished its epochs yet (in progress: {unfinished}); wait, or pass "
                            f"--folds to export a fold's best checkpoint so far")
         if unfinished:
-            log.info(f"export: leaving out fold(s) {unfinished}, still training")
+            raise KitError(f"fold(s) {unfinished} of {run} have not finished training (still running, or stopped); "
+                           f"an ensemble without them is not the run's. Wait for them (or --resume them), or pass "
+                           f"--folds {','.join(map(str, folds))} to export the finished folds alone")
     if len(set(folds)) != len(folds):
         raise KitError(f"--folds lists a fold twice ({folds}); each fold model can join the ensemble once")
     available = available + full

@@ -1,6 +1,7 @@
 """timm model creation, local/pretrained weights, and the facts about a model the engine needs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import timm
@@ -42,20 +43,55 @@ def check_model_name(name: str) -> None:
         raise KitError(f"unknown timm model {name!r}; similar names: {', '.join(close)}")
 
 
-def load_weights_file(model: torch.nn.Module, name: str, path: Path) -> None:
-    """Load a local weights file (a state dict, or a checkpoint holding one under 'state_dict'/'model'),
-    with weights_only=True. The classifier is re-initialized when its shape differs (a new class count);
-    any other missing, unexpected or mis-shaped key is an error: a silently half-loaded body trains like
-    random init while looking pretrained."""
-    if not path.is_file():
+HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")      # as timm publishes a model on the Hugging Face hub
+
+
+def hub_architecture(folder: Path) -> str | None:
+    """The architecture a hub folder's config.json names (timm writes "architecture"), or None."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("architecture") if isinstance(config, dict) else None
+
+
+def weights_source(path: Path, name: str) -> Path:
+    """The weights file of --pretrained-file: the file itself, or in a folder laid out as timm publishes on the hub
+    (config.json + model.safetensors or pytorch_model.bin), whose architecture must be `name`."""
+    if not path.exists():
         raise KitError(f"--pretrained-file {path} does not exist")
-    state = checkpoint.read(path)
-    for key in ("state_dict", "model"):          # training checkpoints wrap the state dict
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise KitError(f"--pretrained-file {path} holds no state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not path.is_dir():
+        return path
+    found = sorted(p.name for p in path.iterdir())
+    weights = next((path / w for w in HUB_WEIGHTS if (path / w).is_file()), None)
+    if weights is None:
+        raise KitError(f"--pretrained-file {path} is a folder without {' or '.join(HUB_WEIGHTS)} (it holds: "
+                       f"{', '.join(found[:8]) or 'nothing'}); pass the folder timm publishes on the hub, or a weights "
+                       f"file")
+    architecture = hub_architecture(path)
+    if architecture and architecture.split(".")[0] != name.split(".")[0]:
+        raise KitError(f"--pretrained-file {path} holds {architecture} (its config.json), not --model {name}; pass "
+                       f"--model {architecture.split('.')[0]} (or --model auto)")
+    return weights
+
+
+def load_weights_file(model: torch.nn.Module, name: str, path: Path) -> None:
+    """Load local weights: a .safetensors file, a .pth/.pt/.bin state dict or training checkpoint (its
+    state_dict_ema, model_ema, state_dict or model; `module.` prefixes dropped: timm's load_state_dict, always with
+    weights_only=True), a kit run's fold<k>/best.pt, or a hub folder (weights_source). The classifier is
+    re-initialized when its shape differs (a new class count); any other missing, unexpected or mis-shaped key is an
+    error: a silently half-loaded body trains like random init while looking pretrained."""
+    source = weights_source(path, name)
+    try:
+        state = timm.models.load_state_dict(str(source), use_ema=True, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: one line
+        if checkpoint.refused_unpickling(e):
+            raise checkpoint.refusal(source, e) from None
+        raise KitError(f"--pretrained-file {source} cannot be read as weights ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); pass a .safetensors, .pth, .pt or .bin "
+                       f"file saved with torch.save or safetensors") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise KitError(f"--pretrained-file {source} holds no state dict (name -> tensor)")
     head = classifier_prefix(model) + "."
     own = model.state_dict()
     state = {k: v for k, v in state.items()
@@ -66,7 +102,7 @@ def load_weights_file(model: torch.nn.Module, name: str, path: Path) -> None:
     problems = [f"{len(lst)} {what} (e.g. {lst[0]})" for what, lst in
                 (("missing", missing), ("unexpected", result.unexpected_keys), ("mis-shaped", mismatched)) if lst]
     if problems:
-        raise KitError(f"--pretrained-file {path} does not fit model {name!r}: {', '.join(problems)} weights. "
+        raise KitError(f"--pretrained-file {source} does not fit model {name!r}: {', '.join(problems)} weights. "
                        f"Use a weights file saved from {name}, or set --model to the file's architecture")
 
 

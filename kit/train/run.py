@@ -18,7 +18,7 @@ from kit.core.paths import Outputs
 from kit.core.table import Table, check_images_readable, train_table
 from kit.core.task import Task, build, infer_kind, task_class
 from kit.evaluate.oof import Oof, write_oof
-from kit.evaluate.report import write_reports
+from kit.evaluate.report import imbalance_advice, write_reports
 from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
 from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
@@ -163,6 +163,9 @@ def plan(cfg: Config, fold: str, resume: bool, force: bool, started: float | Non
     table = train_table(cfg)
     task = resolve_task(cfg, table)
     task.check_training(cfg)
+    advice = imbalance_advice(task, task.encode(table.labels), cfg)
+    if advice:
+        log.info(f"classes: {advice}")
     images = ImageStore(cfg.cache_images, cfg.cache_memory_mb)
     _, _, cached = images.sources(cfg, table.paths, table.paths)    # decoding into memory reads every image...
     if not cached and not images.caches(table.paths, test_size(cfg), False):
@@ -220,7 +223,7 @@ def claim(p: Plan, stack: contextlib.ExitStack) -> None:
     """Take the run's setup lock and every asked fold's lock, check the run dir again under them (another process
     may have started meanwhile), then write the split and the setup. A refusal here removes what the locks added."""
     created = [d for d in [p.run.path] + [p.run.fold_dir(k) for k in p.todo] if not d.exists()]
-    locks = []
+    locks, wrote_split = [], False
     try:
         p.run.path.mkdir(parents=True, exist_ok=True)
         with setup_lock(p.run.path) as setup:
@@ -233,15 +236,21 @@ def claim(p: Plan, stack: contextlib.ExitStack) -> None:
                 lock.claim()
             if p.new_split:
                 folds_mod.save(p.cfg.folds_csv, p.table, p.fold_of_row)
+                wrote_split = True
             p.run.save_setup(p.cfg, p.task)
-    except KitError:
+    except (KitError, OSError) as e:
         stack.close()
         for lock in locks:
             if lock.created:
                 lock.path.unlink(missing_ok=True)
+        if wrote_split:                       # the split this claim wrote goes with the refusal
+            Path(p.cfg.folds_csv).unlink(missing_ok=True)
         for d in reversed(created):
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
+        if isinstance(e, OSError):            # a read-only or full file system: one line, nothing left behind
+            raise KitError(f"cannot write the run's setup into {p.run}: {e.strerror or e}; choose a writable "
+                           f"--run-dir (and --folds-csv) with free space") from None
         raise
 
 

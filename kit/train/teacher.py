@@ -14,6 +14,7 @@ Several teacher runs (`--teacher A --teacher B`) teach as their equal-weight mea
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from kit.core.errors import KitError
 from kit.core.table import Layout, Table, submission_table
 from kit.core.task import Task
 from kit.evaluate.oof import read_oof
-from kit.evaluate.rundir import FULL, RunDir
+from kit.evaluate.rundir import FULL, RunDir, expand
 from kit.train.members import load_members, predict
 from kit.train.objective import Objective, pack
 
@@ -41,12 +42,32 @@ class Teaching:
     extra_paths: list = field(default_factory=list)
 
 
+def fingerprint(run: RunDir, k: int) -> str:
+    """sha256 of teacher fold k's best.pt and oof.csv: what its targets are a function of."""
+    digest = hashlib.sha256()
+    for path in (run.best(k), run.oof(k)):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class Teacher:
     runs: list[RunDir]
     task: Task
     # (run, fold, image paths) -> that fold model's predictions; replaceable, e.g. by a test's memorizing teacher
     predict_fold: Callable[[RunDir, object, Sequence[Path]], np.ndarray] = None
+    # (run dir, fold) -> fingerprint when the student started: a teacher fold retrained meanwhile is refused
+    prints: dict = field(default_factory=dict)
+
+    def check_unchanged(self, folds: Sequence[int]) -> None:
+        """Before a student fold is taught: every teacher fold it reads is the one the student started with."""
+        for (path, k), started in self.prints.items():
+            if k in folds and fingerprint(RunDir(path), k) != started:
+                raise KitError(f"--teacher {path}: fold {k} changed since this student started (its best.pt or "
+                               f"oof.csv was rewritten: retrained meanwhile); the student's folds would learn from "
+                               f"two different teachers. Let the teacher finish, then train the student again")
 
     def __post_init__(self):
         if self.predict_fold is None:
@@ -86,9 +107,9 @@ class Teacher:
 def load_teacher(dirs: Sequence[str], task: Task, table: Table, fold_of_row: np.ndarray, todo: list) -> Teacher:
     """The teacher runs, after checking (before anything is written) that each predicts the student's outputs,
     was trained on the student's folds file, and has every fold model the asked student folds need."""
-    runs = []
-    for d in dirs:
-        run = RunDir(d)
+    runs, prints = [], {}
+    for run in expand(dirs):                 # a --seeds folder stands for each of its seed runs, as in infer.py
+        d = run.path
         if not run.config_file.is_file():
             raise KitError(f"--teacher {d} is not a run dir (no config.yaml); pass a trained run")
         if not run.task().same_outputs(task):
@@ -105,7 +126,13 @@ def load_teacher(dirs: Sequence[str], task: Task, table: Table, fold_of_row: np.
                            f"from teacher fold k only (the full model from all of them). Train those teacher folds "
                            f"first")
         runs.append(run)
-    return Teacher(runs, task)
+        prints.update({(run.path, k): fingerprint(run, k) for k in needed})
+    return Teacher(runs, task, prints=prints)
+
+
+def teacher_folds(teacher: Teacher, fold) -> set:
+    """The teacher folds a student fold's targets come from: its own, or every fold for the full model."""
+    return {k for run in teacher.runs for k in run.folds("best.pt")} if fold == FULL else {fold}
 
 
 def pseudo_paths(cfg) -> list[Path]:
@@ -118,6 +145,7 @@ def teaching(teacher: Teacher, objective: Objective, cfg, table: Table, targets:
     """A student fold's packed targets: its training rows' labels and teacher targets, then the test images the
     teacher is confident enough about (with --pseudo-label), labelled by the teacher alone."""
     task = teacher.task
+    teacher.check_unchanged(sorted(teacher_folds(teacher, fold)))
     test = pseudo_paths(cfg) if cfg.pseudo_label else []
     train_out, test_out = teacher.outputs(fold, table, rows, test)
     width = objective.label_targets(torch.from_numpy(targets[:1])).shape[1]
@@ -141,5 +169,5 @@ def default_folds_file(teacher_dirs: Optional[Sequence[str]]) -> Optional[str]:
     """The first teacher's folds file: where a student trains unless told otherwise."""
     if not teacher_dirs:
         return None
-    run = RunDir(teacher_dirs[0])
+    run = expand(teacher_dirs[:1])[0]
     return run.config().folds_csv if run.config_file.is_file() else None
