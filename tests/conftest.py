@@ -131,12 +131,13 @@ def request(port, method, path, body=None, headers=None):
 
 
 @contextlib.contextmanager
-def service(onnx_file, *flags):
-    """`python -m kit.serve --onnx FILE FLAGS` in its own process on a free port, as a user starts it; yields the
-    port once /health answers."""
+def service(onnx_file, *flags, cwd=ROOT, env=None):
+    """`python -m kit.serve --onnx FILE FLAGS` in its own process on a free port, as a user starts it (from `cwd`,
+    with `env`); yields the port once /health answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "kit.serve", "--onnx", str(onnx_file), "--port", str(port),
-                             *map(str, flags)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             *map(str, flags)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         try:

@@ -291,3 +291,62 @@ def test_offline_bundle_installs_and_predicts_with_no_network_on_two_pythons(tra
     finally:
         for p in [readonly, *readonly.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+# --- the service's container (docker/Dockerfile; no Docker daemon runs here: what the image copies and installs) --
+
+BLOCKER = '''import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "timm", "albumentations", "sklearn", "onnx", "torchvision"}:
+            raise ImportError(f"{name} is not in the service image")
+sys.meta_path.insert(0, Refuse())
+'''
+
+
+def dockerfile_copies() -> list[str]:
+    """The repository paths docker/Dockerfile COPYs into the image."""
+    sources = []
+    for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            sources += line.split()[1:-1]
+    return sources
+
+
+def test_the_service_image_installs_the_wheel_requirements_and_runs_as_a_user():
+    import re
+    import tomllib
+    from kit.deploy.bundle import DEPENDENCIES, RUNTIMES
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    wanted = {*DEPENDENCIES, RUNTIMES["cpu"]} | {
+        re.split(r"[<>=\[]", d)[0] for d in tomllib.loads((ROOT / "pyproject.toml").read_text())
+        ["project"]["optional-dependencies"]["serve"]}
+    listed = {re.split(r"[<>=\[]", line)[0] for line in (ROOT / "docker" / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert listed == wanted
+    assert re.search(r"^USER kit$", text, re.M) and "HEALTHCHECK" in text and "/health" in text
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for source in dockerfile_copies():                  # each copied path is let through the .dockerignore
+        assert f"!{source}" in ignored or f"!{source}/" in ignored, source
+
+
+def test_the_files_the_image_copies_serve_a_graph_without_torch(onnx_file, trained, tmp_path):
+    app = tmp_path / "app"
+    for source in dockerfile_copies():
+        if source.startswith("kit"):
+            target = app / source
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, target)
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "block")}
+    with service(onnx_file, cwd=app, env=env) as port:
+        image = sorted((trained[0] / "test_images").iterdir())[0]
+        status, answer = request(port, "POST", "/predict", image.read_bytes())
+        assert status == 200 and answer == Predictor(onnx_file, "cpu").answer(
+            Predictor(onnx_file, "cpu").predict_files([image])[0])
+    probe = subprocess.run([sys.executable, "-c", "import kit; print(kit.__file__)"], cwd=app, env=env,
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == str(app / "kit" / "__init__.py")          # the copy ran, not the repository
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], cwd=app, env=env, capture_output=True, text=True)
+    assert blocked.returncode and "not in the service image" in blocked.stderr     # the blocker does block

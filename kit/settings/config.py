@@ -116,8 +116,8 @@ class Config:
     ema_decay: float = knob(0.999, "EMA decay (with warmup: short runs get a shorter horizon)")
     precision: str = knob("auto", "training arithmetic: fp32, bf16 (autocast; CPUs with AVX512-BF16 or AMX, CUDA "
                                   "GPUs from Ampere on) or fp16 (CUDA, with loss scaling; gradients are unscaled before "
-                                  "AGC); auto: fp16 on CUDA, and on the CPU what bench/throughput.py measured best "
-                                  "(kit/train/device.py). Weights, AGC, the loss and validation stay in fp32",
+                                  "AGC); auto: fp16 on CUDA, fp32 on the CPU (bf16 measured no faster there: "
+                                  "kit/train/device.py). Weights, AGC, the loss and validation stay in fp32",
                           ("auto", "fp32", "bf16", "fp16"))
     # --- augmentation (probabilities; 0 turns one off) ---
     aug_hflip: float = knob(0.5, "probability of a horizontal flip")

@@ -40,16 +40,19 @@ class Precision:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
-# bench/throughput.py measured bf16 autocast against fp32 on this kit's CPU (2-core AMD EPYC with AVX512-BF16):
-# bench/RESULTS.md "Training throughput, fourth wave"
-CPU_AUTO = "bf16"
+# bf16 autocast against fp32 on this kit's CPU (2-core AMD EPYC with AVX512-BF16), bench/throughput.py, 2 rounds in
+# alternating order (bench/results/precision_ab.jsonl): nf_resnet18 b64 488 vs 478 images/s (+2 %), nf_resnet26 b32
+# 216 vs 202 (+7 %), while the same arm moved 15-30 % between rounds. Not faster beyond the noise, and fp32 is
+# bit-identical across CPUs: the CPU default stays fp32; --precision bf16 is there to try (bench/RESULTS.md
+# "Training throughput, fourth wave").
+CPU_AUTO = "fp32"
 
 
 def resolve_precision(setting: str, device: torch.device) -> Precision:
     """The Precision for the `precision` setting on `device`; one a device cannot do is an error, never a fallback."""
     name = setting
     if setting == "auto":
-        name = "fp16" if device.type == "cuda" else (CPU_AUTO if CPU_AUTO != "bf16" or cpu_has_bf16() else "fp32")
+        name = "fp16" if device.type == "cuda" else CPU_AUTO
     if name == "fp16" and device.type != "cuda":
         raise KitError("--precision fp16 needs a CUDA GPU (PyTorch's CPU autocast has no fast fp16); use bf16 on a CPU "
                        "with AVX512-BF16 or AMX, or fp32")
