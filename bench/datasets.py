@@ -12,6 +12,8 @@
   photo-patches-6k  the same task at the scale of a small Kaggle set (CIFAR-10's shape): 10 of those photos, 600
                 training and 200 test windows each, stored as 32x32 PNGs (6000 train / 2000 test). The set where
                 throughput decides what fits a time budget (issue 28).
+  pretrain-photos  12 other bundled images (PRETRAIN_PHOTOS: scikit-image's and scikit-learn's, none of the
+                photo-patches photos), 1000 windows each at 32 px: the pretraining set of bench/pretrain.py (issue 34).
 
 Each folder also has solution.csv (the test labels) for scoring.
 """
@@ -65,6 +67,10 @@ def digits_hard(root: Path, seed: int = 0) -> Path:
 
 
 def _photo(name: str) -> Image.Image:
+    """scikit-image's sample photo `name`, or scikit-learn's ("sklearn:china.jpg")."""
+    if name.startswith("sklearn:"):
+        from sklearn.datasets import load_sample_image
+        return Image.fromarray(load_sample_image(name.split(":", 1)[1]))
     import skimage.data
     arr = np.asarray(getattr(skimage.data, name)())
     if arr.ndim == 2:
@@ -104,6 +110,7 @@ def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 
     train, test = [], []
     for label in photos:
         photo = _photo(label)
+        label = label.removeprefix("sklearn:").removesuffix(".jpg")
         for split, rows, n, (x0, x1) in (("train_images", train, train_per_class, (0.0, 0.7)),
                                          ("test_images", test, test_per_class, (0.7, 1.0))):
             for _ in range(n):
@@ -147,8 +154,21 @@ def photo_patches_6k(root: Path) -> Path:
                          suffix=".png")
 
 
+# the pretraining set's photos: bundled with scikit-image or scikit-learn, none of them in PHOTOS (scikit-image's
+# `cat` is `chelsea`, left out), none a digit
+PRETRAIN_PHOTOS = ("binary_blobs", "cell", "clock", "colorwheel", "horse", "logo", "page", "retina",
+                   "shepp_logan_phantom", "text", "sklearn:china.jpg", "sklearn:flower.jpg")
+
+
+def pretrain_photos(root: Path) -> Path:
+    """12,000 training windows (1,000 per photo of PRETRAIN_PHOTOS, 32 px PNGs) for pretraining (bench/pretrain.py):
+    what a pretrained checkpoint would be without a download, and none of the evaluation sets."""
+    return photo_patches(root, train_per_class=1000, test_per_class=50, seed=11, photos=PRETRAIN_PHOTOS, out=32,
+                         suffix=".png")
+
+
 DATASETS = {"digits": digits, "digits-hard": digits_hard, "photo-patches": photo_patches,
-            "digits-hard-longtail": long_tail, "photo-patches-6k": photo_patches_6k}
+            "digits-hard-longtail": long_tail, "photo-patches-6k": photo_patches_6k, "pretrain-photos": pretrain_photos}
 
 
 def build(name: str, data_root: Path = Path("data")) -> Path:

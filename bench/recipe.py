@@ -104,7 +104,7 @@ def run_kit(args, flags: list[str]) -> dict:
     cfg = load_config(None, config_overrides(ns))
     shutil.rmtree(Path(args.run_dir) / (f"fold{args.fold}" if args.fold != "full" else "full"),
                   ignore_errors=True)   # the seed's other folds stay: a run
-    summary = training.run(cfg, str(args.fold))
+    summary = training.run(cfg, str(args.fold), started=process_started())     # as train.py starts the budget's clock
     seconds = time.time() - process_started()      # the clock --time-budget counts on (imports included)
     fold = args.fold if args.fold == "full" else int(args.fold)
     member = load_members(RunDir(args.run_dir), [fold])

@@ -29,27 +29,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 _R18 = ["--model", "resnet18", "--batch-size", "64"]
+_BF16 = ["--precision", "bf16"]
+# every kit arm names its precision, so no result depends on what `auto` was when it ran (bf16 on the CPU until
+# 2026-12-06 20:48, fp32 since: the rows recorded before say bf16 as they ran it)
 ARMS: dict[str, list | None] = {
     "hand": None,
     # the kit on the hand loop's model and batch: the pipeline alone
     "kit-resnet18-files-fp32": [*_R18, "--cache-images", "off", "--num-workers", "2", "--precision", "fp32"],
     "kit-resnet18-fp32": [*_R18, "--precision", "fp32"],
-    "kit-resnet18": _R18,
-    "kit-resnet18-cl": [*_R18, "--channels-last"],
+    "kit-resnet18-bf16": [*_R18, *_BF16],
+    "kit-resnet18-cl-bf16": [*_R18, "--channels-last", *_BF16],
     # the NF models
     "kit-nf_resnet18-b64-fp32": ["--model", "nf_resnet18", "--batch-size", "64", "--precision", "fp32"],
-    "kit-nf_resnet18-b64": ["--model", "nf_resnet18", "--batch-size", "64"],
-    "kit-nf_resnet18-b64-cl": ["--model", "nf_resnet18", "--batch-size", "64", "--channels-last"],
-    "kit-nf_resnet18-b128": ["--model", "nf_resnet18", "--batch-size", "128"],
+    "kit-nf_resnet18-b64-bf16": ["--model", "nf_resnet18", "--batch-size", "64", *_BF16],
+    "kit-nf_resnet18-b64-cl-bf16": ["--model", "nf_resnet18", "--batch-size", "64", "--channels-last", *_BF16],
+    "kit-nf_resnet18-b128-bf16": ["--model", "nf_resnet18", "--batch-size", "128", *_BF16],
     "kit-nf_resnet18-b128-fp32": ["--model", "nf_resnet18", "--batch-size", "128", "--precision", "fp32"],
-    "kit-nf_resnet18-b32": ["--model", "nf_resnet18", "--batch-size", "32"],
     "kit-nf_resnet26-b32-files-fp32": ["--model", "nf_resnet26", "--batch-size", "32", "--cache-images", "off",
                                        "--num-workers", "2", "--precision", "fp32"],
-    "kit-nf_resnet26-b32": ["--model", "nf_resnet26", "--batch-size", "32"],
+    "kit-nf_resnet26-b32-bf16": ["--model", "nf_resnet26", "--batch-size", "32", *_BF16],
     "kit-nf_resnet26-b32-fp32": ["--model", "nf_resnet26", "--batch-size", "32", "--precision", "fp32"],
-    "kit-nf_resnet26-b64": ["--model", "nf_resnet26", "--batch-size", "64"],
-    "kit-nf_resnet26-b128": ["--model", "nf_resnet26", "--batch-size", "128"],
-    "kit-nf_resnet18-b64-compile": ["--model", "nf_resnet18", "--batch-size", "64", "!compile"],
+    "kit-nf_resnet18-b64-compile-bf16": ["--model", "nf_resnet18", "--batch-size", "64", "!compile", *_BF16],
 }
 
 
@@ -130,13 +130,14 @@ def report(args) -> None:
     by_arm: dict = {}
     for r in rows:
         by_arm.setdefault(r["arm"], []).append(np.mean(r["rates"][1:]) if len(r["rates"]) > 1 else r["rates"][0])
-    hand = np.mean(by_arm.get("hand", [np.nan]))
+    flags = {r["arm"]: r.get("flags") for r in rows}                # what ran, as recorded
+    hand = np.mean(by_arm["hand"]) if "hand" in by_arm else None
     print("| arm | flags | training images/s (rounds) | / hand loop |")
     print("|---|---|---:|---:|")
     for arm, rates in by_arm.items():
-        flags = " ".join(ARMS.get(arm) or []) if ARMS.get(arm) is not None else "(bench/recipe.py hand loop)"
-        print(f"| {arm} | `{flags}` | {np.mean(rates):.1f} ({', '.join(f'{x:.0f}' for x in rates)}) | "
-              f"{np.mean(rates) / hand:.2f}x |")
+        shown = " ".join(flags[arm]) if flags[arm] is not None else "(bench/recipe.py hand loop)"
+        print(f"| {arm} | `{shown}` | {np.mean(rates):.1f} ({', '.join(f'{x:.0f}' for x in rates)}) | "
+              f"{f'{np.mean(rates) / hand:.2f}x' if hand else '–'} |")
 
 
 def main():

@@ -1,21 +1,15 @@
 """The bad-input matrix: every user mistake ends with exit code 2, one `error:` line that names the file, row
 or flag and says what to do, no traceback, and nothing half-written."""
-import csv
 import re
 import shutil
 
 import pytest
 from PIL import Image
 
-from conftest import TINY, assert_user_error, make_competition, run_entry, save_crafted_checkpoint, write_rows
+from helpers import TINY, assert_user_error, csv_rows, make_competition, run_entry, save_crafted_checkpoint, write_rows
 from kit.settings.config import load_config
 from kit.core.table import train_table
 from kit.prepare.folds import load_or_create
-
-
-def rows_of(path):
-    with open(path, newline="") as f:
-        return [list(r) for r in csv.reader(f)][1:]
 
 
 def train_cmd(comp, tmp, *extra):
@@ -42,23 +36,23 @@ def case_empty_train_csv(comp, tmp):
 
 
 def case_missing_label_column(comp, tmp):
-    set_train_rows(comp, [r[:1] for r in rows_of(comp / "train.csv")], header=("image_id",))
+    set_train_rows(comp, [r[:1] for r in csv_rows(comp / "train.csv")[1:]], header=("image_id",))
     return train_cmd(comp, tmp), r"train.csv has no column 'label' \(its columns: 'image_id'\).*label_col"
 
 
 def case_missing_id_column(comp, tmp):
-    set_train_rows(comp, rows_of(comp / "train.csv"), header=("id", "label"))
+    set_train_rows(comp, csv_rows(comp / "train.csv")[1:], header=("id", "label"))
     return train_cmd(comp, tmp), r"train.csv has no column 'image_id'"
 
 
 def case_duplicate_ids(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     set_train_rows(comp, rows + [rows[3]])
     return train_cmd(comp, tmp), rf"train.csv line {len(rows) + 2}: duplicate image id '{rows[3][0]}' \(first seen on line 5\)"
 
 
 def case_listed_image_missing(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     next((comp / "train_images").glob(f"{rows[6][0]}*")).unlink()
     return train_cmd(comp, tmp), rf"train.csv line 8: image '{rows[6][0]}' not found in .*train_images"
 
@@ -85,7 +79,7 @@ def write_folds(comp, tmp):
 
 def case_folds_label_not_in_train(comp, tmp):
     write_folds(comp, tmp)
-    rows = rows_of(tmp / "folds.csv")
+    rows = csv_rows(tmp / "folds.csv")[1:]
     rows[0][1] = "unicorn"
     write_rows(tmp / "folds.csv", ["image_id", "label", "fold"], rows)
     return train_cmd(comp, tmp), rf"folds.csv: image '{rows[0][0]}' has label 'unicorn' but .*train.csv line 2 says"
@@ -93,7 +87,7 @@ def case_folds_label_not_in_train(comp, tmp):
 
 def case_folds_out_of_date(comp, tmp):
     write_folds(comp, tmp)
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     set_train_rows(comp, rows[:-2])
     return train_cmd(comp, tmp), r"folds.csv is out of date: 2 id\(s\) in it are no longer in .*To re-split, delete"
 
@@ -103,14 +97,14 @@ def case_fold_out_of_range(comp, tmp):
 
 
 def case_class_too_small(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     rows[0][1] = "rare"
     set_train_rows(comp, rows)
     return train_cmd(comp, tmp), r"too few images for 2 folds in class 'rare' \(1 image\).*Every class needs at least 2; merge or remove"
 
 
 def case_id_escapes_images_dir(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     set_train_rows(comp, rows + [["../../etc/passwd", "cat"]])
     return train_cmd(comp, tmp), r"image id '\.\./\.\./etc/passwd' points outside the images folder"
 
@@ -128,40 +122,40 @@ def case_crafted_pretrained_file(comp, tmp):
 
 
 def case_missing_value_as_label(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     rows[4][1] = "nan"
     set_train_rows(comp, rows)
     return train_cmd(comp, tmp), r"train.csv line 6: 'label' is 'nan', the text of a missing value"
 
 
 def case_none_as_label(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     rows[0][1] = "None"
     set_train_rows(comp, rows)
     return train_cmd(comp, tmp), r"train.csv line 2: 'label' is 'None', the text of a missing value"
 
 
 def case_one_class(comp, tmp):
-    set_train_rows(comp, [[r[0], "cat"] for r in rows_of(comp / "train.csv")])
+    set_train_rows(comp, [[r[0], "cat"] for r in csv_rows(comp / "train.csv")[1:]])
     return train_cmd(comp, tmp), r"the training labels hold only one class \('cat'\); a classifier needs at least two"
 
 
 def case_line_numbers_count_blank_lines(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     lines = ["image_id,label", "", *(",".join(r) for r in rows[:3]), "", "", ",".join(rows[1])]
     (comp / "train.csv").write_text("\n".join(lines) + "\n")
     return train_cmd(comp, tmp), rf"train.csv line 8: duplicate image id '{rows[1][0]}' \(first seen on line 4\)"
 
 
 def case_id_with_and_without_suffix(comp, tmp):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     set_train_rows(comp, rows + [[rows[2][0] + ".png", rows[2][1]]])
     return train_cmd(comp, tmp), (rf"train.csv line {len(rows) + 2}: image id '{rows[2][0]}.png' names the same file "
                                   rf"\({rows[2][0]}.png\) as line 4 \('{rows[2][0]}'\)")
 
 
 def _grouped(comp, group_of):
-    rows = rows_of(comp / "train.csv")
+    rows = csv_rows(comp / "train.csv")[1:]
     set_train_rows(comp, [[r[0], r[1], group_of(i, r)] for i, r in enumerate(rows)], ("image_id", "label", "patient"))
 
 
@@ -233,7 +227,7 @@ def test_grayscale_and_rgba_images_just_work(tmp_path, capsys):
 def test_sample_submission_ids_not_in_test_images(onnx_file, trained, tmp_path, capsys):
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
-    rows = rows_of(comp / "sample_submission.csv")
+    rows = csv_rows(comp / "sample_submission.csv")[1:]
     write_rows(comp / "sample_submission.csv", ["image_id", "label"], rows[:3] + [["te_404", "cat"]] + rows[3:])
     r = run_entry(capsys, "infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", tmp_path / "s.csv")
     assert_user_error(r, r"sample_submission.csv line 5: image 'te_404' not found in .*test_images")

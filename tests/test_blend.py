@@ -1,6 +1,5 @@
 """Blends of runs: one graph over every fold model of every run, each with its own preprocessing and views,
 weights fitted on OOF, an honest CV, and refusals where runs cannot be compared."""
-import csv
 import json
 
 import numpy as np
@@ -8,16 +7,11 @@ import onnx
 import pytest
 import torch
 
-from conftest import run_cli, run_entry
+from helpers import csv_rows, run_cli, run_entry
 from kit.evaluate.blend import choose_views, fit, fit_hill, fit_weights, methods_for, nested_cv
 from kit.export.ensemble import view
 from kit.runtime.predictor import Predictor
 from kit.core.task import Multiclass
-
-
-def rows_of(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +180,7 @@ def test_a_blend_that_cannot_beat_a_run_exports_that_run_alone(trained, second_r
     r = run_entry(capsys, "infer.py", "--data-dir", comp, "--run-dir", first, "--out", tmp_path / "own.csv",
                   "--onnx-out", tmp_path / "own.onnx", "--provider", "cpu", "--no-tta")
     assert r.returncode == 0, r.stderr
-    assert rows_of(out) == rows_of(tmp_path / "own.csv")                    # the submission is the run's own
+    assert csv_rows(out) == csv_rows(tmp_path / "own.csv")                    # the submission is the run's own
 
 
 def test_rank_and_stack_methods_on_oof():
@@ -239,9 +233,9 @@ def test_two_architectures_blend_into_one_graph(trained, second_run, tmp_path, c
     report = (graph.parent / "blend.md").read_text()
     assert "| weights (chosen) |" in report and "honest CV (accuracy)" in report and "test_resnet" in report
     assert "Correlation" in report and predictor.meta.blend["method"] == "weights"
-    sub = rows_of(out)
-    assert [row[0] for row in sub[1:]] == [row[0] for row in rows_of(comp / "sample_submission.csv")[1:]]
-    p = np.array([[float(v) for v in row[1:]] for row in rows_of(probs)[1:]])      # from the int8 graph
+    sub = csv_rows(out)
+    assert [row[0] for row in sub[1:]] == [row[0] for row in csv_rows(comp / "sample_submission.csv")[1:]]
+    p = np.array([[float(v) for v in row[1:]] for row in csv_rows(probs)[1:]])      # from the int8 graph
     assert np.allclose(p.sum(1), 1, atol=2e-2)
     int8 = Predictor(graph.with_name("blend.int8.onnx"), "cpu")
     assert int8.meta.int8 and json.loads(json.dumps(int8.meta.members)) == members

@@ -43,7 +43,7 @@ def test_missing_config_file():
 
 def test_example_config_sets_every_key():
     import yaml
-    from conftest import ROOT
+    from helpers import ROOT
     path = ROOT / "configs" / "example.yaml"
     assert set(yaml.safe_load(path.read_text())) == set(Config().to_dict()) - {"mean", "std", "deterministic"}
     assert load_config(str(path)).img_size == 384

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_competition, write_rows
+from helpers import make_competition, write_rows
 from kit.settings.config import load_config
 from kit.core.table import check_images_readable, submission_table, train_table
 from kit.core.errors import KitError

@@ -1,6 +1,5 @@
 """Deploy targets tested the way they run: the browser page in a real headless Chromium (Debian's chromium and
 chromium-driver, driven by Selenium), the offline bundle installed into a fresh venv with no network."""
-import csv
 import functools
 import http.server
 import os
@@ -13,13 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, request, run_cli, service
+from helpers import ROOT, csv_rows, request, run_cli, service
 from kit.runtime.predictor import Predictor
-
-
-def rows_of(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
 
 
 def serve(folder: Path):
@@ -185,7 +179,7 @@ def test_picked_files_show_their_names_and_an_error_stays_with_its_file(browser,
 
 
 def test_kit_web_serve_sends_the_isolation_headers(onnx_file, tmp_path):
-    from conftest import free_port
+    from helpers import free_port
     import time
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "kit.web", "--onnx", str(onnx_file), "--out", str(tmp_path / "p"),
@@ -277,7 +271,7 @@ def test_offline_bundle_installs_and_predicts_with_no_network_on_two_pythons(tra
                                 str(readonly), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
             assert r.returncode == 0, r.stderr + r.stdout
             assert "CPUExecutionProvider" in r.stdout                        # it says which provider ran
-            assert rows_of(out) == rows_of(reference)
+            assert csv_rows(out) == csv_rows(reference)
             check = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True)
             assert check.returncode != 0                                   # the bundle's venv has no PyTorch
             assert subprocess.run([str(venv / "bin" / "kit-predict"), "--onnx", str(bundle / "model" / "ensemble.onnx"),

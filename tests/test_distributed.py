@@ -1,5 +1,4 @@
 """torchrun on the CPU (gloo): 2 processes at per-process batch B/2 against 1 process at batch B."""
-import csv
 import os
 import shutil
 import signal
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, make_competition, run_cli
+from helpers import ROOT, csv_records, make_competition, run_cli
 from kit.train import checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -27,11 +26,6 @@ def common(comp, tmp_path, run, batch):
     return ["--config", tmp_path / "nodrop.yaml", "--data-dir", comp, "--folds-csv", tmp_path / "folds.csv",
             "--num-folds", "2", "--run-dir", tmp_path / run, "--model", "test_nfnet", "--no-pretrained",
             "--img-size", "32", "--epochs", "2", "--batch-size", str(batch), "--num-workers", "0"]
-
-
-def rows_of(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +52,19 @@ def test_two_processes_match_one_at_the_same_global_batch(one_and_two):
         # same images in the same global batches: only the float summation order differs
         diff = max((a["model"][n] - b["model"][n]).abs().max().item() for n in a["model"])
         assert diff < 1e-3, diff
-        sa = [float(m["score"]) for m in rows_of(tmp / "one" / f"fold{k}" / "metrics.csv")]
-        sb = [float(m["score"]) for m in rows_of(tmp / "two" / f"fold{k}" / "metrics.csv")]
+        sa = [float(m["score"]) for m in csv_records(tmp / "one" / f"fold{k}" / "metrics.csv")]
+        sb = [float(m["score"]) for m in csv_records(tmp / "two" / f"fold{k}" / "metrics.csv")]
         assert np.allclose(sa, sb, atol=0.05), (sa, sb)
 
 
 def test_oof_covers_every_image_once(one_and_two):
     comp, tmp, single, double = one_and_two
-    oof = rows_of(tmp / "two" / "oof.csv")
+    oof = csv_records(tmp / "two" / "oof.csv")
     ids = [r["image_id"] for r in oof]
-    assert len(ids) == len(set(ids)) == len(rows_of(comp / "train.csv"))
+    assert len(ids) == len(set(ids)) == len(csv_records(comp / "train.csv"))
     for k in range(2):
-        fold_ids = [r["image_id"] for r in rows_of(tmp / "two" / f"fold{k}" / "oof.csv")]
-        want = [r["image_id"] for r in rows_of(tmp / "folds.csv") if r["fold"] == str(k)]
+        fold_ids = [r["image_id"] for r in csv_records(tmp / "two" / f"fold{k}" / "oof.csv")]
+        want = [r["image_id"] for r in csv_records(tmp / "folds.csv") if r["fold"] == str(k)]
         assert sorted(fold_ids) == sorted(want) and len(fold_ids) == len(set(fold_ids))
     # rank 0 alone prints: one CV line, one banner per fold
     assert double.stdout.count("CV accuracy:") == 1

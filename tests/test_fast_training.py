@@ -11,7 +11,7 @@ import pytest
 import timm
 import torch
 
-from conftest import TINY, assert_user_error, fold_setup, make_competition, run_entry
+from helpers import TINY, assert_user_error, fold_setup, make_competition, run_entry
 from kit.core.errors import KitError
 from kit.train import checkpoint
 from kit.train.distributed import Dist

@@ -1,5 +1,4 @@
 """Real-data faults that used to give a silently wrong result or a traceback; each test fails without its fix."""
-import csv
 import errno
 import os
 import re
@@ -13,17 +12,12 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY, make_competition, run_cli, run_entry, write_rows
+from helpers import TINY, csv_rows, make_competition, run_cli, run_entry, write_rows
 from kit.core import atomic
 from kit.train import checkpoint
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
 from kit.runtime.predictor import Predictor
-
-
-def rows_of(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
 
 
 def train_args(comp, tmp_path, *extra):
@@ -34,7 +28,7 @@ def train_args(comp, tmp_path, *extra):
 def test_labels_round_trip_exactly_as_written(tmp_path, capsys):
     """'1' and '01' stay two classes, '007' is submitted as '007', class-named columns match."""
     comp = make_competition(tmp_path / "comp", per_class=6, classes=("1", "01", "007"))
-    sample = rows_of(comp / "sample_submission.csv")
+    sample = csv_rows(comp / "sample_submission.csv")
     write_rows(comp / "sample_submission.csv", ["image_id", "label", "01", "1", "007"],
                [[r[0], "x", "0", "0", "0"] for r in sample[1:]])
     assert run_entry(capsys, "train.py", *train_args(comp, tmp_path), "--fold", "0").returncode == 0
@@ -43,13 +37,13 @@ def test_labels_round_trip_exactly_as_written(tmp_path, capsys):
     out = tmp_path / "sub.csv"
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", out)
     assert r.returncode == 0, r.stderr
-    sub = rows_of(out)
+    sub = csv_rows(out)
     assert sub[0] == ["image_id", "label", "01", "1", "007"]
     for row in sub[1:]:
         probs = {c: float(v) for c, v in zip(sub[0][2:], row[2:])}
         assert sum(probs.values()) == pytest.approx(1, abs=1e-4)
         assert row[1] == max(probs, key=probs.get)           # the label is one of the three strings, as written
-    assert {r[1] for r in rows_of(tmp_path / "folds.csv")[1:]} == {"1", "01", "007"}
+    assert {r[1] for r in csv_rows(tmp_path / "folds.csv")[1:]} == {"1", "01", "007"}
 
 
 def test_infer_predicts_with_the_graph_it_exported(trained, tmp_path, capsys, monkeypatch):
@@ -72,7 +66,7 @@ def test_infer_predicts_with_the_graph_it_exported(trained, tmp_path, capsys, mo
     probs = tmp_path / "probs.csv"
     r = run_entry(capsys, "infer.py", "--run-dir", run, "--out", tmp_path / "sub.csv", "--probs", probs)
     assert r.returncode == 0, r.stderr
-    got = np.array([[float(v) for v in row[1:]] for row in rows_of(probs)[1:]])
+    got = np.array([[float(v) for v in row[1:]] for row in csv_rows(probs)[1:]])
     paths = sorted((trained[0] / "test_images").iterdir(), key=lambda p: int(p.stem.split("_")[1]))
     images = np.stack([load_rgb(p, 32) for p in paths])
     genuine = Predictor(tmp_path / "genuine.onnx", "cpu").predict_images(images)
@@ -86,12 +80,12 @@ def test_predictions_land_on_their_own_ids(onnx_file, trained, tmp_path):
     from kit.runtime.submission import make_submission
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
-    rows = rows_of(comp / "sample_submission.csv")[1:]
+    rows = csv_rows(comp / "sample_submission.csv")[1:]
     order = np.random.default_rng(3).permutation(len(rows))
     write_rows(comp / "sample_submission.csv", ["image_id", "label"], [rows[i] for i in order])
     make_submission(onnx_file, str(comp), tmp_path / "sub.csv", provider="cpu", batch_size=2, probs_out=tmp_path / "p.csv")
     predictor = Predictor(onnx_file, "cpu")
-    got = {row[0]: np.array([float(v) for v in row[1:]]) for row in rows_of(tmp_path / "p.csv")[1:]}
+    got = {row[0]: np.array([float(v) for v in row[1:]]) for row in csv_rows(tmp_path / "p.csv")[1:]}
     assert list(got) == [rows[i][0] for i in order]
     alone = {i: predictor.predict_images(load_rgb(comp / "test_images" / f"{i}.png", 32)[None])[0] for i in got}
     assert len({tuple(np.round(p, 4)) for p in alone.values()}) > len(alone) // 2     # the images do differ
@@ -103,11 +97,11 @@ def test_sample_ids_as_written_and_id_column_anywhere(onnx_file, trained, tmp_pa
     from kit.runtime.submission import make_submission
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
-    rows = rows_of(comp / "sample_submission.csv")[1:]
+    rows = csv_rows(comp / "sample_submission.csv")[1:]
     padded = [[lab, f" {i} " if k % 2 else i] for k, (i, lab) in enumerate(rows)]
     write_rows(comp / "sample_submission.csv", ["label", "image_id"], padded)
     make_submission(onnx_file, str(comp), tmp_path / "sub.csv", provider="cpu")
-    sub = rows_of(tmp_path / "sub.csv")
+    sub = csv_rows(tmp_path / "sub.csv")
     assert sub[0] == ["label", "image_id"]
     assert [r[1] for r in sub[1:]] == [r[1] for r in padded]          # ' te_1 ' comes back as ' te_1 '
     assert {r[0] for r in sub[1:]} <= {"cat", "dog", "fox"}
@@ -127,7 +121,7 @@ def test_read_only_run_dir_still_predicts(trained, tmp_path, capsys, monkeypatch
         r = run_entry(capsys, "infer.py", "--run-dir", run, "--out", out)
         assert r.returncode == 0, r.stderr
         assert f"{run} is read-only; exporting to {out.parent / 'run.ensemble.onnx'} instead" in r.stdout
-        assert (out.parent / "run.ensemble.onnx").is_file() and len(rows_of(out)) == 10
+        assert (out.parent / "run.ensemble.onnx").is_file() and len(csv_rows(out)) == 10
         r = run_entry(capsys, "infer.py", "--run-dir", run, "--out", out, "--onnx-out", tmp_path / "mine.onnx")
         assert r.returncode == 0 and (tmp_path / "mine.onnx").is_file()
     finally:
@@ -216,15 +210,15 @@ def test_int_labels_trained_fold_by_fold_into_one_run_dir(tmp_path, capsys):
         assert r.returncode == 0, r.stderr
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "sub.csv")
     assert r.returncode == 0, r.stderr
-    assert "export: 2 fold model(s) [0, 1]" in r.stdout and {row[1] for row in rows_of(tmp_path / "sub.csv")[1:]} <= {"0", "1", "2"}
+    assert "export: 2 fold model(s) [0, 1]" in r.stdout and {row[1] for row in csv_rows(tmp_path / "sub.csv")[1:]} <= {"0", "1", "2"}
 
 
 def test_renamed_columns_and_folders_end_to_end(tmp_path, capsys):
     comp = make_competition(tmp_path / "comp", per_class=5)
     (comp / "train_images").rename(comp / "imgs")
     (comp / "test_images").rename(comp / "test_imgs")
-    write_rows(comp / "labels.csv", ["file", "species"], rows_of(comp / "train.csv")[1:])
-    write_rows(comp / "sub_template.csv", ["file", "species"], rows_of(comp / "sample_submission.csv")[1:])
+    write_rows(comp / "labels.csv", ["file", "species"], csv_rows(comp / "train.csv")[1:])
+    write_rows(comp / "sub_template.csv", ["file", "species"], csv_rows(comp / "sample_submission.csv")[1:])
     for name in ("train.csv", "sample_submission.csv"):
         (comp / name).unlink()
     config = tmp_path / "c.yaml"
@@ -234,7 +228,7 @@ def test_renamed_columns_and_folders_end_to_end(tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "sub.csv")
     assert r.returncode == 0, r.stderr
-    sub = rows_of(tmp_path / "sub.csv")
+    sub = csv_rows(tmp_path / "sub.csv")
     assert sub[0] == ["file", "species"] and [r[0] for r in sub[1:]] == [f"te_{j}" for j in range(9)]
 
 
@@ -284,10 +278,10 @@ def test_a_non_utf8_locale_changes_nothing(tmp_path):
     comp = make_competition(tmp_path / "comp", per_class=5, classes=("chat_é", "狐", "hund"))
     for p in (comp / "train_images").iterdir():
         p.rename(p.with_name("ü" + p.name))
-    write_rows(comp / "train.csv", ["image_id", "label"], [["ü" + r[0], r[1]] for r in rows_of(comp / "train.csv")[1:]])
+    write_rows(comp / "train.csv", ["image_id", "label"], [["ü" + r[0], r[1]] for r in csv_rows(comp / "train.csv")[1:]])
     r = run_cli("train.py", *train_args(comp, tmp_path), "--fold", "all", env=env)
     assert r.returncode == 0, r.stderr
     r = run_cli("infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "sub.csv", env=env)
     assert r.returncode == 0, r.stderr
-    assert {row[1] for row in rows_of(tmp_path / "sub.csv")[1:]} <= {"chat_é", "狐", "hund"}
-    assert {row[0][:1] for row in rows_of(tmp_path / "run" / "oof.csv")[1:]} == {"ü"}
+    assert {row[1] for row in csv_rows(tmp_path / "sub.csv")[1:]} <= {"chat_é", "狐", "hund"}
+    assert {row[0][:1] for row in csv_rows(tmp_path / "run" / "oof.csv")[1:]} == {"ü"}

@@ -4,7 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import write_rows
+from helpers import write_rows
 from kit.settings.config import load_config
 from kit.core.table import train_table
 from kit.core.errors import KitError

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_competition
+from helpers import make_competition
 from kit.core.errors import KitError
 
 FAST, SLOW = 120, 3000

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 KIT = ROOT / "kit"
 HEAVY = ("torch", "timm", "cv2", "albumentations")

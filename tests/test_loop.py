@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fold_setup
+from helpers import fold_setup
 from kit.train import checkpoint
 from kit.train.fold import Trainer
 from kit.core.errors import KitError

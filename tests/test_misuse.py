@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import (ROOT, TINY, assert_user_error, digest, free_port, make_competition, request, run_entry, run_module, write_rows)
+from helpers import (ROOT, TINY, assert_user_error, digest, free_port, make_competition, request, run_entry, run_module, write_rows)
 
 # family -> the README line saying what the kit does with it (the examples are the test parameters below)
 FAMILIES = {
@@ -706,7 +706,7 @@ def test_markup_in_metadata_or_title_is_escaped_and_folders_are_readable(copied,
 @family("hostile_page_and_service")
 def test_the_service_metadata_names_no_server_path(copied, tmp_path):
     comp, run, graph = copied
-    from conftest import service
+    from helpers import service
     with service(graph) as port:
         status, body = request(port, "GET", "/metadata")
     members = body["members"]
@@ -723,7 +723,7 @@ def test_huge_images_are_refused_from_their_headers_before_decoding(copied, tmp_
     Image.new("L", (9000, 9000)).save(buffer, format="PNG")
     huge = buffer.getvalue()
     small = sorted((comp / "test_images").iterdir())[0].read_bytes()
-    from conftest import service
+    from helpers import service
 
     def form(*files):
         boundary = "kitboundary"
@@ -753,7 +753,7 @@ def test_service_errors_have_one_shape_and_401_is_readable_by_an_allowed_page(co
     import http.client
     import json
     comp, run, graph = copied
-    from conftest import service
+    from helpers import service
     small = sorted((comp / "test_images").iterdir())[0].read_bytes()
 
     def call(port, method, path, body=None, headers=None):
@@ -804,7 +804,7 @@ def test_service_fuzz_never_500_never_a_traceback_memory_bounded(copied, tmp_pat
     its memory stays bounded."""
     import io
     comp, run, graph = copied
-    from conftest import SERVICES, service, stop_service
+    from helpers import SERVICES, service, stop_service
     rng = np.random.default_rng(0)
     good = sorted((comp / "test_images").iterdir())[0].read_bytes()
     jpeg = io.BytesIO()

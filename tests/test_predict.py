@@ -8,16 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import ROOT, run_cli, write_rows
+from helpers import ROOT, csv_records, run_cli, write_rows
 from kit.core.artifact import check_graph
 from kit.core.errors import KitError
 from kit.runtime.predictor import Predictor, create_session
 from kit.runtime.submission import validate_submission
-
-
-def rows_of(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_infer_cli_writes_a_valid_submission(trained, tmp_path):
@@ -26,10 +21,10 @@ def test_infer_cli_writes_a_valid_submission(trained, tmp_path):
     r = run_cli("infer.py", "--run-dir", run_dir, "--out", out, "--probs", probs, "--provider", "cpu",
                 "--batch-size", "4")
     assert r.returncode == 0, r.stderr
-    sample, sub = rows_of(comp / "sample_submission.csv"), rows_of(out)
+    sample, sub = csv_records(comp / "sample_submission.csv"), csv_records(out)
     assert [s["image_id"] for s in sub] == [s["image_id"] for s in sample]
     assert list(sub[0]) == ["image_id", "label"] and {s["label"] for s in sub} <= {"cat", "dog", "fox"}
-    p = rows_of(probs)
+    p = csv_records(probs)
     assert list(p[0]) == ["image_id", "prob_cat", "prob_dog", "prob_fox"]
     matrix = np.array([[float(row[f"prob_{c}"]) for c in ("cat", "dog", "fox")] for row in p])
     assert np.allclose(matrix.sum(1), 1, atol=1e-4)
@@ -50,11 +45,11 @@ def test_predictor_runs_with_torch_unimportable(onnx_file, trained, tmp_path):
     """)
     r = run_cli("-c", script)
     assert r.returncode == 0, r.stderr
-    assert "rows 9" in r.stdout and len(rows_of(out)) == 9
+    assert "rows 9" in r.stdout and len(csv_records(out)) == 9
     r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--out", tmp_path / "b.csv",
                 env=None)
     assert r.returncode == 0, r.stderr
-    assert rows_of(tmp_path / "b.csv") == rows_of(out)
+    assert csv_records(tmp_path / "b.csv") == csv_records(out)
 
 
 def test_cuda_provider_missing_is_a_clear_error(onnx_file):
@@ -85,7 +80,7 @@ def test_sample_submission_ids_must_match_test_images(onnx_file, trained, tmp_pa
     import shutil
     comp = tmp_path / "comp"
     shutil.copytree(trained[0], comp)
-    rows = [[r["image_id"], r["label"]] for r in rows_of(comp / "sample_submission.csv")]
+    rows = [[r["image_id"], r["label"]] for r in csv_records(comp / "sample_submission.csv")]
     write_rows(comp / "sample_submission.csv", ["image_id", "label"], rows + [["ghost", "cat"]])
     out = tmp_path / "sub.csv"
     out.write_text("previous good submission\n")
@@ -132,12 +127,12 @@ def test_demo_end_to_end_on_cpu(tmp_path):
     assert (tmp_path / "data/digits/train.csv").is_file() and (tmp_path / "folds/folds.csv").is_file()
     r = run_cli(ROOT / "infer.py", "--provider", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    sub = rows_of(tmp_path / "submissions/submission.csv")
-    sample = rows_of(tmp_path / "data/digits/sample_submission.csv")
+    sub = csv_records(tmp_path / "submissions/submission.csv")
+    sample = csv_records(tmp_path / "data/digits/sample_submission.csv")
     assert [s["image_id"] for s in sub] == [s["image_id"] for s in sample] and len(sub) == 360
     assert {s["label"] for s in sub} <= {str(d) for d in range(10)}
     assert "TTA off" in r.stdout
-    solution = {row["image_id"]: row["label"] for row in rows_of(tmp_path / "data/digits/solution.csv")}
+    solution = {row["image_id"]: row["label"] for row in csv_records(tmp_path / "data/digits/solution.csv")}
     correct = sum(s["label"] == solution[s["image_id"]] for s in sub)
     assert f"demo test accuracy (against data/digits/solution.csv): {correct / 360:.4f} ({correct}/360)" in r.stdout
 
@@ -146,7 +141,7 @@ def test_demo_end_to_end_on_cpu(tmp_path):
 def test_each_submission_row_is_its_own_image(task_graphs, tmp_path, capsys, kind):
     """Each test image predicted alone gives exactly its own row of the submission and of --probs (a submission whose
     rows were shifted by one would pass a check of the submission against its own probabilities file)."""
-    from conftest import run_entry
+    from helpers import run_entry
     from kit.runtime.predictor import Predictor
     comp, graph = task_graphs[kind]
     r = run_entry(capsys, "infer.py", "--onnx", graph, "--data-dir", comp, "--out", tmp_path / "s.csv", "--probs",
@@ -176,7 +171,7 @@ def test_kit_predict_gives_each_row_its_own_images_answer(task_graphs, tmp_path,
     """`python -m kit.predict` on a folder: every row's path carries the answer of that image predicted alone (rows
     shifted by one against their paths would fail: no two images predict alike)."""
     import json
-    from conftest import run_module
+    from helpers import run_module
     comp, graph = task_graphs[kind]
     out = tmp_path / f"preds{suffix}"
     r = run_module(capsys, "kit.predict", "--onnx", graph, comp / "test_images", "--out", out, "--batch-size", "4",
@@ -190,7 +185,7 @@ def test_kit_predict_gives_each_row_its_own_images_answer(task_graphs, tmp_path,
         got = {row.pop("path"): row for row in rows}
     else:
         got = {}
-        for row in rows_of(out):
+        for row in csv_records(out):
             path = row.pop("path")
             got[path] = {"label": row["label"], **({"value": float(row["value"])} if "value" in row else
                                                    {"probabilities": {row[f"top{r}"]: float(row[f"p{r}"])
@@ -213,7 +208,7 @@ def test_kit_predict_json_answers_are_whole_and_skip_errors_keeps_going(task_gra
     """JSON lines carry the whole answer (every class) unless --top-k cuts it; an unreadable image stops the run, or
     with --skip-errors gets its reason in its own row while the others are predicted."""
     import json
-    from conftest import assert_user_error, run_module
+    from helpers import assert_user_error, run_module
     comp, graph = task_graphs["multiclass"]
     images = tmp_path / "imgs"
     images.mkdir()
@@ -232,6 +227,6 @@ def test_kit_predict_json_answers_are_whole_and_skip_errors_keeps_going(task_gra
     r = run_module(capsys, "kit.predict", "--onnx", graph, images, "--out", tmp_path / "a.csv", "--skip-errors",
                    "--top-k", "1")
     assert r.returncode == 0, r.stderr
-    table = rows_of(tmp_path / "a.csv")
+    table = csv_records(tmp_path / "a.csv")
     assert list(table[0]) == ["path", "label", "top1", "p1", "error"]
     assert [bool(row["error"]) for row in table] == [row["path"].endswith("broken.png") for row in table]

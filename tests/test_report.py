@@ -1,20 +1,14 @@
 """Reports after training: files exist, are valid PNG/CSV, and their numbers agree with the OOF file."""
-import csv
 import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY, make_competition, run_cli
+from helpers import TINY, csv_records, make_competition, run_cli
 from kit.train import checkpoint
 
 CLASSES = ["cat", "dog", "fox"]
-
-
-def rows_of(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def oof_accuracy(rows):
@@ -33,9 +27,9 @@ def test_pngs_are_valid_images(trained, name):
 
 def test_classification_report_matches_oof(trained):
     run_dir = trained[1]
-    oof = rows_of(run_dir / "oof.csv")
-    rep = {r["class"]: r for r in rows_of(run_dir / "report.csv")}
-    assert list(rows_of(run_dir / "report.csv")[0]) == ["class", "precision", "recall", "f1", "support"]
+    oof = csv_records(run_dir / "oof.csv")
+    rep = {r["class"]: r for r in csv_records(run_dir / "report.csv")}
+    assert list(csv_records(run_dir / "report.csv")[0]) == ["class", "precision", "recall", "f1", "support"]
     assert set(CLASSES) <= set(rep) and {"macro avg", "weighted avg"} <= set(rep)
     for c in CLASSES:
         truth = [r for r in oof if r["label"] == c]
@@ -48,7 +42,7 @@ def test_cv_md_agrees_with_oof_and_checkpoints(trained):
     run_dir = trained[1]
     text = (run_dir / "cv.md").read_text()
     overall = float(re.search(r"Overall OOF accuracy: \*\*([0-9.]+)\*\*", text).group(1))
-    assert overall == pytest.approx(oof_accuracy(rows_of(run_dir / "oof.csv")), abs=1e-6)
+    assert overall == pytest.approx(oof_accuracy(csv_records(run_dir / "oof.csv")), abs=1e-6)
     for k in range(3):
         best = checkpoint.load(run_dir / f"fold{k}" / "best.pt")
         row = re.search(rf"^\| {k} \| (\d+) \| ([0-9.]+) \| 2 \| (\d+) s \|$", text, re.M)
@@ -70,6 +64,6 @@ def test_tensorboard_logging(tmp_path):
     events.Reload()
     assert {"loss/train", "loss/val", "val/accuracy", "lr"} <= set(events.Tags()["scalars"])
     val = [e.value for e in events.Scalars("val/accuracy")]
-    metrics = rows_of(tmp_path / "run" / "fold0" / "metrics.csv")
+    metrics = csv_records(tmp_path / "run" / "fold0" / "metrics.csv")
     assert val == pytest.approx([float(m["score"]) for m in metrics], abs=1e-6)
     assert (tmp_path / "run" / "curves.png").is_file() and (tmp_path / "run" / "cv.md").is_file()

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, make_competition, run_cli, save_crafted_checkpoint
+from helpers import ROOT, make_competition, run_cli, save_crafted_checkpoint
 from kit.train import checkpoint
 from kit.core.errors import KitError
 

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import request, service, stop_service
+from helpers import request, service, stop_service
 from kit.runtime.predictor import Predictor
 
 

@@ -1,23 +1,17 @@
 """Multi-label and regression competitions: inference of the task, folds, losses, thresholds, submission formats,
 the exported graph and the demo variants, end to end."""
-import csv
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, make_competition, run_cli, run_entry, write_rows
+from helpers import ROOT, TINY, csv_rows, make_competition, run_cli, run_entry, write_rows
 from kit.core.errors import KitError
 from kit.prepare.folds import make_folds
 from kit.core.metrics import best_thresholds
 from kit.train.objective import Objective
 from kit.core.task import Multiclass, Multilabel, Regression, infer_kind, restore
-
-
-def rows_of(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.reader(f))
 
 
 @pytest.mark.parametrize("labels,kind", [
@@ -140,21 +134,21 @@ def test_demo_variants_end_to_end(tmp_path, variant):
     assert json.loads((run / "task.json").read_text())["kind"] == variant
     r = run_cli(ROOT / "infer.py", "--run-dir", run, "--provider", "cpu", "--probs", tmp_path / "p.csv", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    sub = rows_of(tmp_path / "submissions" / "submission.csv")
-    solution = rows_of(tmp_path / f"data/digits-{variant}/solution.csv")
+    sub = csv_rows(tmp_path / "submissions" / "submission.csv")
+    solution = csv_rows(tmp_path / f"data/digits-{variant}/solution.csv")
     assert [s[0] for s in sub] == [s[0] for s in solution]
-    probs = np.array([[float(v) for v in row[1:]] for row in rows_of(tmp_path / "p.csv")[1:]])
+    probs = np.array([[float(v) for v in row[1:]] for row in csv_rows(tmp_path / "p.csv")[1:]])
     from kit.runtime.predictor import Predictor
     meta = Predictor(run / "ensemble.onnx", "cpu").meta
     if variant == "multilabel":
-        assert rows_of(tmp_path / "p.csv")[0] == ["image_id", "prob_even", "prob_large", "prob_loop", "prob_prime"]
+        assert csv_rows(tmp_path / "p.csv")[0] == ["image_id", "prob_even", "prob_large", "prob_loop", "prob_prime"]
         assert meta.task == "multilabel" and len(meta.task_params["thresholds"]) == 4
         task = Multilabel(meta.classes, meta.task_params["thresholds"])
         assert [s[1] for s in sub[1:]] == task.label_cells(probs)           # tags above the exported thresholds
         assert ((probs >= 0) & (probs <= 1)).all() and not np.allclose(probs.sum(1), 1)
         assert "demo test F1 (against" in r.stdout
     else:
-        assert rows_of(tmp_path / "p.csv")[0] == ["image_id", "pred_label"]
+        assert csv_rows(tmp_path / "p.csv")[0] == ["image_id", "pred_label"]
         assert meta.task == "regression" and meta.task_params["scale"]["kind"] == "standard"
         np.testing.assert_allclose([float(s[1]) for s in sub[1:]], probs[:, 0], rtol=1e-5)
         errors = [float(s[1]) - float(t[1]) for s, t in zip(sub[1:], solution[1:])]
@@ -165,20 +159,20 @@ def test_demo_variants_end_to_end(tmp_path, variant):
 def test_multilabel_from_0_1_columns_with_probability_columns(tmp_path, capsys):
     """Tags as one 0/1 column per tag (RANZCR's layout), the submission one probability column per tag."""
     comp = make_competition(tmp_path / "comp", per_class=8, classes=("x", "y", "z"))
-    rows = rows_of(comp / "train.csv")[1:]
+    rows = csv_rows(comp / "train.csv")[1:]
     tags = {"x": (1, 0, 0), "y": (0, 1, 1), "z": (1, 0, 1)}
     write_rows(comp / "train.csv", ["image_id", "ett", "ngt", "cvc"], [[i, *tags[lab]] for i, lab in rows])
-    sample = rows_of(comp / "sample_submission.csv")[1:]
+    sample = csv_rows(comp / "sample_submission.csv")[1:]
     write_rows(comp / "sample_submission.csv", ["image_id", "cvc", "ett", "ngt"], [[i, 0, 0, 0] for i, _ in sample])
     args = ["--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv", "--num-folds", "2",
             *TINY[:-4], "--epochs", "1", "--num-workers", "0"]
     r = run_entry(capsys, "train.py", *args, "--fold", "all")
     assert r.returncode == 0, r.stderr
     assert "task: multilabel (one 0/1 column per tag" in r.stdout
-    assert {row[1] for row in rows_of(tmp_path / "f.csv")[1:]} == {"ett", "ngt cvc", "ett cvc"}     # column order
+    assert {row[1] for row in csv_rows(tmp_path / "f.csv")[1:]} == {"ett", "ngt cvc", "ett cvc"}     # column order
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "s.csv")
     assert r.returncode == 0, r.stderr
-    sub = rows_of(tmp_path / "s.csv")
+    sub = csv_rows(tmp_path / "s.csv")
     assert sub[0] == ["image_id", "cvc", "ett", "ngt"] and len(sub) == 10
     assert all(0 <= float(v) <= 1 for row in sub[1:] for v in row[1:])
     write_rows(comp / "sample_submission.csv", ["image_id", "cvc", "swan"], [[i, 0, 0] for i, _ in sample])
@@ -190,7 +184,7 @@ def test_an_image_with_no_tag_gets_an_empty_cell(tmp_path, capsys, monkeypatch):
     """Below every threshold is a prediction (no tag), not a missing value: the submission is written with an
     empty tag list (--min-labels 1 is for competitions that score that as wrong)."""
     comp = make_competition(tmp_path / "comp", per_class=8, classes=("x", "y", "z"))
-    rows = rows_of(comp / "train.csv")[1:]
+    rows = csv_rows(comp / "train.csv")[1:]
     tags = {"x": "", "y": "ngt cvc", "z": "ett"}                   # class x: no tag at all, as digit 1 in the demo
     write_rows(comp / "train.csv", ["image_id", "label"], [[i, tags[lab]] for i, lab in rows])
     args = ["--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv", "--num-folds", "2",
@@ -202,8 +196,8 @@ def test_an_image_with_no_tag_gets_an_empty_cell(tmp_path, capsys, monkeypatch):
                         lambda self, *a, **k: np.vstack([np.zeros((1, 3), np.float32), real(self, *a, **k)[1:]]))
     r = run_entry(capsys, "infer.py", "--run-dir", tmp_path / "run", "--out", tmp_path / "s.csv")
     assert r.returncode == 0, r.stderr
-    sub = rows_of(tmp_path / "s.csv")
-    assert sub[1][1] == "" and len(sub) == len(rows_of(comp / "sample_submission.csv"))
+    sub = csv_rows(tmp_path / "s.csv")
+    assert sub[1][1] == "" and len(sub) == len(csv_rows(comp / "sample_submission.csv"))
 
 
 def test_task_specific_bad_input(tmp_path, capsys):
@@ -212,7 +206,7 @@ def test_task_specific_bad_input(tmp_path, capsys):
             *TINY[:-4], "--epochs", "1", "--num-workers", "0"]
     r = run_entry(capsys, "train.py", *base, "--task", "regression")
     assert r.returncode == 2 and "'cat' (row 1) is not a number; a regression target must be numeric" in r.stderr
-    rows = rows_of(comp / "train.csv")[1:]
+    rows = csv_rows(comp / "train.csv")[1:]
     write_rows(comp / "train.csv", ["image_id", "label", "patient"], [[i, lab, i] for i, lab in rows])
     r = run_entry(capsys, "train.py", *base, "--task", "multilabel", "--group-col", "patient")
     assert r.returncode == 2 and "grouped folds are not supported for multilabel tasks" in r.stderr

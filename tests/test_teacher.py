@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, assert_user_error, digest, run_cli, run_entry, write_rows
+from helpers import TINY, assert_user_error, digest, run_cli, run_entry, write_rows
 from kit.core.task import Multiclass, Multilabel, Regression
 from kit.train.objective import Objective, pack
 from kit.train.run import fold_data

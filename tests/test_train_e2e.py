@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY, make_competition, run_cli, run_entry
+from helpers import ROOT, TINY, make_competition, run_cli, run_entry
 from kit.train import checkpoint
 
 

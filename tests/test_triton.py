@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_entry
+from helpers import run_entry
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] (dev extra)")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_user_error, make_competition, run_entry
+from helpers import TINY, assert_user_error, make_competition, run_entry
 from kit.core.task import Multiclass, Multilabel
 from kit.train.loader import EpochSampler, class_balance
 
@@ -58,7 +58,7 @@ def test_class_balanced_sampling_is_deterministic_and_resumable():
 def test_the_trainer_draws_by_its_sampler_setting(tmp_path, rule):
     """The Trainer's own loader under --sampler balanced draws a class of 4 training images about as often as the
     classes of 20 (a third of an epoch's draws); under none, each image once."""
-    from conftest import fold_setup
+    from helpers import fold_setup
     from kit.train.distributed import Dist
     from kit.train.fold import Trainer
     minority = lambda rows: [r for r in rows if r[1] != "fox"] + [r for r in rows if r[1] == "fox"][:8]   # noqa: E731
@@ -80,7 +80,7 @@ def test_the_trainer_draws_by_its_sampler_setting(tmp_path, rule):
 
 
 def test_regression_refuses_settings_that_need_classes(tmp_path, capsys):
-    from conftest import make_task_competition
+    from helpers import make_task_competition
     comp = make_task_competition(tmp_path / "comp", "regression")
     for flags in (["--loss", "focal"], ["--class-weights", "auto"], ["--sampler", "balanced"]):
         r = run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv",
@@ -184,7 +184,7 @@ def test_skewed_classes_get_advice_in_the_log_and_cv_md_but_no_silent_change(tmp
     import csv
     rows = list(csv.reader(open(comp / "train.csv")))[1:]
     kept = [r for r in rows if r[1] != "fox"] + [r for r in rows if r[1] == "fox"][:2]
-    from conftest import write_rows
+    from helpers import write_rows
     write_rows(comp / "train.csv", ["image_id", "label"], kept)
     base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY, "--epochs", "1"]
     r = run_entry(capsys, *base, "--run-dir", tmp_path / "plain", "--fold", "all")
