@@ -1,4 +1,5 @@
 """The HTTP service, run the way it runs: `python -m kit.serve` in its own process, requests over loopback."""
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -98,7 +99,15 @@ def test_openapi_docs_and_prometheus_metrics(server):
     conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
     conn.request("GET", "/docs")
     docs = conn.getresponse()
-    assert docs.status == 200 and b"swagger" in docs.read().lower()
+    page = docs.read().decode()
+    assert docs.status == 200 and "swagger" in page.lower()
+    # offline: every script and style the page loads comes from this service, and it answers
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page)
+    assert assets and all(a.startswith("/docs-assets/") for a in assets), assets
+    for asset in assets:
+        conn.request("GET", asset)
+        answer = conn.getresponse()
+        assert answer.status == 200 and len(answer.read()) > 1000, asset
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()

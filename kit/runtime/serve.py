@@ -234,10 +234,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         await batcher.start()
         yield
 
-    app = FastAPI(title=f"{predictor.meta.model} ({predictor.meta.task})", lifespan=lifespan,
-                  description=f"Predictions of {settings.onnx}: {len(predictor.task.names)} outputs, "
-                              f"{predictor.meta.img_size}px. The answer is the same JSON as the kit's page and its "
-                              f"predict command.")
+    app = FastAPI(title=f"{predictor.meta.model} ({predictor.meta.task})", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, description=f"Predictions of {settings.onnx}: {len(predictor.task.names)} outputs, "
+                                              f"{predictor.meta.img_size}px. The answer is the same JSON as the kit's "
+                                              f"page and its predict command.")
+    offline_docs(app)
 
     @app.post("/predict", response_model=Union[ClassAnswer, ValueAnswer], responses=ERRORS, openapi_extra=IMAGE_BODY)
     async def predict(request: Request):
@@ -291,6 +292,25 @@ def create_app(settings: ServeSettings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     return guarded(app, settings.api_key, counters, settings.cors_origins)
+
+
+def offline_docs(app: FastAPI) -> None:
+    """GET /docs: Swagger UI from the files the swagger-ui-bundle package installs (the serve extra), served under
+    /docs-assets/, so the page works on a machine without internet (FastAPI's own /docs loads them from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:                      # without the package: FastAPI's page, its assets from the CDN
+        swagger_ui_path = None
+    if swagger_ui_path:
+        app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = {"swagger_js_url": "/docs-assets/swagger-ui-bundle.js", "swagger_css_url": "/docs-assets/swagger-ui.css",
+              "swagger_favicon_url": "/docs-assets/favicon-32x32.png"} if swagger_ui_path else {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - docs", **assets)
 
 
 def public_metadata(meta) -> dict:
