@@ -16,6 +16,7 @@ The weights are not kept in git (bench/pretrained/ is ignored); the script rebui
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -38,24 +39,26 @@ def main():
     from bench.datasets import build
     data = build("pretrain-photos", Path(args.data_root))
     run_dir = Path(args.work) / args.model
-    t0 = time.time()
-    subprocess.run([sys.executable, "train.py", "--data-dir", str(data), "--fold", "full", "--model", args.model,
-                    "--no-pretrained", "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--run-dir",
-                    str(run_dir), "--folds-csv", str(Path(args.work) / "folds.csv")], cwd=ROOT, check=True)
-    seconds = time.time() - t0
+    if not (run_dir / "full" / "best.pt").is_file():         # trained already: only the hub folder is written again
+        subprocess.run([sys.executable, "train.py", "--data-dir", str(data), "--fold", "full", "--model", args.model,
+                        "--no-pretrained", "--img-size", str(args.img_size), "--epochs", str(args.epochs),
+                        "--run-dir", str(run_dir), "--folds-csv", str(Path(args.work) / "folds.csv")], cwd=ROOT,
+                       check=True)
+    with open(run_dir / "full" / "metrics.csv", newline="") as f:       # the epochs' own seconds, reused or not
+        seconds = sum(float(row["seconds"]) for row in csv.DictReader(f))
 
     import torch
     from safetensors.torch import save_file
     checkpoint = torch.load(run_dir / "full" / "best.pt", map_location="cpu", weights_only=True)
-    state = {k: v.contiguous() for k, v in checkpoint["best"]["model"].items()}
-    classes = checkpoint["identity"]["classes"]
+    state = {k: v.contiguous() for k, v in checkpoint["model"].items()}         # kit/train/state.py: best.pt
+    classes = checkpoint["classes"]
     out = Path(args.out) / args.model
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps({
         "architecture": args.model, "num_classes": len(classes), "label_names": classes,
         "pretrained_cfg": {"input_size": [3, args.img_size, args.img_size],
-                           "mean": checkpoint["identity"]["mean"], "std": checkpoint["identity"]["std"]},
+                           "mean": checkpoint["mean"], "std": checkpoint["std"]},
         "kit_pretraining": {"data": "pretrain-photos", "images": 12000, "epochs": args.epochs,
                             "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")}}, indent=1) + "\n")
     print(f"{out}: {args.model} pretrained {args.epochs} epochs on {data} in {seconds:.0f} s")

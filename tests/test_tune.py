@@ -51,6 +51,7 @@ def test_each_trial_is_a_run_dir_whose_cv_is_its_value_and_the_study_continues(t
     trials = study(tmp_path).trials
     assert len(trials) == 4
     states = [t.state.name for t in trials]
+    assert {"FAIL", "COMPLETE"} <= set(states)                # the refused model was drawn (seeded), the others ran
     for t in trials:
         run = tmp_path / "study" / f"trial_{t.number}"
         if t.params["model"] == "not_a_timm_model":        # refused by train.py: failed, with its error, no score
@@ -73,7 +74,9 @@ def test_each_trial_is_a_run_dir_whose_cv_is_its_value_and_the_study_continues(t
     r = run_entry(capsys, *args, "--trials", "4")
     assert r.returncode == 0 and len(study(tmp_path).trials) == 4
     r = run_entry(capsys, *args, "--trials", "5")
-    assert r.returncode == 0 and [t.number for t in study(tmp_path).trials] == [0, 1, 2, 3, 4]
+    trials = study(tmp_path).trials
+    assert r.returncode == 0 and [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert trials[4].params["lr"] not in [t.params["lr"] for t in trials[:4]]     # a resumed study draws anew
 
 
 @pytest.mark.slow
