@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from kit.core import log
@@ -43,7 +44,14 @@ def main_guard(main: Callable[[], object]) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are KitErrors: one `error:` line (and exit 2 through main_guard), no usage dump."""
+    """argparse whose mistakes are KitErrors: one `error:` line (and exit 2 through main_guard), no usage dump. A
+    `python -m kit.<name>` command is named so in its usage and errors (not `<name>.py`)."""
+
+    def __init__(self, *args, **kwargs):
+        script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+        if "prog" not in kwargs and script is not None and script.parent.name == "kit" and script.suffix == ".py":
+            kwargs["prog"] = f"python -m kit.{script.stem}"
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise KitError(f"{message} (see {self.prog} --help)")
