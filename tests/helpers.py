@@ -117,14 +117,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(port, method, path, body=None, headers=None):
-    """(status, decoded JSON body or None) of one HTTP request to the local service."""
+def exchange(port, method, path, body=None, headers=None):
+    """(status, response headers with lower-case names, decoded JSON body or None) of one HTTP request to the local
+    service."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
     data = response.read()
     conn.close()
-    return response.status, json.loads(data) if data else None
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(data) if data else None
+
+
+def request(port, method, path, body=None, headers=None):
+    """(status, decoded JSON body or None) of one HTTP request to the local service."""
+    status, _, body = exchange(port, method, path, body, headers)
+    return status, body
 
 
 @contextlib.contextmanager

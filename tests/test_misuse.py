@@ -750,19 +750,9 @@ def test_huge_images_are_refused_from_their_headers_before_decoding(copied, tmp_
 def test_service_errors_have_one_shape_and_401_is_readable_by_an_allowed_page(copied, tmp_path):
     """Every refusal is {"error": ...} (Starlette's multipart errors too); a batch error names its file; a 401
     carries WWW-Authenticate and, for an allowed origin, the CORS headers; the OpenAPI spec declares the bearer key."""
-    import http.client
-    import json
     comp, run, graph = copied
-    from helpers import service
+    from helpers import exchange as call, service
     small = sorted((comp / "test_images").iterdir())[0].read_bytes()
-
-    def call(port, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        data = response.read()
-        conn.close()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(data) if data else None
     key = {"Authorization": "Bearer k"}
     with service(graph, "--api-key", "k", "--cors-origin", "https://a.example") as port:
         status, headers, body = call(port, "POST", "/predict", small, {"Origin": "https://a.example"})

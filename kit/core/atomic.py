@@ -28,12 +28,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_orphans(path: Path) -> None:
-    """Temp files of writers that were killed mid-write (SIGKILL skips every cleanup)."""
+def remove_orphans(path: Path) -> None:
+    """The temporaries (.NAME.tmp<pid>*: a writer's files, a build's folder) that writers of `path` killed mid-write
+    left beside it, when that process is gone (SIGKILL skips every cleanup)."""
     for tmp in path.parent.glob(f".{path.name}.tmp*"):
         owner = re.match(rf"\.{re.escape(path.name)}\.tmp(\d+)", tmp.name)    # also a writer's side files
         if owner and not _alive(int(owner.group(1))):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def writable(directory: str | os.PathLike) -> bool:
@@ -76,7 +80,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise KitError(f"cannot create the folder of {path}: {e.strerror}; choose a writable location") from None
-    _remove_orphans(path)
+    remove_orphans(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         try:
@@ -119,24 +123,6 @@ def current_umask() -> int:
     return mask
 
 
-def remove_stale_temporaries(path: Path) -> None:
-    """The temporary folders a killed build of `path` left beside it (.NAME.tmp<pid>.*), when that process is gone."""
-    for stale in path.parent.glob(f".{path.name}.tmp*"):
-        pid = stale.name[len(path.name) + 5:].split(".", 1)[0]
-        if stale.is_dir() and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name beside `path` and rename it to `path` at the end, so a failure leaves
@@ -146,7 +132,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise KitError(f"{path} exists and is not an empty folder; choose a new --out folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
+        remove_orphans(path)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp{os.getpid()}."))
     except OSError as e:
         raise KitError(f"cannot create a folder beside {path}: {e.strerror}; choose a writable location") from None

@@ -300,7 +300,7 @@ def teacher_note(cfg) -> str:
             f"\n\n")
 
 
-def _advice(run: RunDir, task, cfg, folds: list[FoldSummary]) -> str:
+def _advice(task, cfg, folds: list[FoldSummary]) -> str:
     if not folds:
         return ""
     labels = [label for f in folds for label in f.oof.labels]
@@ -319,7 +319,7 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
         raise KitError(f"no finished epochs in {run} yet (no fold<k>/metrics.csv and oof.csv)")
     header = (f"# CV summary: {run.path.name}\n\nRecipe {cfg.recipe}; trained at {cfg.img_size}px, validated (OOF) "
               f"and exported at {test_size(cfg)}px.\n\n{plan_note(run, cfg, folds)}{imbalance_note(cfg)}"
-              f"{_advice(run, task, cfg, folds)}"
+              f"{_advice(task, cfg, folds)}"
               f"{teacher_note(cfg)}")
     config = f"## Resolved config\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n"
     if not folds:

@@ -130,14 +130,12 @@ def tune(space: str, trials: int, fold: str, fixed: dict, study_name: str, stora
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)   # a killed worker's trial: failed
-    seed = load_config(None, fixed).seed
-    existing = len(optuna.create_study(study_name=study_name, storage=rdb, direction=goal,
-                                       load_if_exists=True).get_trials(deepcopy=False))
+    study = optuna.create_study(study_name=study_name, storage=rdb, direction=goal, load_if_exists=True,
+                                pruner=make_pruner(optuna, pruner))
+    existing = len(study.get_trials(deepcopy=False))
     # seeded by the trials already run, so a resumed study does not draw its first values again (workers started
     # together may draw the same values: each still runs its own trial)
-    study = optuna.create_study(study_name=study_name, storage=rdb, direction=goal, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed + existing),
-                                pruner=make_pruner(optuna, pruner))
+    study.sampler = optuna.samplers.TPESampler(seed=load_config(None, fixed).seed + existing)
     if existing < trials:
         log.info(f"tune: study {study_name!r} ({goal} the CV) in {study_dir}: {trials - existing} of {trials} trials "
                  f"to run")
