@@ -173,16 +173,39 @@ def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_
     monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)   # 3 steps of 32 an epoch; its probe: 0.8 s
     now = __import__("time").time()
     assert choice.choose_model(cfg, run, task, targets, 96, 0, None)[0] == "nf_resnet26"
-    assert choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 4 * 0.3 + 0.1)[0] == "nf_resnet26"
-    name, why = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 2 * 0.3 + 0.1)
+    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 4 * 0.3 + 0.1)
+    assert (name, pace) == ("nf_resnet26", None)                      # its fold times its own step
+    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 2 * 0.3 + 0.1)
     assert name == "nf_resnet18" and "only 2 epoch(s) of nf_resnet26 fit" in why
+    assert (pace.model, pace.batch_size) == ("nf_resnet18", 64)      # its fold plans from the probe's step:
+    assert pace.seconds_per_step == pytest.approx(0.1 / 32 * 64 / choice.FAST_FASTER)    # per image, sped up
     pretrained = load_config(None, {"pretrained": True, "model": "auto"})
     assert choice.choose_model(pretrained, run, task, targets, 96, 0, None)[0] == "eca_nfnet_l0"
     (run.fold_dir(1)).mkdir(parents=True)
     (run.fold_dir(1) / "config.yaml").write_text("model: nf_resnet18\n")
     (run.fold_dir(1) / "last.pt").write_bytes(b"")
     assert choice.choose_model(cfg, run, task, targets, 96, 0, None) == ("nf_resnet18",
-                                                                      "the model of the run's trained fold 1")
+                                                                      "the model of the run's trained fold 1", None)
+
+
+def test_a_timed_step_is_planned_from_not_probed_again(tmp_path, monkeypatch):
+    """A fold given its model's step (by --model auto's probe, or the fold before) plans from it; another model's or
+    another batch's step is not used. Each fold of a budgeted run hands its steady step to the next."""
+    from kit.train import budget
+
+    def no_probe(trainer):
+        raise AssertionError("probed again")
+    monkeypatch.setattr(budget, "_train_seconds_per_step", no_probe)
+    known = budget.Pace("test_nfnet", 4, 0.25, "fold 0's steps")
+    t = Trainer(*fold_setup(tmp_path / "a", time_budget="10m", batch_size=4, precision="fp32"), Dist(), pace=known)
+    assert (t.plan["seconds_per_step"], t.plan["pace_from"]) == (0.25, "fold 0's steps")
+    monkeypatch.undo()
+    for other in (budget.Pace("nf_resnet18", 4, 0.25, "x"), budget.Pace("test_nfnet", 8, 0.25, "x")):
+        t = Trainer(*fold_setup(tmp_path / other.model / str(other.batch_size), time_budget="10m", batch_size=4,
+                                precision="fp32"), Dist(), pace=other)
+        assert t.plan["pace_from"] == "this fold's probe" and t.plan["seconds_per_step"] != 0.25
+    result = Trainer(*fold_setup(tmp_path / "b", epochs=1, batch_size=4, precision="fp32"), Dist()).fit()
+    assert result.pace.model == "test_nfnet" and result.pace.batch_size == 4 and result.pace.seconds_per_step > 0
 
 
 def test_a_run_says_its_plan_in_cv_md(tmp_path, capsys):

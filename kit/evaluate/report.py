@@ -21,21 +21,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from kit.core.atomic import atomic_path, write_csv, write_text  # noqa: E402
-from kit.core.entry import Parser, nonempty  # noqa: E402
-from kit.core.errors import KitError  # noqa: E402
-from kit.core.images import open_rgb  # noqa: E402
-from kit.core.table import training_images  # noqa: E402
-from kit.evaluate.oof import Epoch, Oof, read_history, read_kept, read_oof  # noqa: E402
-from kit.evaluate.rundir import FULL, RunDir  # noqa: E402
-from kit.settings.config import test_size  # noqa: E402
+from kit.core.atomic import atomic_path, write_csv, write_text
+from kit.core.entry import Parser, nonempty
+from kit.core.errors import KitError
+from kit.core.images import open_rgb
+from kit.core.table import training_images
+from kit.evaluate.oof import Epoch, Oof, read_history, read_kept, read_oof
+from kit.evaluate.rundir import FULL, RunDir
+from kit.settings.config import test_size
 
 WORST_IMAGES = 16
 MAX_CLASSES_SHOWN = 30        # a figure with more rows or curves is unreadable and unbounded in memory
@@ -67,6 +63,15 @@ class FoldSummary:
         return sum(e.seconds for e in self.history)
 
 
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend, imported when a figure is drawn: training imports this module,
+    and ~0.4 s of import at start-up is time a --time-budget would take from the epochs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
 def load_folds(run: RunDir) -> list[FoldSummary]:
     """Every fold with a history and OOF predictions so far."""
     return [FoldSummary(k, read_history(run.history(k)), read_oof([run.oof(k)]), read_kept(run.kept(k)))
@@ -76,10 +81,11 @@ def load_folds(run: RunDir) -> list[FoldSummary]:
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def plot_curves(folds: list[FoldSummary], metric: str, path: Path) -> None:
+    plt = pyplot()
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
     for f, color in zip(folds, plt.cm.tab10.colors * 3):
         epochs = [e.epoch for e in f.history]
@@ -113,6 +119,7 @@ def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list, path: Path) -
     np.add.at(cm, (at[y[keep]], at[pred[keep]]), 1.0)
     cm /= np.maximum(support[shown], 1)[:, None]
     k = len(shown)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * k + 2), max(4, 0.55 * k + 1.5)))
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
     names = [str(classes[c]) for c in shown]
@@ -135,6 +142,7 @@ def plot_roc(y: np.ndarray, probs: np.ndarray, names: list, path: Path) -> str:
     from sklearn.metrics import roc_auc_score, roc_curve
     counts = y.sum(0)
     order = np.argsort(-counts, kind="stable")[:MAX_CLASSES_SHOWN]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for t in sorted(order):
         if 0 < counts[t] < len(y):
@@ -151,6 +159,7 @@ def plot_roc(y: np.ndarray, probs: np.ndarray, names: list, path: Path) -> str:
 def plot_scatter(y: np.ndarray, outputs: np.ndarray, names: list, path: Path) -> str:
     """Predicted vs true, and residuals vs predicted."""
     true, pred = y[:, 0], outputs[:, 0]
+    plt = pyplot()
     fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(11, 4.5))
     ax.scatter(true, pred, s=6, alpha=0.5)
     lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
@@ -174,6 +183,7 @@ def plot_worst(oof: Oof, order: np.ndarray, captions: list[str], image_paths: li
     shown = order[:WORST_IMAGES]
     cols = 4
     rows = max(1, -(-len(shown) // cols))
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows))
     axes = np.atleast_1d(axes).ravel()
     for ax in axes:

@@ -3,7 +3,10 @@
 The probe runs PROBE_STEPS real training steps (after one warm-up step) through the Trainer's own Step
 (kit.train.step: autocast, loss scaling, AGC, optimizer, EMA) on the fold's own loaders, and one validation batch,
 once the Trainer is complete; then it puts back the weights, optimizer, scaler and EMA states and every RNG, so the
-fold trains exactly as it would have (a budget changes how many epochs run, never what one epoch does). The
+fold trains exactly as it would have (a budget changes how many epochs run, never what one epoch does). The probe
+is skipped where the same model's step at the same batch was already timed in this process (a `Pace`): by
+`--model auto`'s choice (kit.train.choice) for a run's first fold, by the fold before for the next ones. Each probe
+costs a few seconds, a tenth of a budget of half a minute; the re-plan after the first epoch corrects an estimate. The
 schedule (warmup, cosine decay) is fitted to the planned epochs. After the first epoch the plan is made again from
 that epoch's real time (`replan`): a few steps can misjudge an epoch (one fold ran 41 % over its budget on the
 probe alone, bench/RESULTS.md). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
@@ -18,10 +21,12 @@ time, the fold is scored every `val_every` epochs (and always after the last), a
 fold<k>/plan.json  (every fold; the budget's fields are null without one)
                    {"budget_s", "epochs", "first_plan_epochs", "replanned", "seconds_per_step",
                     "seconds_per_val_image", "steps_per_epoch", "val_images", "val_every", "seconds_per_epoch",
-                    "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "model", "model_why"}
+                    "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "model", "model_why", "pace_from"}
   epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran); first_plan_epochs: the probe's;
   replanned: the first epoch's seconds when the plan was made again from it (null until then);
   model, model_why: the model trained and why (kit.train.choice, for --model auto; else "set by --model")
+  pace_from: where seconds_per_step came from: "this fold's probe", "the model choice's probe", "fold <k>'s
+             steps" (null without a budget)
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -41,6 +47,19 @@ PROBE_STEPS = 4
 SAFETY = 0.05
 RESERVE_S = 3.0          # at least this much kept for the end of the fold (reports: ~1-2 s measured at 32 px)
 VAL_SHARE = 0.10
+
+
+@dataclass(frozen=True)
+class Pace:
+    """A training step's measured seconds for one model at one per-process batch, and where they were measured:
+    what a fold's plan starts from instead of probing again."""
+    model: str
+    batch_size: int
+    seconds_per_step: float
+    source: str
+
+    def fits(self, trainer) -> bool:
+        return (self.model, self.batch_size) == (trainer.cfg.model, trainer.batch_size) and self.seconds_per_step > 0
 
 
 def budget_seconds(text: str) -> float:
@@ -87,6 +106,11 @@ def _train_seconds_per_step(trainer) -> float:
     return statistics.median(times[1:])
 
 
+def steady_seconds(times: list[float]) -> float | None:
+    """A step's seconds once the kernels are built: the median of an epoch's steps after its first quarter."""
+    return statistics.median(times[len(times) // 4:]) if times else None
+
+
 def val_every(setting: int | None, train_s: float, val_s: float) -> int:
     """`setting` if given; else the least N that keeps validation under VAL_SHARE of the time."""
     if setting:
@@ -121,12 +145,13 @@ def plan(trainer) -> dict:
               "val_images": len(trainer.data.val_rows), "val_every": cfg.val_every or 1, "seconds_per_epoch": None,
               "warmup_epochs": cfg.warmup_epochs, "startup_s": time.time() - trainer.started,
               "precision": trainer.precision.name, "batch_size": trainer.batch_size, "lr": trainer.lr,
-              "model": cfg.model, "model_why": trainer.model_why}
+              "model": cfg.model, "model_why": trainer.model_why, "pace_from": None}
     if not cfg.time_budget:
         return record
+    known = trainer.pace if trainer.pace is not None and trainer.pace.fits(trainer) else None
     saved, rng = trainer.step.snapshot(), rng_state()
     try:
-        per_step = _train_seconds_per_step(trainer)
+        per_step = known.seconds_per_step if known else _train_seconds_per_step(trainer)
         per_image = _val_seconds_per_image(trainer) if trainer.data.val_rows.size else 0.0
     finally:
         trainer.step.restore(saved)
@@ -137,7 +162,7 @@ def plan(trainer) -> dict:
     record.update(budget_s=budget_seconds(cfg.time_budget), epochs=epochs, first_plan_epochs=epochs,
                   seconds_per_step=per_step, seconds_per_val_image=per_image, val_every=every,
                   seconds_per_epoch=train_s + val_s / every, warmup_epochs=min(cfg.warmup_epochs, epochs / 5),
-                  startup_s=time.time() - trainer.started)
+                  startup_s=time.time() - trainer.started, pace_from=known.source if known else "this fold's probe")
     return distributed.gather(record)[0]
 
 
@@ -149,7 +174,7 @@ def replan(trainer, epoch_seconds: float) -> dict:
     p = trainer.plan
     val_s = p["val_images"] * p["seconds_per_val_image"]
     times = trainer.step_seconds
-    steady = statistics.median(times[len(times) // 4:]) * p["steps_per_epoch"] if times else epoch_seconds
+    steady = steady_seconds(times) * p["steps_per_epoch"] if times else epoch_seconds
     left = _deadline(trainer) - time.time() - (val_s if trainer._validates(1) else 0.0)    # this epoch's own
     more = epochs_left(left, steady, val_s, p["val_every"])
     result = {**p, "epochs": 1 + more, "replanned": epoch_seconds, "seconds_per_epoch": steady + val_s / p["val_every"]}

@@ -6,9 +6,12 @@
 - From scratch without a time budget: nf_resnet26, the from-scratch default before `auto` existed. At equal epochs it
   learned more per epoch than nf_resnet18 (digits-hard, 8 epochs: +6.9 pt validation accuracy, bench/RESULTS.md).
 - From scratch under --time-budget: nf_resnet26 when at least MIN_EPOCHS of its epochs fit the fold's budget (timed
-  here on a few real steps), else nf_resnet18 (kit/train/nf_resnet.py), which runs ~2.3x the images a second and
-  so fits ~2.3x the epochs. Measured at the hand loop's seconds (bench/RESULTS.md "Equal wall time, fourth wave"):
-  where nf_resnet26 fit 1-3 epochs, nf_resnet18 scored higher on digits-hard and photo-patches-6k.
+  here on a few real steps), else nf_resnet18 (kit/train/nf_resnet.py), which runs 1.4x-2.4x the images a second
+  (FAST_FASTER) and so fits that many more epochs. Measured at the hand loop's seconds (bench/RESULTS.md "Equal wall
+  time, fourth wave"): where nf_resnet26 fit 1-3 epochs, nf_resnet18 scored higher on digits-hard and
+  photo-patches-6k. When nf_resnet18 is chosen, its fold plans from nf_resnet26's timed step divided by the least
+  measured speed-up (a Pace) instead of timing its own: a few seconds saved where the budget is short, and the plan
+  made again after its first epoch corrects the estimate (it errs towards too few epochs, never towards overrunning).
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ import numpy as np
 import torch
 
 from kit.evaluate.rundir import RunDir
-from kit.train.budget import epochs_left
+from kit.train.budget import Pace, epochs_left
 from kit.train.model import hub_architecture
-from kit.settings.config import DEFAULT_BATCH
+from kit.settings.config import MODEL_BATCH, DEFAULT_BATCH
 
 AUTO = "auto"
 FINETUNE_MODEL = "eca_nfnet_l0"
@@ -30,22 +33,27 @@ SCRATCH_MODEL = "nf_resnet26"
 FAST_MODEL = "nf_resnet18"
 MIN_EPOCHS = 4
 PROBE_STEPS = 3
+# nf_resnet18's training images a second over nf_resnet26's (each at its own batch, 32 px, fp32, 2 CPU cores): 2.36
+# on an AVX-512 EPYC (bench/throughput.py, 478 vs 202), 1.42 on an AVX2 EPYC (kit.train.choice.seconds_per_step,
+# 12 steps, 5.6 vs 7.7 ms an image); the least, so an estimate from it plans too few epochs rather than too many
+FAST_FASTER = 1.4
 
 
 def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int, val_images: int,
-                 deadline: float | None) -> tuple[str, str]:
-    """(timm model name, why) for `--model auto`; `deadline`: when the fold's last epoch must end under its
-    --time-budget (kit.train.budget.deadline; None: no budget)."""
+                 deadline: float | None) -> tuple[str, str, Pace | None]:
+    """(timm model name, why, the chosen model's step if it was timed here) for `--model auto`; `deadline`: when the
+    fold's last epoch must end under its --time-budget (kit.train.budget.deadline; None: no budget)."""
     trained = [k for k in run.trained() if run.fold_config_file(k).is_file()]
     if trained:
-        return run.fold_setup(trained[0])["model"], f"the model of the run's trained fold {trained[0]}"
+        return run.fold_setup(trained[0])["model"], f"the model of the run's trained fold {trained[0]}", None
     published = hub_architecture(Path(cfg.pretrained_file)) if cfg.pretrained_file else None
     if published:
-        return published.split(".")[0], f"the architecture of --pretrained-file {cfg.pretrained_file} (config.json)"
+        return published.split(".")[0], f"the architecture of --pretrained-file {cfg.pretrained_file} (config.json)", \
+            None
     if cfg.pretrained or cfg.pretrained_file:
-        return FINETUNE_MODEL, "fine-tuning from pretrained weights: the finetune recipe's model"
+        return FINETUNE_MODEL, "fine-tuning from pretrained weights: the finetune recipe's model", None
     if deadline is None:
-        return SCRATCH_MODEL, "from scratch, no time budget: the model that learned most per epoch"
+        return SCRATCH_MODEL, "from scratch, no time budget: the model that learned most per epoch", None
     batch = max(1, min(cfg.batch_size or DEFAULT_BATCH, train_images))
     per_step = seconds_per_step(cfg, SCRATCH_MODEL, task, targets[:batch])
     train_s = per_step * (train_images // batch)
@@ -54,9 +62,12 @@ def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int,
     epochs = epochs_left(deadline - time.time() - 2 * per_step * PROBE_STEPS, train_s, val_s, 1)   # its own probe
     if epochs >= MIN_EPOCHS:
         return SCRATCH_MODEL, (f"from scratch: {epochs} epochs of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
-                               f"each), at least {MIN_EPOCHS}")
+                               f"each), at least {MIN_EPOCHS}"), None
+    fast_batch = max(1, min(cfg.batch_size or MODEL_BATCH.get(FAST_MODEL, DEFAULT_BATCH), train_images))
+    pace = Pace(FAST_MODEL, fast_batch, per_step / batch * fast_batch / FAST_FASTER,
+                f"{SCRATCH_MODEL}'s step timed by the model choice, / {FAST_FASTER}")
     return FAST_MODEL, (f"from scratch: only {epochs} epoch(s) of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
-                        f"each), fewer than {MIN_EPOCHS}: the faster {FAST_MODEL} fits about twice as many")
+                        f"each), fewer than {MIN_EPOCHS}: the faster {FAST_MODEL} fits more"), pace
 
 
 def seconds_per_step(cfg, name: str, task, targets: np.ndarray) -> float:

@@ -94,6 +94,7 @@ class FoldResult:
     best_score: float              # NaN for the full model
     oof: Optional[Oof]             # predictions of the best checkpoint for the fold's validation rows (full: None)
     seconds: float
+    pace: Optional[budget.Pace] = None      # its last epoch's steady step: the next fold's plan starts from it
 
 
 def _tensorboard(path):
@@ -140,12 +141,13 @@ class Trainer:
 
     def __init__(self, cfg: Config, task: Task, data: FoldData, run: RunDir, dist: distributed.Dist,
                  resume: bool = False, force_resume: bool = False, images: ImageStore | None = None,
-                 started: float | None = None, model_why: str = "set by --model"):
+                 started: float | None = None, model_why: str = "set by --model", pace: budget.Pace | None = None):
         """`images`: the run's decoded images (kit.train.cache), shared by its folds; `started`: when this fold's
         time budget began (the process's start for a run's first fold: its start-up counts); `model_why`: why
-        this model (kit.train.choice), for the plan."""
+        this model (kit.train.choice), for the plan; `pace`: a step already timed in this process (kit.train.budget),
+        which a --time-budget plans from instead of probing again."""
         started = started or time.time()
-        self.model_why = model_why
+        self.model_why, self.pace, self.step_seconds = model_why, pace, []
         self.cfg, self.task, self.data, self.run, self.dist = cfg, task, data, run, dist
         self.fold = data.fold
         device = resolve_device(cfg.device)
@@ -390,12 +392,14 @@ class Trainer:
             raise KitError(f"fold {fold}: no epoch produced a finite {cfg.metric}; nothing to keep. Check the "
                            f"labels and the metric")
         best = checkpoint.load(self.run.best(fold))
+        steady = budget.steady_seconds(self.step_seconds)
+        pace = budget.Pace(cfg.model, self.batch_size, steady, f"fold {fold}'s steps") if steady else None
         if not self.data.val_rows.size:
             log.info(f"fold {fold}: the last epoch's weights ({'EMA, ' if self.ema else ''}no validation images) -> "
                      f"{self.run.best(fold)}")
-            return FoldResult(fold, best["epoch"], math.nan, None, time.time() - t0)
+            return FoldResult(fold, best["epoch"], math.nan, None, time.time() - t0, pace)
         log.info(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {self.run.best(fold)}")
-        return FoldResult(fold, best["epoch"], best["score"], read_oof([self.run.oof(fold)]), time.time() - t0)
+        return FoldResult(fold, best["epoch"], best["score"], read_oof([self.run.oof(fold)]), time.time() - t0, pace)
 
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the training rows (from where a resumed epoch stopped). Returns (mean loss, images/s)."""
@@ -508,11 +512,11 @@ class Trainer:
 
 def train_fold(cfg: Config, task: Task, data: FoldData, run: RunDir, resume: bool = False,
                force_resume: bool = False, images: ImageStore | None = None, started: float | None = None,
-               model_why: str = "set by --model") -> FoldResult:
+               model_why: str = "set by --model", pace: budget.Pace | None = None) -> FoldResult:
     """Train one fold, recording the settings it trains with. The caller holds the fold's lock (kit.train.run)."""
     d = distributed.current()
     if d.main:
         save_config(cfg, run.fold_config_file(data.fold))
     if resume and not run.last(data.fold).is_file():
         log.info(f"fold {data.fold}: no checkpoint to resume from in {run.fold_dir(data.fold)}; starting the fold")
-    return Trainer(cfg, task, data, run, d, resume, force_resume, images, started, model_why).fit()
+    return Trainer(cfg, task, data, run, d, resume, force_resume, images, started, model_why, pace).fit()

@@ -23,7 +23,7 @@ from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
 from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
 from kit.train import distributed, state
-from kit.train.budget import deadline
+from kit.train.budget import Pace, deadline
 from kit.train.cache import ImageStore
 from kit.train.choice import AUTO, choose_model
 from kit.train.device import resolve_device, resolve_precision
@@ -145,6 +145,7 @@ class Plan:
     images: ImageStore
     teacher: Optional[Teacher] = None
     model_why: str = "set by --model"
+    pace: Optional[Pace] = None          # a step --model auto timed (kit.train.budget): the first fold's plan uses it
 
 
 def check_outputs(cfg: Config) -> None:
@@ -179,8 +180,8 @@ def plan(cfg: Config, fold: str, resume: bool, force: bool, started: float | Non
     if cfg.model == AUTO:
         val_images = int(np.sum(fold_of_row == todo[0])) if todo[0] != FULL else 0
         end = deadline(cfg.time_budget, started or time.time()) if cfg.time_budget else None
-        cfg.model, p.model_why = choose_model(cfg, p.run, task, task.encode(table.labels), len(table.ids) - val_images,
-                                              val_images, end)
+        cfg.model, p.model_why, p.pace = choose_model(cfg, p.run, task, task.encode(table.labels),
+                                                      len(table.ids) - val_images, val_images, end)
         log.info(f"model: {cfg.model} ({p.model_why})")
     cfg.batch_size = batch_for(cfg)              # the saved config says what ran: the model's batch, the scaled lr
     if cfg.lr is None:
@@ -264,10 +265,11 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
             except KitError as e:
                 error = str(e)
         distributed.agree(error)        # every rank stops on a refusal; none waits for the others
-        results = []
+        results, pace = [], p.pace
         for k in p.todo:
             results.append(train_fold(cfg, p.task, fold_data(p, k), p.run, p.resume, p.force, p.images, started,
-                                      p.model_why))
+                                      p.model_why, pace))
+            pace = results[-1].pace or pace     # the next fold plans from this one's steps instead of probing
             started = time.time()           # the next fold's budget counts the reports drawn between the two
             if d.main:
                 reports(p.run, quiet=True)

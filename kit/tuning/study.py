@@ -33,7 +33,7 @@ import yaml
 from kit.core.atomic import write_text
 from kit.core.errors import KitError
 from kit.evaluate.oof import Oof, read_history
-from kit.evaluate.report import load_folds
+from kit.evaluate.report import load_folds, pyplot
 from kit.evaluate.rundir import RunDir
 from kit.settings.config import load_config
 from kit.tuning.space import Param, read_space
@@ -184,12 +184,10 @@ def importance(optuna, study, path: Path, complete: int) -> None:
     if complete < 2:
         return
     try:
-        import matplotlib
-        matplotlib.use("Agg")
+        plt = pyplot()
         ax = optuna.visualization.matplotlib.plot_param_importances(study)
         ax.figure.savefig(path.with_suffix(f".tmp{os.getpid()}.png"), dpi=100, bbox_inches="tight")
         os.replace(path.with_suffix(f".tmp{os.getpid()}.png"), path)
-        import matplotlib.pyplot as plt
         plt.close(ax.figure)
     except (ValueError, RuntimeError) as e:         # e.g. every completed trial sampled the same values
         log.info(f"tune: no importance plot ({e})")
