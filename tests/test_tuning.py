@@ -155,15 +155,18 @@ def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsy
     comp = make_competition(tmp_path / "comp", per_class=6)
     base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY[:-4],
             "--num-workers", "0", "--warmup-epochs", "0.2", "--fold", "0"]
-    r = run_entry(capsys, *base, "--run-dir", tmp_path / "budget", "--time-budget", "8s")
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "budget", "--time-budget", "8s", "--fold", "all")
     assert r.returncode == 0, r.stderr
     plan = json.loads((tmp_path / "budget" / "fold0" / "plan.json").read_text())
     assert plan["epochs"] >= 1 and plan["budget_s"] == 8 and plan["seconds_per_step"] > 0
+    assert plan["pace_from"] == "this fold's probe"
+    assert json.loads((tmp_path / "budget" / "fold1" / "plan.json").read_text())["pace_from"] == "fold 0's steps"
     assert re.search(rf"time budget 8s: [0-9.]+s an epoch measured .* -> {plan['epochs']} epochs", r.stdout)
     history = (tmp_path / "budget" / "fold0" / "metrics.csv").read_text().splitlines()
     assert len(history) == plan["epochs"] + 1
     cv = (tmp_path / "budget" / "cv.md").read_text()
-    assert f"Time budget 8s per fold, planned from each fold's first steps: fold 0: {plan['epochs']} epochs" in cv
+    assert (f"Time budget 8s per fold, planned from a timed training step and made again after each fold's first "
+            f"epoch: fold 0: {plan['epochs']} epochs") in cv and "the step from fold 0's steps)" in cv
     r = run_entry(capsys, *base, "--run-dir", tmp_path / "fixed", "--epochs", str(plan["epochs"]))
     assert r.returncode == 0, r.stderr
     budgeted = checkpoint.load(tmp_path / "budget" / "fold0" / "best.pt")["model"]
@@ -171,7 +174,7 @@ def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsy
     assert all(torch.equal(budgeted[n], fixed[n]) for n in fixed)
     last = checkpoint.load(tmp_path / "budget" / "fold0" / "last.pt")
     assert last["plan"] == plan                                         # a resume keeps the plan
-    r = run_entry(capsys, *base, "--run-dir", tmp_path / "budget", "--time-budget", "8s", "--resume")
+    r = run_entry(capsys, *base, "--run-dir", tmp_path / "budget", "--time-budget", "8s", "--resume", "--fold", "all")
     assert r.returncode == 0 and "already trained" in r.stdout, r.stdout
     assert_user_error(run_entry(capsys, *base, "--run-dir", tmp_path / "x", "--time-budget", "soon"),
                       r"time_budget must be a duration like 20m")

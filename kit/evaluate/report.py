@@ -251,17 +251,17 @@ def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
     text = ("## Plan\n\n| fold | model | why this model | batch | lr | precision | epochs |\n"
             "|---|---|---|---:|---:|---|---|\n" + "\n".join(rows) + "\n\n")
     if cfg.time_budget:
-        parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each)" for k, p in plans.items()
-                 if p.get("budget_s")]
-        text = f"Time budget {cfg.time_budget} per fold, planned from each fold's first steps: {'; '.join(parts)}.\n\n" \
-            + text
+        parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each, the step from "
+                 f"{p.get('pace_from') or 'its probe'})" for k, p in plans.items() if p.get("budget_s")]
+        text = f"Time budget {cfg.time_budget} per fold, planned from a timed training step and made again after " \
+            f"each fold's first epoch: {'; '.join(parts)}.\n\n" + text
     return text
 
 
 def _budget_cell(p: dict) -> str:
     if not p.get("budget_s"):
         return ""
-    replan = (f", re-planned after the first epoch (the probe said {p['first_plan_epochs']})"
+    replan = (f", re-planned after the first epoch (the first plan said {p['first_plan_epochs']})"
               if p.get("replanned") is not None and p["first_plan_epochs"] != p["epochs"] else "")
     every = f", validated every {p['val_every']} epochs and after the last" if p.get("val_every", 1) > 1 else ""
     return (f" of {p['seconds_per_epoch']:.1f} s in a {p['budget_s']:.0f} s budget (start-up "
