@@ -84,3 +84,16 @@ def test_zero_clip_is_a_no_op():
     p.grad = torch.full((3, 3), 100.0)
     adaptive_clip_grad_([p], 0.0)
     assert torch.equal(p.grad, torch.full((3, 3), 100.0))
+
+
+def test_the_auto_clip_factor_follows_the_batch_and_the_optimizer():
+    """auto: 0.01 x sqrt(4096 / batch) for SGD (the paper's 0.01 at 4096, 0.113 at 32 as measured), capped at 0.16;
+    0.01 for AdamW at any batch; a number is used as given."""
+    from kit.train.agc import clip_factor
+    assert clip_factor("auto", 4096, "sgd") == 0.01
+    assert clip_factor("auto", 32, "sgd") == 0.1131
+    assert clip_factor("auto", 256, "sgd") == 0.04 and clip_factor("auto", 1000, "sgd") == 0.0202
+    assert clip_factor("auto", 8, "sgd") == 0.16 == clip_factor("auto", 1, "sgd")        # the cap
+    assert clip_factor("auto", 32, "adamw") == 0.01 == clip_factor("auto", 4096, "adamw")
+    assert clip_factor("0.05", 32, "sgd") == 0.05 and clip_factor("0", 32, "adamw") == 0.0
+    assert clip_factor("auto", 100, "sgd") == 0.064                     # rounded to 4 places
