@@ -34,7 +34,7 @@ from kit.core.task import Task, restore
 # Settings that only decide where or how fast a run happens, or where its starting weights are read from (the
 # kit cannot tell whether two sources hold the same weights); every other setting changes the trained models.
 RUNTIME_KEYS = frozenset({"device", "num_workers", "save_every_steps", "run_dir", "data_dir", "pretrained",
-                          "pretrained_file", "tensorboard", "channels_last"})
+                          "pretrained_file", "tensorboard", "tracker", "channels_last"})
 _FOLD_DIR = re.compile(r"^fold(\d+)$")
 FULL = "full"          # the model trained on every image: RUN/full/, beside RUN/fold<k>/
 

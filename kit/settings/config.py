@@ -153,6 +153,8 @@ class Config:
     save_every_steps: int = knob(0, "also save a resumable checkpoint every N optimizer steps")
     deterministic: bool = knob(True, "deterministic algorithms (bit-identical CPU runs)")
     tensorboard: bool = knob(False, "also log epoch scalars to <run dir>/fold<k>/tb (needs tensorboard)")
+    tracker: str = knob("none", "also log settings, epochs and reports to: none, mlflow, tensorboard, or several joined "
+                                "by commas (kit/train/tracking.py; mlflow: pip install -e '.[track]')")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

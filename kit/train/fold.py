@@ -38,6 +38,7 @@ from kit.train.model import ImageNormalizer, create_model, normalization, split_
 from kit.train.objective import Objective
 from kit.train.step import Step
 from kit.train.teacher import Teaching
+from kit.train.tracking import Tracking
 from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
 from kit.evaluate.rundir import FULL, RunDir
 from kit.core.task import Task
@@ -97,14 +98,6 @@ class FoldResult:
     pace: Optional[budget.Pace] = None      # its last epoch's steady step: the next fold's plan starts from it
 
 
-def _tensorboard(path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise KitError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(path))
-
-
 def average_weights(states: list[dict]) -> dict:
     """The element-wise mean of state dicts (integer buffers, counters, from the first)."""
     return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
@@ -141,13 +134,15 @@ class Trainer:
 
     def __init__(self, cfg: Config, task: Task, data: FoldData, run: RunDir, dist: distributed.Dist,
                  resume: bool = False, force_resume: bool = False, images: ImageStore | None = None,
-                 started: float | None = None, model_why: str = "set by --model", pace: budget.Pace | None = None):
+                 started: float | None = None, model_why: str = "set by --model", pace: budget.Pace | None = None,
+                 track: Tracking | None = None):
         """`images`: the run's decoded images (kit.train.cache), shared by its folds; `started`: when this fold's
         time budget began (the process's start for a run's first fold: its start-up counts); `model_why`: why
         this model (kit.train.choice), for the plan; `pace`: a step already timed in this process (kit.train.budget),
-        which a --time-budget plans from instead of probing again."""
+        which a --time-budget plans from instead of probing again; `track`: the run's trackers (kit.train.tracking),
+        told every epoch."""
         started = started or time.time()
-        self.model_why, self.pace, self.step_seconds = model_why, pace, []
+        self.model_why, self.pace, self.step_seconds, self.track = model_why, pace, [], track
         self.cfg, self.task, self.data, self.run, self.dist = cfg, task, data, run, dist
         self.fold = data.fold
         device = resolve_device(cfg.device)
@@ -211,7 +206,6 @@ class Trainer:
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
         self.saved_at: str | None = None         # where last.pt stands, for messages
-        self.tb = _tensorboard(run.fold_dir(self.fold) / "tb") if cfg.tensorboard and dist.main else None
 
     def _loaders(self, images: ImageStore) -> None:
         """The training and validation loaders over the fold's images: decoded into memory once (kit.train.cache)
@@ -312,7 +306,8 @@ class Trainer:
                                    val_score, improved, time.time() - e0, train_rate))
             if self.dist.main:
                 write_history(self.run.history(self.fold), p.history)
-            self._log_scalars(p.history[-1])
+            if self.track is not None:
+                self.track.epoch(self.fold, p.history[-1])
             self.save_last()
             log.info(f"fold {self.fold} epoch {p.epoch}/{self.epochs}: train_loss {train_loss:.4f} val_loss "
                      f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
@@ -501,22 +496,14 @@ class Trainer:
         return Oof([table.ids[r] for r in rows], [table.labels[r] for r in rows], self.data.fold_of_row[rows],
                    probs, self.task.output_columns())
 
-    def _log_scalars(self, e: Epoch) -> None:
-        if self.tb is None:
-            return
-        for name, value in (("loss/train", e.train_loss), ("loss/val", e.val_loss), (f"val/{e.metric}", e.score),
-                            ("lr", e.lr), ("train_images_per_s", e.train_images_per_s)):
-            self.tb.add_scalar(name, value, e.epoch)
-        self.tb.flush()
-
-
 def train_fold(cfg: Config, task: Task, data: FoldData, run: RunDir, resume: bool = False,
                force_resume: bool = False, images: ImageStore | None = None, started: float | None = None,
-               model_why: str = "set by --model", pace: budget.Pace | None = None) -> FoldResult:
+               model_why: str = "set by --model", pace: budget.Pace | None = None,
+               track: Tracking | None = None) -> FoldResult:
     """Train one fold, recording the settings it trains with. The caller holds the fold's lock (kit.train.run)."""
     d = distributed.current()
     if d.main:
         save_config(cfg, run.fold_config_file(data.fold))
     if resume and not run.last(data.fold).is_file():
         log.info(f"fold {data.fold}: no checkpoint to resume from in {run.fold_dir(data.fold)}; starting the fold")
-    return Trainer(cfg, task, data, run, d, resume, force_resume, images, started, model_why, pace).fit()
+    return Trainer(cfg, task, data, run, d, resume, force_resume, images, started, model_why, pace, track).fit()

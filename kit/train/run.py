@@ -22,7 +22,7 @@ from kit.evaluate.report import imbalance_advice, write_reports
 from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
 from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
-from kit.train import distributed, state
+from kit.train import distributed, state, tracking
 from kit.train.budget import Pace, deadline
 from kit.train.cache import ImageStore
 from kit.train.choice import AUTO, choose_model
@@ -161,6 +161,7 @@ def check_outputs(cfg: Config) -> None:
 def plan(cfg: Config, fold: str, resume: bool, force: bool, started: float | None = None) -> Plan:
     """Read and check everything a run needs; writes nothing. `started`: when the first fold's budget began."""
     check_outputs(cfg)
+    tracking.check(cfg)
     table = train_table(cfg)
     task = resolve_task(cfg, table)
     task.check_training(cfg)
@@ -265,10 +266,11 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
             except KitError as e:
                 error = str(e)
         distributed.agree(error)        # every rank stops on a refusal; none waits for the others
+        track = tracking.Tracking(cfg, p.run) if d.main else None
         results, pace = [], p.pace
         for k in p.todo:
             results.append(train_fold(cfg, p.task, fold_data(p, k), p.run, p.resume, p.force, p.images, started,
-                                      p.model_why, pace))
+                                      p.model_why, pace, track))
             pace = results[-1].pace or pace     # the next fold plans from this one's steps instead of probing
             started = time.time()           # the next fold's budget counts the reports drawn between the two
             if d.main:
@@ -278,6 +280,8 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
     if fold == "all" and d.main:
         summary["cv"] = write_cv(p, results)
         reports(p.run)
+    if track is not None:
+        track.finish(summary.get("cv"))
     return summary
 
 
