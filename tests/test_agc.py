@@ -97,3 +97,4 @@ def test_the_auto_clip_factor_follows_the_batch_and_the_optimizer():
     assert clip_factor("auto", 32, "adamw") == 0.01 == clip_factor("auto", 4096, "adamw")
     assert clip_factor("0.05", 32, "sgd") == 0.05 and clip_factor("0", 32, "adamw") == 0.0
     assert clip_factor("auto", 100, "sgd") == 0.064                     # rounded to 4 places
+    assert clip_factor("".join(["au", "to"]), 32, "sgd") == 0.1131      # compared by value: a YAML string is not interned
