@@ -63,7 +63,6 @@ class FoldSummary:
         return sum(e.seconds for e in self.history)
 
 
-
 def pyplot():
     """matplotlib's pyplot on the file-only backend, imported when a figure is drawn: training imports this module,
     and ~0.4 s of import at start-up is time a --time-budget would take from the epochs."""
@@ -71,6 +70,7 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
 
 def load_folds(run: RunDir) -> list[FoldSummary]:
     """Every fold with a history and OOF predictions so far."""

@@ -149,13 +149,14 @@ def plan(trainer) -> dict:
     if not cfg.time_budget:
         return record
     known = trainer.pace if trainer.pace is not None and trainer.pace.fits(trainer) else None
-    saved, rng = trainer.step.snapshot(), rng_state()
+    saved, rng = None if known else trainer.step.snapshot(), rng_state()    # only a training probe changes weights
     try:
         per_step = known.seconds_per_step if known else _train_seconds_per_step(trainer)
         per_image = _val_seconds_per_image(trainer) if trainer.data.val_rows.size else 0.0
     finally:
-        trainer.step.restore(saved)
-        set_rng_state(rng)
+        if saved is not None:
+            trainer.step.restore(saved)
+        set_rng_state(rng)                          # a loader's iterator draws its seed from the global RNG
     train_s, val_s = trainer.batches_per_epoch * per_step, record["val_images"] * per_image
     every = val_every(cfg.val_every, train_s, val_s)
     epochs = max(1, epochs_left(_deadline(trainer) - time.time(), train_s, val_s, every))

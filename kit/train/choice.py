@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from kit.evaluate.rundir import RunDir
 from kit.train.budget import Pace, epochs_left
 from kit.train.model import hub_architecture
-from kit.settings.config import MODEL_BATCH, DEFAULT_BATCH
+from kit.settings.config import batch_for
 
 AUTO = "auto"
 FINETUNE_MODEL = "eca_nfnet_l0"
@@ -54,7 +55,7 @@ def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int,
         return FINETUNE_MODEL, "fine-tuning from pretrained weights: the finetune recipe's model", None
     if deadline is None:
         return SCRATCH_MODEL, "from scratch, no time budget: the model that learned most per epoch", None
-    batch = max(1, min(cfg.batch_size or DEFAULT_BATCH, train_images))
+    batch = _batch(cfg, SCRATCH_MODEL, train_images)
     per_step = seconds_per_step(cfg, SCRATCH_MODEL, task, targets[:batch])
     train_s = per_step * (train_images // batch)
     val_s = per_step / 3 * val_images / batch                     # a forward pass: about a third of a step
@@ -63,11 +64,16 @@ def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int,
     if epochs >= MIN_EPOCHS:
         return SCRATCH_MODEL, (f"from scratch: {epochs} epochs of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
                                f"each), at least {MIN_EPOCHS}"), None
-    fast_batch = max(1, min(cfg.batch_size or MODEL_BATCH.get(FAST_MODEL, DEFAULT_BATCH), train_images))
+    fast_batch = _batch(cfg, FAST_MODEL, train_images)
     pace = Pace(FAST_MODEL, fast_batch, per_step / batch * fast_batch / FAST_FASTER,
                 f"{SCRATCH_MODEL}'s step timed by the model choice, / {FAST_FASTER}")
     return FAST_MODEL, (f"from scratch: only {epochs} epoch(s) of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
                         f"each), fewer than {MIN_EPOCHS}: the faster {FAST_MODEL} fits more"), pace
+
+
+def _batch(cfg, model: str, train_images: int) -> int:
+    """The batch `model` would train at (kit.settings.config.batch_for), at most the training images."""
+    return max(1, min(batch_for(dataclasses.replace(cfg, model=model)), train_images))
 
 
 def seconds_per_step(cfg, name: str, task, targets: np.ndarray) -> float:

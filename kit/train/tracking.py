@@ -20,14 +20,15 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import time
 from pathlib import Path
 
 from kit.core.errors import KitError
 from kit.evaluate.oof import Epoch
 from kit.evaluate.rundir import RunDir
 
-TRACKERS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard", "pip install tensorboard"),
-            "mlflow": ("mlflow", "mlflow", "pip install -e '.[track]' (mlflow-skinny)")}
+TRACKERS = {"tensorboard": ("tensorboard", "pip install tensorboard"),       # name -> (package, how to install it)
+            "mlflow": ("mlflow", "pip install -e '.[track]' (mlflow-skinny)")}
 RUN_TAG = "kit.run_dir"
 
 
@@ -45,7 +46,7 @@ def check(cfg) -> None:
         if name not in TRACKERS:
             raise KitError(f"--tracker {name!r}: unknown tracker; trackers: none, {', '.join(TRACKERS)} (several joined "
                            f"by commas)")
-        module, package, install = TRACKERS[name]
+        package, install = TRACKERS[name]
         if importlib.util.find_spec(package) is None:
             raise KitError(f"--tracker {name} needs the {package} package: {install}")
 
@@ -97,7 +98,6 @@ class Tracking:
 
 def _metric(key: str, value: float, step: int):
     from mlflow.entities import Metric
-    import time
     return Metric(key, float(value), int(time.time() * 1000), step)
 
 
