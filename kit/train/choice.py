@@ -11,7 +11,8 @@
   time, fourth wave"): where nf_resnet26 fit 1-3 epochs, nf_resnet18 scored higher on digits-hard and
   photo-patches-6k. When nf_resnet18 is chosen, its fold plans from nf_resnet26's timed step divided by the least
   measured speed-up (a Pace) instead of timing its own: a few seconds saved where the budget is short, and the plan
-  made again after its first epoch corrects the estimate (it errs towards too few epochs, never towards overrunning).
+  made again after its first epoch corrects the estimate (on average it errs towards too few epochs; a noisy probe
+  can still plan one too many, which the re-plan takes back).
 """
 from __future__ import annotations
 

@@ -238,8 +238,8 @@ class Trainer:
             every = f", validating every {result['val_every']} epochs and after the last" if result["val_every"] > 1 \
                 else ""
             log.info(f"fold {self.fold}: time budget {self.cfg.time_budget}: {result['seconds_per_epoch']:.1f}s an "
-                     f"epoch measured ({result['seconds_per_step'] * 1000:.0f} ms a step from {result['pace_from']}, start-up "
-                     f"{result['startup_s']:.1f}s) -> {result['epochs']} epochs{every}")
+                     f"epoch measured ({result['seconds_per_step'] * 1000:.0f} ms a step from {result['pace_from']}, "
+                     f"start-up {result['startup_s']:.1f}s) -> {result['epochs']} epochs{every}")
         return result
 
     def _replan(self, epoch_start: float) -> None:
