@@ -9,8 +9,9 @@
                report.csv, oof.csv, the figures, every fold's plan.json, metrics.csv and config.yaml) as artifacts.
                The store is $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory; a SQLite
                store's artifacts go to mlartifacts/ beside it (MLflow 3 keeps its file store in maintenance mode;
-               `mlflow ui --backend-store-uri sqlite:///mlflow.db` opens it). The experiment is the competition folder's name. kit.tune passes
-               --tracker to every trial, so each trial is an MLflow run of the study's experiment.
+               `mlflow ui --backend-store-uri sqlite:///mlflow.db` opens it). The experiment is the competition
+               folder's name. kit.tune passes --tracker to every trial, so each trial is an MLflow run of the
+               study's experiment.
 
 Each backend is an optional extra; one that is not installed is one error line naming it, before anything is
 written. Only rank 0 logs.
