@@ -98,6 +98,29 @@ def test_two_workers_share_one_sqlite_study_and_run_no_trial_twice(tmp_path):
         sorted(f"trial_{n}" for n in numbers)
 
 
+OPEN_AT = """
+import sys, time
+from pathlib import Path
+import optuna
+from kit.tuning.study import open_study
+while time.time() < float(sys.argv[2]):
+    pass                                # a busy wait: a sleep staggers their start and hides the race
+open_study(optuna, Path(sys.argv[1]), None, "s", "maximize", optuna.pruners.NopPruner())
+"""
+
+
+def test_workers_that_start_together_open_a_new_study_one_at_a_time(tmp_path):
+    # without the lock, 4 processes creating a new SQLite study at the same instant collided in 3 of 3 tries
+    # (alembic's version row: IntegrityError); CI saw it with two tune workers
+    import time
+    start = time.time() + 8                                        # after every process has imported optuna
+    workers = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(tmp_path), str(start)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [w.communicate(timeout=120) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-1500:] for o in outs]
+    assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'study.db'}")] == ["s"]
+
+
 def test_epochs_are_reported_per_fold_as_they_finish(tmp_path):
     from kit.evaluate.rundir import RunDir
     from kit.tuning.study import epoch_scores

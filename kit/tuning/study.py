@@ -5,7 +5,9 @@
 
 STUDY = --run-dir (default runs/tune/NAME):
   study.db               Optuna's storage (SQLite) unless --storage names another (postgresql://..., mysql://...):
-                         the same command on several machines then shares one study; re-running it continues it
+                         the same command on several machines then shares one study (start one first: it creates
+                         the database; workers of one machine wait for each other); re-running it continues it
+  .study.lock            held while a worker opens the storage
   trial_<n>/             trial n's run dir (config.yaml, fold<k>/, cv.md as train.py writes them), all trials on one
                          folds file (--folds-csv)
   trial_<n>.yaml         the settings trial n trained with (train.py --config takes it); trial_<n>.log its output
@@ -20,6 +22,7 @@ trial recorded as pruned. A trial whose training fails is recorded as failed wit
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -128,10 +131,7 @@ def tune(space: str, trials: int, fold: str, fixed: dict, study_name: str, stora
     fixed = {k: v for k, v in fixed.items() if k != "run_dir"}
     goal = direction(fixed)
     study_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)   # a killed worker's trial: failed
-    study = optuna.create_study(study_name=study_name, storage=rdb, direction=goal, load_if_exists=True,
-                                pruner=make_pruner(optuna, pruner))
+    study = open_study(optuna, study_dir, storage, study_name, goal, make_pruner(optuna, pruner))
     existing = len(study.get_trials(deepcopy=False))
     # seeded by the trials already run, so a resumed study does not draw its first values again (workers started
     # together may draw the same values: each still runs its own trial)
@@ -142,6 +142,17 @@ def tune(space: str, trials: int, fold: str, fixed: dict, study_name: str, stora
         study.optimize(lambda t: run_trial(t, study_dir, fixed, params, fold), catch=(TrialFailed,),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=None)])
     return summarize(optuna, study, study_dir, fixed, params)
+
+
+def open_study(optuna, study_dir: Path, storage: str | None, name: str, goal: str, pruner):
+    """The study `name` in `storage` (default: study_dir/study.db), created if new. Workers of one machine open it one
+    at a time: two creating a new database's schema at once collide on its version row (sqlalchemy IntegrityError,
+    seen in CI with two workers on one SQLite file)."""
+    url = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    with open(study_dir / ".study.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)            # dropped when the file closes (or the process dies)
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)   # a killed worker's trial: failed
+        return optuna.create_study(study_name=name, storage=rdb, direction=goal, load_if_exists=True, pruner=pruner)
 
 
 def make_pruner(optuna, name: str):
