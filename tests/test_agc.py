@@ -98,3 +98,31 @@ def test_the_auto_clip_factor_follows_the_batch_and_the_optimizer():
     assert clip_factor("0.05", 32, "sgd") == 0.05 and clip_factor("0", 32, "adamw") == 0.0
     assert clip_factor("auto", 100, "sgd") == 0.064                     # rounded to 4 places
     assert clip_factor("".join(["au", "to"]), 32, "sgd") == 0.1131      # compared by value: a YAML string is not interned
+
+
+def test_auto_turns_agc_off_for_a_net_with_normalization_layers_and_a_given_factor_stays():
+    """AGC is for normalizer-free nets: clipped, a BatchNorm resnet18 did not learn at all (bench/RESULTS.md)."""
+    from kit.train.agc import clip_factor, norm_layer
+    assert norm_layer(create_model("test_resnet", 3)) == "BatchNorm2d"
+    assert norm_layer(create_model("resnet18", 3)) == "BatchNorm2d"
+    assert norm_layer(create_model("test_nfnet", 3)) is None and norm_layer(create_model("nf_resnet18", 3)) is None
+    assert norm_layer(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))) == "LayerNorm"
+    assert clip_factor("auto", 32, "sgd", "BatchNorm2d") == 0.0 == clip_factor("auto", 32, "adamw", "LayerNorm")
+    assert clip_factor("auto", 32, "sgd", None) == 0.1131
+    assert clip_factor("0.05", 32, "sgd", "BatchNorm2d") == 0.05                  # the user's number is kept
+
+
+def test_without_agc_a_batchnorm_nets_zero_initialized_gains_can_move():
+    """The reason in numbers: a zero-initialized BatchNorm gain (timm's zero_init_last) clipped by AGC moves at most
+    eps x lambda a step; with auto (off) its SGD step is the raw gradient's."""
+    from kit.train.agc import clip_factor, norm_layer
+    model = create_model("resnet18", 3)
+    gain = model.layer1[0].bn2.weight
+    assert torch.count_nonzero(gain) == 0                                         # zero_init_last
+    model(torch.randn(4, 3, 32, 32)).logsumexp(1).sum().backward()
+    raw = gain.grad.clone()
+    adaptive_clip_grad_([gain], clip_factor("auto", 32, "sgd", None))
+    assert gain.grad.norm() <= 0.1131 * 1e-3 * 1.0001 < raw.norm()                 # clipped to eps x lambda
+    gain.grad = raw.clone()
+    adaptive_clip_grad_([gain], clip_factor("auto", 32, "sgd", norm_layer(model)))
+    assert torch.equal(gain.grad, raw)

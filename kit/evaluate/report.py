@@ -246,10 +246,10 @@ def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
     plans = {k: json.loads(run.plan(k).read_text(encoding="utf-8")) for k in names if run.plan(k).is_file()}
     if not plans:
         return ""
-    rows = [f"| {k} | {p['model']} | {p['model_why']} | {p['batch_size']} | {p['lr']:.4g} | {p['precision']} | "
-            f"{p['epochs']}{_budget_cell(p)} |" for k, p in plans.items()]
-    text = ("## Plan\n\n| fold | model | why this model | batch | lr | precision | epochs |\n"
-            "|---|---|---|---:|---:|---|---|\n" + "\n".join(rows) + "\n\n")
+    rows = [f"| {k} | {p['model']} | {p['model_why']} | {p['batch_size']} | {p['lr']:.4g} | {p.get('agc', '')} | "
+            f"{p['precision']} | {p['epochs']}{_budget_cell(p)} |" for k, p in plans.items()]
+    text = ("## Plan\n\n| fold | model | why this model | batch | lr | AGC | precision | epochs |\n"
+            "|---|---|---|---:|---:|---|---|---|\n" + "\n".join(rows) + "\n\n")
     if cfg.time_budget:
         parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each, the step from "
                  f"{p.get('pace_from') or 'its probe'})" for k, p in plans.items() if p.get("budget_s")]

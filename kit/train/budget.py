@@ -21,9 +21,11 @@ time, the fold is scored every `val_every` epochs (and always after the last), a
 fold<k>/plan.json  (every fold; the budget's fields are null without one)
                    {"budget_s", "epochs", "first_plan_epochs", "replanned", "seconds_per_step",
                     "seconds_per_val_image", "steps_per_epoch", "val_images", "val_every", "seconds_per_epoch",
-                    "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "model", "model_why", "pace_from"}
+                    "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "agc", "model", "model_why",
+                    "pace_from"}
   epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran); first_plan_epochs: the probe's;
   replanned: the first epoch's seconds when the plan was made again from it (null until then);
+  agc: the AGC clip factor in force and why, e.g. "0.1131 (auto)", "off (auto: the model has BatchNorm2d layers)"
   model, model_why: the model trained and why (kit.train.choice, for --model auto; else "set by --model")
   pace_from: where seconds_per_step came from: "this fold's probe", "the model choice's probe", "fold <k>'s
              steps" (null without a budget)
@@ -145,7 +147,7 @@ def plan(trainer) -> dict:
               "val_images": len(trainer.data.val_rows), "val_every": cfg.val_every or 1, "seconds_per_epoch": None,
               "warmup_epochs": cfg.warmup_epochs, "startup_s": time.time() - trainer.started,
               "precision": trainer.precision.name, "batch_size": trainer.batch_size, "lr": trainer.lr,
-              "model": cfg.model, "model_why": trainer.model_why, "pace_from": None}
+              "agc": trainer.agc_note(), "model": cfg.model, "model_why": trainer.model_why, "pace_from": None}
     if not cfg.time_budget:
         return record
     known = trainer.pace if trainer.pace is not None and trainer.pace.fits(trainer) else None

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from kit.train import budget, checkpoint, distributed, state
-from kit.train.agc import clip_factor
+from kit.train.agc import clip_factor, norm_layer
 from kit.train.augment import TrainAugment, policy_name
 from kit.train.batch import DeviceBatch, Mixer
 from kit.train.cache import ImageStore
@@ -186,7 +186,13 @@ class Trainer:
         self.optimizer = create_optimizer_v2(self.model, opt=cfg.optimizer, lr=self.lr, weight_decay=cfg.weight_decay,
                                              momentum=cfg.momentum, fused=True)
         # lambda of the global batch per optimizer step, the batch the gradient is averaged over
-        self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer)
+        self.norm_layer = norm_layer(self.model)
+        self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer,
+                                    self.norm_layer)
+        if self.norm_layer and self.agc_clip > 0:
+            log.warning(f"fold {self.fold}: AGC {self.agc_clip} on {cfg.model}, a net with {self.norm_layer} layers: AGC is "
+                        f"for normalizer-free nets, and it kept a BatchNorm resnet18 from learning at all (bench/"
+                        f"RESULTS.md); --agc-clip auto turns it off for such a net")
         self.objective = Objective(task, cfg.label_smoothing, cfg.distill_weight if data.teaching else None,
                                    cfg.distill_temperature,
                                    task.class_weights(data.targets[data.labelled_train_rows])
@@ -327,7 +333,13 @@ class Trainer:
                  f"device {self.device} ({self.precision.name}), batch {self.batch_size}x{cfg.accum_steps}"
                  f"{f' on each of {d.world} processes' if d.active else ''}, lr {self.lr:.4g}, "
                  f"images {'in memory' if self.cached else 'read from the files every epoch'}, "
-                 f"AGC {'off' if self.agc_clip == 0 else self.agc_clip}{' (auto)' if cfg.agc_clip == 'auto' else ''}")
+                 f"AGC {self.agc_note()}")
+
+    def agc_note(self) -> str:
+        """The clip factor in force and where it came from, e.g. "off (auto: the model has BatchNorm2d layers)"."""
+        why = "" if self.cfg.agc_clip != "auto" else \
+            f" (auto: the model has {self.norm_layer} layers)" if self.norm_layer else " (auto)"
+        return f"{'off' if self.agc_clip == 0 else self.agc_clip}{why}"
 
     def _check_finite(self, train_loss: float, val_loss: float) -> None:
         if self.data.val_rows.size and self._validates(self.progress.epoch + 1) and not math.isfinite(val_loss):
