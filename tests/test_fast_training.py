@@ -173,8 +173,9 @@ def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_
     monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)   # 3 steps of 32 an epoch; its probe: 0.8 s
     now = __import__("time").time()
     assert choice.choose_model(cfg, run, task, targets, 96, 0, None)[0] == "nf_resnet26"
-    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 4 * 0.3 + 0.1)
-    assert (name, pace) == ("nf_resnet26", None)                      # its fold times its own step
+    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 3 * 0.3 + 0.1)
+    assert (name, pace) == ("nf_resnet26", None)                      # 3 epochs fit; its fold times its own step
+    assert "3 epochs of nf_resnet26 fit the budget" in why
     name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 2 * 0.3 + 0.1)
     assert name == "nf_resnet18" and "only 2 epoch(s) of nf_resnet26 fit" in why
     assert (pace.model, pace.batch_size) == ("nf_resnet18", 64)      # its fold plans from the probe's step:
