@@ -217,4 +217,5 @@ def test_a_run_says_its_plan_in_cv_md(tmp_path, capsys):
     cv = (tmp_path / "run" / "cv.md").read_text()
     plan = json.loads((tmp_path / "run" / "fold1" / "plan.json").read_text())
     assert plan["model"] == "test_nfnet" and plan["batch_size"] == 8 and plan["epochs"] == 2
-    assert "## Plan" in cv and f"| 1 | test_nfnet | set by --model | 8 | 0.05 | {plan['precision']} | 2 |" in cv
+    assert "## Plan" in cv and f"| 1 | test_nfnet | set by --model | 8 | 0.05 | 0.16 (auto) | {plan['precision']} | 2 |" in cv
+    assert plan["agc"] == "0.16 (auto)"                       # batch 8, SGD: the cap; test_nfnet has no norm layers

@@ -107,9 +107,14 @@ def test_the_import_graph_is_parsed():
     assert set(FLOOR) == {p.name for p in KIT.iterdir() if p.is_dir() and p.name != "__pycache__"}
 
 
-def test_top_level_holds_packages_and_at_most_8_plain_modules():
-    plain = [p.name for p in KIT.glob("*.py")]
-    assert len(plain) <= 8, plain
+def test_top_level_holds_packages_and_thin_commands_only():
+    """Beside the stage packages, kit/ holds only `python -m kit.<command>` entry points: each hands its parsed flags
+    to a stage package under main_guard, in a few lines (the logic lives in the packages)."""
+    commands = [p for p in KIT.glob("*.py") if p.name != "__init__.py"]
+    assert len(commands) >= 8                                      # the check has something to check
+    for path in commands:
+        text = path.read_text()
+        assert "main_guard(main)" in text and len(text.splitlines()) <= 30, path.name
 
 
 def test_no_import_cycles_and_no_import_runs_up_a_floor():
