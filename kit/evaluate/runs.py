@@ -6,9 +6,9 @@ A run dir is a folder holding config.yaml and at least one fold<k>/ or full/ (tr
 seed of --seeds). One row per run: its model (the trained folds', so `auto` shows what it chose), image size, the
 settings that differ between the runs listed (every Config field outside RUNTIME_KEYS; equal ones are left out),
 the validation score of each fold's kept model as mean ± std, the folds finished of the run's num_folds, the mean
-training seconds per fold (its epochs' in metrics.csv; start-up and reports not counted), the graphs exported into it (ensemble.onnx, ensemble.int8.onnx) and the blends
-whose folder beside it names it (infer.py's blend_A+B/). Read-only: nothing under RUNS_DIR is written; --md writes
-the table to FILE (atomically) as well as printing it.
+training seconds per fold (its epochs' in metrics.csv; start-up and reports not counted), the graphs exported into
+it (ensemble.onnx, ensemble.int8.onnx) and the blends whose folder beside it names it (infer.py's blend_A+B/).
+Read-only: nothing under RUNS_DIR is written; --md writes the table to FILE (atomically) as well as printing it.
 
 --sort cv (the default) puts each run's best first in its own metric's direction (a lower RMSE ranks higher); runs
 of different metrics are grouped by metric.

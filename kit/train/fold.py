@@ -190,8 +190,8 @@ class Trainer:
         self.agc_clip = clip_factor(cfg.agc_clip, self.batch_size * cfg.accum_steps * dist.world, cfg.optimizer,
                                     self.norm_layer)
         if self.norm_layer and self.agc_clip > 0:
-            log.warning(f"fold {self.fold}: AGC {self.agc_clip} on {cfg.model}, a net with {self.norm_layer} layers: AGC is "
-                        f"for normalizer-free nets, and it kept a BatchNorm resnet18 from learning at all (bench/"
+            log.warning(f"fold {self.fold}: AGC {self.agc_clip} on {cfg.model}, a net with {self.norm_layer} layers: "
+                        f"AGC is for normalizer-free nets, and it kept a BatchNorm resnet18 from learning at all (bench/"
                         f"RESULTS.md); --agc-clip auto turns it off for such a net")
         self.objective = Objective(task, cfg.label_smoothing, cfg.distill_weight if data.teaching else None,
                                    cfg.distill_temperature,

@@ -151,7 +151,8 @@ def open_study(optuna, study_dir: Path, storage: str | None, name: str, goal: st
     url = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     with open(study_dir / ".study.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)            # dropped when the file closes (or the process dies)
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)   # a killed worker's trial: failed
+        # heartbeats: a killed worker's trial is recorded as failed
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
         return optuna.create_study(study_name=name, storage=rdb, direction=goal, load_if_exists=True, pruner=pruner)
 
 
