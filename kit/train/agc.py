@@ -57,10 +57,10 @@ def clip_factor(setting: str, batch_size: int, optimizer: str, normalized_by: st
     optimizer step) and the optimizer, and 0 (off) for a model with normalization layers (`normalized_by`).
 
     AGC is what lets a normalizer-free net train without BatchNorm; on a BatchNorm net it is the wrong tool. Measured
-    (digits-hard fold 0, timm resnet18, 5 epochs, bench/RESULTS.md "AGC on a BatchNorm net"): clipped at the SGD
-    factor below it did not learn at all (validation accuracy 0.135, chance 0.10; the train loss stayed above
-    ln 10), because a unit whose weight norm is ~0 -- BatchNorm's zero-initialized last gains, every bias -- can move
-    only eps x lambda a step; unclipped it reached 0.590.
+    (digits-hard fold 0, timm resnet18, 5 epochs; bench/RESULTS.md "The model under a short budget, and AGC on a
+    BatchNorm net"): clipped at the SGD factor below it did not learn at all (validation accuracy 0.135, chance 0.10;
+    the train loss stayed above ln 10), because a unit whose weight norm is ~0 -- BatchNorm's zero-initialized last
+    gains, every bias -- can move only eps x lambda a step; unclipped it reached 0.590.
 
     SGD: 0.01 * sqrt(4096 / batch), capped at 0.16. It passes through the paper's point (0.01 at batch 4096; Brock
     et al. report the best lambda falling as the batch grows) and the one measured here (bench/RESULTS.md, "AGC

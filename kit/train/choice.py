@@ -8,7 +8,7 @@
 - From scratch under --time-budget: nf_resnet26 when at least MIN_EPOCHS of its epochs fit the fold's budget (timed
   here on a few real steps), else nf_resnet18 (kit/train/nf_resnet.py), which runs 1.4x-2.4x the images a second
   (FAST_FASTER) and so fits that many more epochs. MIN_EPOCHS is 3, chosen on validation accuracy (bench/RESULTS.md
-  "The model under a short budget, on the AVX2 machine"): where this estimate said 3 epochs of nf_resnet26 fit,
+  "The model under a short budget, and AGC on a BatchNorm net"): where this estimate said 3 epochs of nf_resnet26 fit,
   nf_resnet26 beat nf_resnet18's 6 epochs by +4.3 pt validation on digits-hard (5 folds; +3.6 pt held-out test), and
   at 3-4 epochs it beat nf_resnet18 on average on the AVX-512 CPU's runs too (photo-patches +2.6 pt over 2 folds,
   photo-patches-6k +0.3 pt, digits-hard +6.6 pt on the fold where 3 fit); only at 2 epochs did nf_resnet18 win
