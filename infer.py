@@ -24,7 +24,9 @@ def parse_args(argv=None):
                         "run keeps the views among flips, transpose and rotations that improve its OOF score)")
     p.add_argument("--blend", default="auto", choices=["auto", "weights", "hill", "rank", "stack"],
                    help="how several runs are combined (kit/evaluate/blend.py); auto: the best honest (nested) CV")
-    p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it")
+    p.add_argument("--int8", action="store_true", help="also export an int8 graph and predict with it (for CPUs)")
+    p.add_argument("--fp16", action="store_true", help="also export an fp16 graph and predict with it (for GPUs; "
+                                                       "needs pip install -e '.[fp16]')")
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--re-export", action="store_true", help="export even when the graph is up to date (by default a "
                                                             "graph made from the same checkpoints and settings is "

@@ -246,6 +246,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
     from kit.train import checkpoint
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
+    (run / "ensemble.onnx").unlink(missing_ok=True)     # an export of the shared run by a test that ran before
     ckpt = checkpoint.load(run / "fold1" / "best.pt")
     ckpt["config"]["model"] = "nf_resnet26"
     checkpoint.save(ckpt, run / "fold1" / "best.pt")
@@ -260,6 +261,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
 def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
+    (run / "ensemble.onnx").unlink(missing_ok=True)     # an export of the shared run by a test that ran before
     marker = tmp_path / "pwned"
     save_crafted_checkpoint(run / "fold0" / "best.pt", "model", marker)
     r = run_entry(capsys, "infer.py", "--run-dir", run, "--export-only")
@@ -272,6 +274,7 @@ def test_crafted_checkpoint_in_a_run_dir(trained, tmp_path, capsys):
     (["--batch-size", "-1"], r"argument --batch-size: '-1' is outside 1\.\.inf"),
     (["--folds", "0,0"], r"--folds lists a fold twice \(\[0, 0\]\)"),
     (["--folds", "1,x"], r"--folds must be comma-separated fold numbers or 'full', got '1,x'"),
+    (["--int8", "--fp16"], r"--int8 and --fp16 ask for two different twins of the graph; pass one"),
 ])
 def test_infer_settings_errors(trained, tmp_path, capsys, args, pattern):
     r = run_entry(capsys, "infer.py", "--run-dir", trained[1], "--out", tmp_path / "s.csv", "--onnx-out",

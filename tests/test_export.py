@@ -80,7 +80,7 @@ def test_ensemble_is_the_mean_of_fold_softmaxes(tta):
 def exported(trained, tmp_path_factory):
     comp, run_dir, _, _ = trained
     out = tmp_path_factory.mktemp("export") / "ensemble.onnx"
-    summary = export(run_dir, out=out, int8=True)
+    summary = export(run_dir, out=out, twin="int8")
     return run_dir, out, summary
 
 
@@ -124,6 +124,33 @@ def test_int8_graph_and_its_agreement_report(exported, trained):
     assert int8["mean_abs_diff"] == pytest.approx(np.abs(fp32_out - int8_out).mean(), rel=1e-4)
     assert 0 < int8["max_abs_diff"] < 0.2 and int8["agreement"] >= 0.8
     assert "accuracy" not in " ".join(int8)          # no leaky accuracy figure is reported
+
+
+def test_fp16_twin_keeps_the_contract_and_agrees_with_fp32(exported, trained, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    from kit.core.artifact import Metadata, write_metadata
+    from kit.core.images import load_rgb
+    from kit.evaluate.oof import read_oof
+    from kit.export import twin
+    _, out, _ = exported
+    oof = read_oof([trained[1] / "oof.csv"])
+    images = np.stack([load_rgb(next((trained[0] / "train_images").glob(i + ".*")), 32) for i in oof.ids])
+    fp32 = Predictor(out, "cpu")
+    half_path = tmp_path / "ensemble.fp16.onnx"
+    result = twin.make("fp16", out, images, lambda path, agreement: write_metadata(path, Metadata(**{
+        **fp32.meta.__dict__, "fp16": True, "fp16_agreement": agreement})), fp32.meta.task_(), out=half_path)
+    model = onnx.load(str(half_path))
+    weights = {str(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)) for t in model.graph.initializer if t.dims}
+    assert "float16" in weights and "float32" not in weights           # every weight tensor is half
+    kinds = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    assert kinds == {"images": onnx.TensorProto.UINT8, "probabilities": onnx.TensorProto.FLOAT,
+                     "members": onnx.TensorProto.FLOAT}             # callers of the fp32 graph call it unchanged
+    half = Predictor(half_path, "cpu")            # its own outputs pass the predictor's checks (sums, ranges)
+    assert half.meta.fp16 is True and half.meta.int8 is False and half.meta.fp16_agreement == result["agreement"]
+    want, got = fp32.predict_images(images), half.predict_images(images)
+    assert result["agreement"] == pytest.approx(np.mean(want.argmax(1) == got.argmax(1)))
+    assert 0 < result["max_abs_diff"] == pytest.approx(np.abs(want - got).max(), rel=1e-3)
+    assert result["max_abs_diff"] < 5e-3 and result["agreement"] >= 0.95
 
 
 def test_parity_gate_refuses_a_tampered_graph(exported, tmp_path):

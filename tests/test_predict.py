@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from helpers import ROOT, csv_records, run_cli, write_rows
+from helpers import ROOT, csv_records, run_cli, run_entry, write_rows
 from kit.core.artifact import check_graph
 from kit.core.errors import KitError
 from kit.runtime.predictor import Predictor, create_session
@@ -30,6 +30,25 @@ def test_infer_cli_writes_a_valid_submission(trained, tmp_path):
     assert np.allclose(matrix.sum(1), 1, atol=1e-4)
     assert [["cat", "dog", "fox"][i] for i in matrix.argmax(1)] == [s["label"] for s in sub]
     assert "predict: 9 images" in r.stdout and "CPUExecutionProvider" in r.stdout and "images/s" in r.stdout
+
+
+def test_infer_fp16_exports_its_twin_and_predicts_with_it(trained, tmp_path, capsys):
+    pytest.importorskip("onnxconverter_common")
+    comp, run_dir, _, _ = trained
+    graph = tmp_path / "e.onnx"
+    args = ["infer.py", "--run-dir", run_dir, "--onnx-out", graph, "--provider", "cpu"]
+    r = run_entry(capsys, *args, "--out", tmp_path / "fp32.csv", "--probs", tmp_path / "fp32_probs.csv")
+    assert r.returncode == 0, r.stderr
+    r = run_entry(capsys, *args, "--fp16", "--out", tmp_path / "fp16.csv", "--probs", tmp_path / "fp16_probs.csv")
+    assert r.returncode == 0, r.stderr
+    half = tmp_path / "e.fp16.onnx"
+    assert Predictor(half, "cpu").meta.fp16 and f"predict: 9 images with {half}" in r.stdout   # the twin answered
+    fp32, fp16 = ([[float(v) for k, v in row.items() if k != "image_id"] for row in csv_records(tmp_path / f)]
+                  for f in ("fp32_probs.csv", "fp16_probs.csv"))
+    assert 0 < np.abs(np.array(fp32) - np.array(fp16)).max() < 5e-3         # half precision, not the same graph
+    assert csv_records(tmp_path / "fp16.csv") == csv_records(tmp_path / "fp32.csv")
+    r = run_entry(capsys, *args, "--fp16", "--out", tmp_path / "again.csv")
+    assert r.returncode == 0 and f"{half} is up to date" in r.stdout
 
 
 def test_predictor_runs_with_torch_unimportable(onnx_file, trained, tmp_path):

@@ -38,6 +38,8 @@ class Metadata:
     tta: bool                   # flip views averaged inside the graph
     int8: bool                  # an int8 (QDQ) graph
     int8_agreement: Optional[float]     # its share of the same submission cells as fp32 on OOF images (None: fp32)
+    fp16: bool                  # an fp16 graph (float16 weights and activations, uint8 in, float32 out)
+    fp16_agreement: Optional[float]     # as int8_agreement, for the fp16 graph
     id_col: str                 # the competition's id and label columns, for the submission
     label_col: str              # the label column
     kit_version: str            # the kit that exported it
@@ -67,7 +69,7 @@ def write_metadata(path: str | Path, meta: Metadata) -> None:
 # what each metadata value must be: a hand-edited or foreign file is refused naming the key, never a traceback
 _TYPES = {"task": str, "classes": list, "task_params": dict, "img_size": int, "train_img_size": int, "mean": list,
           "std": list, "model": str, "folds": list, "fold_scores": list, "cv_score": (int, float, type(None)), "metric": str,
-          "tta": bool, "int8": bool, "id_col": str, "label_col": str, "kit_version": str, "members": list,
+          "tta": bool, "int8": bool, "fp16": bool, "id_col": str, "label_col": str, "kit_version": str, "members": list,
           "answer": dict, "blend": dict, "export_key": str}
 
 
@@ -107,6 +109,8 @@ def read_metadata(props: dict, path: str | Path = "") -> Metadata:
     values.setdefault("blend", {"method": "weights", "honest_cv": {}})     # ... or blend methods
     values.setdefault("export_key", "")                                 # ... or export keys
     values.setdefault("int8_agreement", None)                           # ... or int8 agreements
+    values.setdefault("fp16", False)                                    # ... or fp16 twins
+    values.setdefault("fp16_agreement", None)
     missing = [k for k in KEYS if k not in values and k != "answer"]
     if missing:
         raise KitError(f"{path}: its kit.* metadata lacks {', '.join(missing)}; re-export it with this kit")

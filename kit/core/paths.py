@@ -37,7 +37,7 @@ def inside(path: Path, folder: Path) -> bool:
 
 
 RUN_FILES = ("task.json", "classes.json")                 # beside config.yaml: a run dir (kit.evaluate.rundir)
-RUN_OWN_NAMES = ("ensemble.onnx", "ensemble.int8.onnx")   # what commands other than train.py write into one
+RUN_OWN_NAMES = ("ensemble.onnx", "ensemble.int8.onnx", "ensemble.fp16.onnx")   # what commands other than train.py write into one
 
 
 def run_dir_of(path: Path) -> Optional[Path]:

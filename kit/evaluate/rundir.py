@@ -14,7 +14,7 @@
   .lock                  held while a trainer checks and writes the run's setup
   oof.csv                all folds' OOF rows (after --fold all)
   cv.md, report.csv, curves.png, confusion_matrix.png, worst.png     reports (kit.evaluate.report)
-  ensemble.onnx, ensemble.int8.onnx                                  exported ensembles (kit.export.build)
+  ensemble.onnx, ensemble.{int8,fp16}.onnx                           exported ensembles (kit.export.build)
 
 The one "same setup" rule (setup_changes) decides whether a fold may join a run dir, whether a fold may be
 resumed, and whether exported folds were trained alike: every setting counts except those in RUNTIME_KEYS.
@@ -28,6 +28,7 @@ from pathlib import Path
 from kit.settings import config as config_mod
 from kit.settings.config import Config
 from kit.core.errors import KitError
+from kit.core.paths import RUN_OWN_NAMES
 from kit.evaluate.oof import read_history, read_oof
 from kit.core.task import Task, restore
 
@@ -80,8 +81,12 @@ class RunDir:
     def fold_config_file(self, k: int) -> Path:
         return self.fold_dir(k) / "config.yaml"
 
-    def ensemble_file(self, int8: bool = False) -> Path:
-        return self.path / ("ensemble.int8.onnx" if int8 else "ensemble.onnx")
+    def exported(self) -> list[Path]:
+        """The graphs exported into this run dir (the ensemble and its twins), those that exist."""
+        return [self.path / name for name in RUN_OWN_NAMES if (self.path / name).is_file()]
+
+    def ensemble_file(self) -> Path:
+        return self.path / "ensemble.onnx"
 
     def folds(self, having: str = "best.pt") -> list[int]:
         """Fold numbers whose directory holds `having`."""

@@ -7,7 +7,7 @@ seed of --seeds). One row per run: its model (the trained folds', so `auto` show
 settings that differ between the runs listed (every Config field outside RUNTIME_KEYS; equal ones are left out),
 the validation score of each fold's kept model as mean ± std, the folds finished of the run's num_folds, the mean
 training seconds per fold (its epochs' in metrics.csv; start-up and reports not counted), the graphs exported into
-it (ensemble.onnx, ensemble.int8.onnx) and the blends whose folder beside it names it (infer.py's blend_A+B/).
+it (ensemble.onnx and its int8/fp16 twins) and the blends whose folder beside it names it (infer.py's blend_A+B/).
 Read-only: nothing under RUNS_DIR is written; --md writes the table to FILE (atomically) as well as printing it.
 
 --sort cv (the default) puts each run's best first in its own metric's direction (a lower RMSE ranks higher); runs
@@ -74,7 +74,7 @@ def describe(run: RunDir) -> RunRow:
     return RunRow(run, cfg.to_dict(), model, cfg.metric, task.higher_is_better(cfg.metric), [f.score for f in folds],
                   len(folds) + (1 if FULL in trained and run.finished(FULL) else 0),
                   statistics.fmean(seconds) if seconds else math.nan,
-                  [f.name for f in (run.ensemble_file(), run.ensemble_file(int8=True)) if f.is_file()], blends)
+                  [f.name for f in run.exported()], blends)
 
 
 def differing(rows: list[RunRow]) -> list[str]:

@@ -1,5 +1,5 @@
 """Runs -> one ONNX graph (kit.core.artifact's contract), checked against PyTorch before it is written, and
-optionally its int8 twin.
+optionally its int8 or fp16 twin.
 
 One run: its fold models, averaged. Several runs (a blend): every fold model of every run, each run with its
 own normalization, image size and TTA views, weighted per run by weights fitted on the OOF predictions
@@ -30,7 +30,8 @@ from kit.export.ensemble import Ensemble, Preprocess, head_of, view
 from kit.train.members import Member, fold_weight_standardization, load_members
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
-from kit.export.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
+from kit.export import twin as twins
+from kit.export.int8 import CALIBRATION_IMAGES, sample_images
 from kit.export.onnx_export import export_onnx
 from kit.evaluate.oof import Oof, read_oof
 from kit.export.parity import parity_check
@@ -209,7 +210,7 @@ def metadata(p: ExportPlan, kept: list[RunBlend], tta: bool) -> Metadata:
                     fold_scores=[finite(m.score) for m in members] if single else
                     [p.honest[p.method].per_fold[k] for k in sorted(p.honest[p.method].per_fold)],
                     cv_score=finite(kept[0].cv if single else p.cv), metric=p.metric, tta=tta,
-                    int8=False, int8_agreement=None, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
+                    int8=False, int8_agreement=None, fp16=False, fp16_agreement=None, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
                     members=[{"run": str(b.run), "model": b.members[0].config.model, "folds": [m.fold for m in b.members],
                               "img_size": b.members[0].size, "train_img_size": b.members[0].config.img_size,
                               "weight": round(b.weight, 6), "views": b.views, "cv": finite(b.cv)} for b in kept],
@@ -273,9 +274,10 @@ def probe_images(cfg, oof: Optional[Oof], count: int, size: int) -> np.ndarray:
 
 
 def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, folds: list | None = None,
-           tta: bool | None = None, int8: bool = False, data_dir: str | None = None,
+           tta: bool | None = None, twin: str | None = None, data_dir: str | None = None,
            oof_images: Optional[int] = OOF_IMAGES, method: str = "auto", key: str = "") -> dict:
-    """Export the fold models of one run, or the blend of several, to ONNX (and int8 if asked).
+    """Export the fold models of one run, or the blend of several, to ONNX (and its `twin`, int8 or fp16, if asked:
+    kit.export.twin).
 
     TTA: by default each run keeps the views that improve its OOF score (the identity view always); `tta`
     True/False fixes it to [identity, horizontal flip] / [identity] for every run. `method`: the blend
@@ -300,7 +302,7 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     folded = [copy.deepcopy(m.model) for m in members]
     n_folded = sum(fold_weight_standardization(m) for m in folded)
     meta = metadata(p, kept, any(len(b.views) > 1 for b in kept))
-    meta.export_key = key or content_key(kept, meta)        # never empty: an int8 twin carries it
+    meta.export_key = key or content_key(kept, meta)        # never empty: a twin carries it
     images = probe_images(cfg, p.oof, PARITY_IMAGES, size)
     out = Path(out) if out else (runs[0].ensemble_file() if len(runs) == 1 else blend_dir(runs) / "ensemble.onnx")
     summary = {"path": str(out), "folds": meta.folds, "folded_convs": n_folded, "members": meta.members,
@@ -320,10 +322,10 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     log.info(f"export: {len(members)} fold model(s) {meta.folds} of {meta.model} -> {out} ({n_folded} "
              f"weight-standardized convs folded, TTA {'on' if meta.tta else 'off'}, parity max |Δprob| "
              f"{summary['parity_max_abs_diff']:.2e})")
-    if int8:
-        calibration = sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES)
-        evaluation = probe_images(cfg, p.oof, EVAL_IMAGES, size)
-        summary["int8"] = quantize(out, out.with_name(out.stem + ".int8.onnx"), calibration, evaluation,
+    if twin:
+        calibration = sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES) if twin == "int8" else None
+        summary[twin] = twins.make(twin, out, probe_images(cfg, p.oof, twins.EVAL_IMAGES, size),
                                    lambda path, agreement: write_metadata(path, Metadata(**{
-                                       **meta.__dict__, "int8": True, "int8_agreement": agreement})), meta.task_())
+                                       **meta.__dict__, twin: True, f"{twin}_agreement": agreement})),
+                                   meta.task_(), calibration)
     return summary

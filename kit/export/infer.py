@@ -12,10 +12,11 @@ from typing import Optional
 from kit import __version__
 from kit.core import atomic
 from kit.core.errors import KitError
-from kit.core.paths import Outputs
+from kit.core.paths import RUN_OWN_NAMES, Outputs
 from kit.core.table import Layout
 from kit.runtime.submission import output_paths
 from kit.evaluate.rundir import FULL, RunDir, blend_dir, expand
+from kit.export.twin import twin_path
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,17 @@ class InferRequest:
     blend: str = "auto"
     re_export: bool = False
     int8: bool = False
+    fp16: bool = False
     export_only: bool = False
     batch_size: int = 32
+
+    @property
+    def twin(self) -> Optional[str]:
+        """The lower-precision twin asked for (kit.export.twin): int8, fp16 or None."""
+        if self.int8 and self.fp16:
+            raise KitError("--int8 and --fp16 ask for two different twins of the graph; pass one (int8 for CPUs, fp16 "
+                           "for GPUs)")
+        return "int8" if self.int8 else "fp16" if self.fp16 else None
 
 
 def parse_folds(text: Optional[str]) -> Optional[list[int | str]]:
@@ -71,15 +81,15 @@ def check_outputs(request: InferRequest, runs: list[RunDir], data_dir: Optional[
     only the graph's own names are allowed). Returns where the graph goes (None with --onnx)."""
     guard = Outputs()
     for run in runs:
-        guard.protects(run.path, "the run dir", allow=("ensemble.onnx", "ensemble.int8.onnx"))
+        guard.protects(run.path, "the run dir", allow=RUN_OWN_NAMES)
     if data_dir:
         output_paths(request.onnx, data_dir, layout, None if request.export_only else request.out, request.probs,
                      guard)
     if request.onnx:
         return None
     graph = guard.check("--onnx-out", export_path(runs, request.onnx_out, request.out))
-    if request.int8:
-        guard.check("the int8 graph (beside --onnx-out)", graph.with_name(graph.stem + ".int8.onnx"))
+    if request.twin:
+        guard.check(f"the {request.twin} graph (beside --onnx-out)", twin_path(graph, request.twin))
     return graph
 
 
@@ -95,10 +105,10 @@ def infer(request: InferRequest) -> dict:
     runs = expand(request.run_dirs)
     settings = run_settings(runs[0])
     folds = parse_folds(request.folds)
-    if request.onnx and (request.int8 or request.folds or request.export_only or len(runs) > 1 or
+    if request.onnx and (request.twin or request.folds or request.export_only or len(runs) > 1 or
                          request.blend != "auto"):
-        raise KitError("--onnx predicts with an existing file: --int8, --folds, --blend, --export-only and several "
-                       "--run-dir apply to exporting; pass the int8 file itself as --onnx")
+        raise KitError("--onnx predicts with an existing file: --int8, --fp16, --folds, --blend, --export-only and "
+                       "several --run-dir apply to exporting; pass the int8 or fp16 file itself as --onnx")
     data_dir = request.data_dir or settings.get("data_dir")
     if not data_dir and not request.export_only:
         raise KitError(f"no competition folder: pass --data-dir (no training config in {runs[0]} to take it from)")
@@ -111,9 +121,9 @@ def infer(request: InferRequest) -> dict:
         onnx_path = up_to_date(onnx_out, key, request)
         if onnx_path is None:
             from kit.export.build import export           # torch: imported only when a graph is made
-            summary = export([r.path for r in runs], out=onnx_out, folds=folds, tta=request.tta, int8=request.int8,
+            summary = export([r.path for r in runs], out=onnx_out, folds=folds, tta=request.tta, twin=request.twin,
                              data_dir=request.data_dir, method=request.blend, key=key)
-            exported = summary["int8"] if request.int8 else summary
+            exported = summary[request.twin] if request.twin else summary
             onnx_path, graph = exported["path"], exported["graph"]
     if request.export_only:
         return {}
@@ -127,7 +137,8 @@ def infer(request: InferRequest) -> dict:
 def export_key(runs: list[RunDir], folds: Optional[list], request: InferRequest) -> str:
     """What an exported graph is a function of: the bytes of every checkpoint and OOF file it is made from, the
     training table its views are chosen on, the export settings and the kit version (kit.export_key)."""
-    digest = hashlib.sha256(json.dumps({"kit": __version__, "folds": folds, "tta": request.tta, "int8": request.int8,
+    # not the twin asked for: the fp32 graph is the same with or without one, and a twin carries its source's key
+    digest = hashlib.sha256(json.dumps({"kit": __version__, "folds": folds, "tta": request.tta,
                                         "blend": request.blend, "data_dir": request.data_dir}).encode())
     for run in runs:
         chosen = folds if folds is not None else [k for k in run.folds("best.pt") if run.finished(k)]
@@ -145,9 +156,9 @@ def export_key(runs: list[RunDir], folds: Optional[list], request: InferRequest)
 
 
 def up_to_date(graph: Path, key: str, request: InferRequest) -> Optional[str]:
-    """The graph to predict with when the exported one (or its int8 twin, with --int8) was made from exactly these
-    inputs; None when it must be exported (missing, stale, unreadable, or --re-export)."""
-    path = graph.with_name(graph.stem + ".int8.onnx") if request.int8 else graph
+    """The graph to predict with when the exported one (or its twin, with --int8 or --fp16) was made from exactly
+    these inputs; None when it must be exported (missing, stale, unreadable, or --re-export)."""
+    path = twin_path(graph, request.twin) if request.twin else graph
     if request.re_export or not path.is_file():
         return None
     import onnx

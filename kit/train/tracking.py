@@ -12,14 +12,23 @@
                `mlflow ui --backend-store-uri sqlite:///mlflow.db` opens it). The experiment is the competition
                folder's name. kit.tune passes --tracker to every trial, so each trial is an MLflow run of the
                study's experiment.
+  wandb        one W&B run per run dir: its id is derived from the run dir's path, so later commands on the same run
+               dir (another fold, --resume) resume it. The settings as its config, each epoch as `fold<k>/<name>`
+               against its own x-axis `fold<k>/epoch` (wandb's define_metric), the CV in the summary as
+               `cv/<metric>`, the reports as one artifact `reports-<id>` of type `run-reports`. Offline (files under
+               <run dir>/wandb/, `wandb sync` uploads them later) unless the user has logged in (WANDB_API_KEY or
+               `wandb login`) or set WANDB_MODE; WANDB_PROJECT (default: the competition folder's name) and WANDB_DIR
+               are read as wandb documents them.
 
 Each backend is an optional extra; one that is not installed is one error line naming it, before anything is
 written. Only rank 0 logs.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
+import netrc
 import os
 import time
 from pathlib import Path
@@ -29,8 +38,11 @@ from kit.evaluate.oof import Epoch
 from kit.evaluate.rundir import RunDir
 
 TRACKERS = {"tensorboard": ("tensorboard", "pip install tensorboard"),       # name -> (package, how to install it)
-            "mlflow": ("mlflow", "pip install -e '.[track]' (mlflow-skinny)")}
+            "mlflow": ("mlflow", "pip install -e '.[track]' (mlflow-skinny)"),
+            "wandb": ("wandb", "pip install -e '.[wandb]'")}
 RUN_TAG = "kit.run_dir"
+REPORT_SUFFIXES = (".md", ".csv", ".png", ".json", ".yaml")
+FOLD_FILES = ("plan.json", "metrics.csv", "config.yaml")
 
 
 def names(cfg) -> list[str]:
@@ -52,49 +64,66 @@ def check(cfg) -> None:
             raise KitError(f"--tracker {name} needs the {package} package: {install}")
 
 
+def reports(run: RunDir) -> list[tuple[Path, str]]:
+    """(file, folder inside the logged artifact) for every report a tracker uploads at the run's end."""
+    out = [(path, "") for path in sorted(run.path.glob("*")) if path.is_file() and path.suffix in REPORT_SUFFIXES]
+    for fold_dir in sorted(run.path.glob("fold*")) + sorted(run.path.glob("full")):
+        out += [(fold_dir / name, fold_dir.name) for name in FOLD_FILES if (fold_dir / name).is_file()]
+    return out
+
+
 class Tracking:
     """The run's trackers: opened once per run (kit.train.run), told every epoch of every fold (kit.train.fold) and
     the run's end."""
 
     def __init__(self, cfg, run: RunDir):
-        self.cfg, self.run, self.writers, self.mlflow_run = cfg, run, {}, None
-        wanted = names(cfg)
-        self.tensorboard = "tensorboard" in wanted
-        if "mlflow" in wanted:
-            self.mlflow_run = _mlflow_run(cfg, run)
+        self.backends = [BACKENDS[name](cfg, run) for name in names(cfg)]
 
     def epoch(self, fold, e: Epoch) -> None:
         values = {"loss/train": e.train_loss, "loss/val": e.val_loss, f"val/{e.metric}": e.score, "lr": e.lr,
                   "train_images_per_s": e.train_images_per_s}
-        if self.tensorboard:
-            if fold not in self.writers:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writers[fold] = SummaryWriter(str(self.run.fold_dir(fold) / "tb"))
-            for name, value in values.items():
-                self.writers[fold].add_scalar(name, value, e.epoch)
-            self.writers[fold].flush()
-        if self.mlflow_run is not None:
-            client, run_id = self.mlflow_run
-            client.log_batch(run_id, metrics=[_metric(f"fold{fold}.{name.replace('/', '_')}", value, e.epoch)
-                                              for name, value in values.items() if not math.isnan(value)])
+        for backend in self.backends:
+            backend.epoch(fold, e.epoch, values)
 
     def finish(self, cv: float | None) -> None:
         """The run's end: the CV (when --fold all computed one) and the reports as artifacts."""
+        cv = None if cv is None or math.isnan(cv) else float(cv)
+        for backend in self.backends:
+            backend.finish(cv)
+
+
+class TensorBoard:
+    def __init__(self, cfg, run: RunDir):
+        self.run, self.writers = run, {}
+
+    def epoch(self, fold, epoch: int, values: dict) -> None:
+        if fold not in self.writers:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writers[fold] = SummaryWriter(str(self.run.fold_dir(fold) / "tb"))
+        for name, value in values.items():
+            self.writers[fold].add_scalar(name, value, epoch)
+        self.writers[fold].flush()
+
+    def finish(self, cv: float | None) -> None:
         for writer in self.writers.values():
             writer.close()
         self.writers = {}
-        if self.mlflow_run is None:
-            return
-        client, run_id = self.mlflow_run
-        if cv is not None and not math.isnan(cv):
-            client.log_batch(run_id, metrics=[_metric(f"cv.{self.cfg.metric}", cv, 0)])
-        for path in sorted(self.run.path.glob("*")):
-            if path.is_file() and path.suffix in (".md", ".csv", ".png", ".json", ".yaml"):
-                client.log_artifact(run_id, str(path))
-        for fold_dir in sorted(self.run.path.glob("fold*")) + sorted(self.run.path.glob("full")):
-            for name in ("plan.json", "metrics.csv", "config.yaml"):
-                if (fold_dir / name).is_file():
-                    client.log_artifact(run_id, str(fold_dir / name), artifact_path=fold_dir.name)
+
+
+class MLflow:
+    def __init__(self, cfg, run: RunDir):
+        self.cfg, self.run = cfg, run
+        self.client, self.run_id = _mlflow_run(cfg, run)
+
+    def epoch(self, fold, epoch: int, values: dict) -> None:
+        self.client.log_batch(self.run_id, metrics=[_metric(f"fold{fold}.{name.replace('/', '_')}", value, epoch)
+                                                    for name, value in values.items() if not math.isnan(value)])
+
+    def finish(self, cv: float | None) -> None:
+        if cv is not None:
+            self.client.log_batch(self.run_id, metrics=[_metric(f"cv.{self.cfg.metric}", cv, 0)])
+        for path, folder in reports(self.run):
+            self.client.log_artifact(self.run_id, str(path), artifact_path=folder or None)
 
 
 def _metric(key: str, value: float, step: int):
@@ -112,7 +141,7 @@ def _mlflow_run(cfg, run: RunDir):
     artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri() \
         if uri.startswith("sqlite:///") else None
     client = MlflowClient(uri)
-    name = Path(cfg.data_dir).resolve().name if cfg.data_dir else "kit"
+    name = experiment_name(cfg)
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, artifacts)
     key = str(run.path.resolve())
@@ -125,3 +154,60 @@ def _mlflow_run(cfg, run: RunDir):
     for i in range(0, len(params), 100):                   # MLflow takes at most 100 params a batch
         client.log_batch(created.info.run_id, params=params[i:i + 100])
     return client, created.info.run_id
+
+
+def experiment_name(cfg) -> str:
+    """The competition folder's name: an MLflow experiment, a W&B project."""
+    return Path(cfg.data_dir).resolve().name if cfg.data_dir else "kit"
+
+
+class WandB:
+    def __init__(self, cfg, run: RunDir):
+        import wandb
+        self.cfg, self.run, self.folds = cfg, run, set()
+        self.id = wandb_id(run)
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+        self.wb = wandb.init(project=os.environ.get("WANDB_PROJECT") or experiment_name(cfg), id=self.id,
+                             name=run.path.name, resume="allow", mode=mode,
+                             dir=os.environ.get("WANDB_DIR") or str(run.path),
+                             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+        self.wb.config.update(cfg.to_dict(), allow_val_change=True)
+
+    def epoch(self, fold, epoch: int, values: dict) -> None:
+        prefix = f"fold{fold}"
+        if fold not in self.folds:           # each fold's curves against its own epochs
+            self.wb.define_metric(f"{prefix}/epoch")
+            self.wb.define_metric(f"{prefix}/*", step_metric=f"{prefix}/epoch")
+            self.folds.add(fold)
+        self.wb.log({f"{prefix}/epoch": epoch, **{f"{prefix}/{name.replace('/', '_')}": value
+                                                  for name, value in values.items() if not math.isnan(value)}})
+
+    def finish(self, cv: float | None) -> None:
+        import wandb
+        if cv is not None:
+            self.wb.summary[f"cv/{self.cfg.metric}"] = cv
+        found = reports(self.run)
+        if found:
+            artifact = wandb.Artifact(f"reports-{self.id}", type="run-reports")
+            for path, folder in found:
+                artifact.add_file(str(path), name=f"{folder}/{path.name}" if folder else path.name)
+            self.wb.log_artifact(artifact)
+        self.wb.finish()
+
+
+def wandb_id(run: RunDir) -> str:
+    """The W&B run id of a run dir: the same folder, the same W&B run, whichever command trains it."""
+    return hashlib.sha1(str(run.path.resolve()).encode()).hexdigest()[:16]
+
+
+def wandb_logged_in() -> bool:
+    """An API key in the environment, or `wandb login`'s entry in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+BACKENDS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}
