@@ -73,14 +73,15 @@ def quantized(fp32: Path, members, size: int) -> tuple[Path, str]:
     from kit.core.table import train_table, training_images
     from kit.export.build import sample_rows
     from kit.core.images import load_rgb
-    from kit.export.int8 import CALIBRATION_IMAGES, EVAL_IMAGES, quantize, sample_images
+    from kit.export import twin
+    from kit.export.int8 import CALIBRATION_IMAGES, sample_images
     from kit.evaluate.oof import read_oof
     cfg = members[0].config
     oof = read_oof([m.run.oof(m.fold) for m in members])
-    rows = sample_rows(oof, EVAL_IMAGES)
+    rows = sample_rows(oof, twin.EVAL_IMAGES)
     evaluation = np.stack([load_rgb(p, size) for p in training_images(cfg, [oof.ids[i] for i in rows])])
-    result = quantize(fp32, out, sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES), evaluation,
-                      lambda path, agreement: None, members[0].task)
+    result = twin.make("int8", fp32, evaluation, lambda path, agreement: None, members[0].task,
+                       sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES), out=out)
     return out, (f"fp32/int8 agreement on {result['images']} OOF images: {100 * result['agreement']:.1f}%, "
                  f"mean |Δprob| {result['mean_abs_diff']:.2g}")
 
