@@ -1,26 +1,32 @@
-"""--tracker: MLflow and TensorBoard get the settings, every epoch of every fold, the CV and the reports, read back
-through their own readers (MlflowClient over a SQLite store, TensorBoard's EventAccumulator)."""
+"""--tracker: MLflow, W&B and TensorBoard get the settings, every epoch of every fold, the CV and the reports, read
+back through their own readers (MlflowClient over a SQLite store, wandb's reader of its offline files, TensorBoard's
+EventAccumulator)."""
 from __future__ import annotations
 
 import pytest
 
 from helpers import TINY, assert_user_error, csv_records, make_competition, run_entry
 
-mlflow = pytest.importorskip("mlflow")      # the dev extra has it (mlflow-skinny)
+def _train_in_two_commands(tmp_path, capsys, tracker: str):
+    """Fold 0, then fold 1 and the CV from another command (--fold all --resume), into tmp_path/run of a 3-class
+    competition, tracked by `tracker`; the second command's result."""
+    comp = make_competition(tmp_path / "comp", per_class=5)
+    base = ["train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
+            "--num-folds", "2", *TINY, "--tracker", tracker]
+    r = run_entry(capsys, *base, "--fold", "0")
+    assert r.returncode == 0, r.stderr
+    r = run_entry(capsys, *base, "--fold", "all", "--resume")
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def test_mlflow_gets_settings_epochs_cv_and_reports_in_one_run_per_run_dir(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("mlflow")      # the dev extra has it (mlflow-skinny)
     from mlflow.tracking import MlflowClient
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     (tmp_path / "store").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    comp = make_competition(tmp_path / "comp", per_class=5)
-    base = ["train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
-            "--num-folds", "2", *TINY, "--tracker", "mlflow,tensorboard"]
-    r = run_entry(capsys, *base, "--fold", "0")
-    assert r.returncode == 0, r.stderr
-    r = run_entry(capsys, *base, "--fold", "all", "--resume")       # fold 1 and the CV, from another command
-    assert r.returncode == 0, r.stderr
+    r = _train_in_two_commands(tmp_path, capsys, "mlflow,tensorboard")
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("comp")
     runs = client.search_runs([experiment.experiment_id])
@@ -75,13 +81,7 @@ def test_wandb_offline_gets_settings_epochs_cv_and_reports_in_one_run_per_run_di
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))          # no `wandb login` here: offline by default
-    comp = make_competition(tmp_path / "comp", per_class=5)
-    base = ["train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
-            "--num-folds", "2", *TINY, "--tracker", "wandb"]
-    r = run_entry(capsys, *base, "--fold", "0")
-    assert r.returncode == 0, r.stderr
-    r = run_entry(capsys, *base, "--fold", "all", "--resume")       # fold 1 and the CV, from another command
-    assert r.returncode == 0, r.stderr
+    r = _train_in_two_commands(tmp_path, capsys, "wandb")
     records = _wandb_records(tmp_path / "run")
     assert len(records["run"]) == 2 and all(run["run_id"] == records["run"][0]["run_id"] for run in records["run"])
     assert records["run"][0]["project"] == "comp" and all(e["feature"].get("offline") for e in records["telemetry"])

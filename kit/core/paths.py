@@ -37,7 +37,16 @@ def inside(path: Path, folder: Path) -> bool:
 
 
 RUN_FILES = ("task.json", "classes.json")                 # beside config.yaml: a run dir (kit.evaluate.rundir)
-RUN_OWN_NAMES = ("ensemble.onnx", "ensemble.int8.onnx", "ensemble.fp16.onnx")   # what commands other than train.py write into one
+TWINS = ("int8", "fp16")                                  # a graph's lower-precision twins (kit.export.twin)
+
+
+def twin_path(graph: Path, kind: str) -> Path:
+    """Where a graph's `kind` twin lies: beside it, ensemble.onnx -> ensemble.int8.onnx / ensemble.fp16.onnx."""
+    return graph.with_name(f"{graph.stem}.{kind}.onnx")
+
+
+# what commands other than train.py write into a run dir: the exported graph and its twins
+RUN_OWN_NAMES = ("ensemble.onnx", *(twin_path(Path("ensemble.onnx"), kind).name for kind in TWINS))
 
 
 def run_dir_of(path: Path) -> Optional[Path]:

@@ -42,7 +42,7 @@ from kit.core.atomic import atomic_dir, write_text
 from kit.core.entry import PORT, Parser, nonempty
 from kit.core.artifact import read_metadata
 from kit.core.errors import KitError
-from kit.core.paths import Outputs
+from kit.core.paths import Outputs, twin_path
 from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def int8_twin(onnx: Path) -> Path:
     meta = Predictor(onnx, "cpu").meta
     if meta.int8:
         return onnx
-    twin = onnx.with_name(onnx.stem + ".int8.onnx")
+    twin = twin_path(onnx, "int8")
     if not twin.is_file():
         raise KitError(f"--int8: there is no {twin}; export it with python infer.py ... --int8 (it is calibrated on "
                        f"training images, which the page builder has not), or pass an int8 graph as --onnx")

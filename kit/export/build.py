@@ -210,7 +210,8 @@ def metadata(p: ExportPlan, kept: list[RunBlend], tta: bool) -> Metadata:
                     fold_scores=[finite(m.score) for m in members] if single else
                     [p.honest[p.method].per_fold[k] for k in sorted(p.honest[p.method].per_fold)],
                     cv_score=finite(kept[0].cv if single else p.cv), metric=p.metric, tta=tta,
-                    int8=False, int8_agreement=None, fp16=False, fp16_agreement=None, id_col=cfg.id_col, label_col=cfg.label_col, kit_version=__version__,
+                    int8=False, int8_agreement=None, fp16=False, fp16_agreement=None, id_col=cfg.id_col,
+                    label_col=cfg.label_col, kit_version=__version__,
                     members=[{"run": str(b.run), "model": b.members[0].config.model, "folds": [m.fold for m in b.members],
                               "img_size": b.members[0].size, "train_img_size": b.members[0].config.img_size,
                               "weight": round(b.weight, 6), "views": b.views, "cv": finite(b.cv)} for b in kept],

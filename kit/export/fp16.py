@@ -25,7 +25,6 @@ def convert_graph(fp32_path: Path, out: Path) -> None:
         raise KitError("--fp16 needs the onnxconverter-common package: pip install -e '.[fp16]'") from None
     import onnx
     model = onnx.load(str(fp32_path))
-    del model.metadata_props[:]                     # the caller writes the twin's own
     with warnings.catch_warnings():     # one line per weight below fp16's range, each set to +-1e-7: as meant
         warnings.simplefilter("ignore", UserWarning)
         half = float16.convert_float_to_float16(model, keep_io_types=True,

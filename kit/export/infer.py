@@ -12,11 +12,10 @@ from typing import Optional
 from kit import __version__
 from kit.core import atomic
 from kit.core.errors import KitError
-from kit.core.paths import RUN_OWN_NAMES, Outputs
+from kit.core.paths import RUN_OWN_NAMES, Outputs, twin_path
 from kit.core.table import Layout
 from kit.runtime.submission import output_paths
 from kit.evaluate.rundir import FULL, RunDir, blend_dir, expand
-from kit.export.twin import twin_path
 
 log = logging.getLogger(__name__)
 

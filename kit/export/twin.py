@@ -11,15 +11,10 @@ import numpy as np
 
 from kit.core.artifact import INPUT
 from kit.core.atomic import atomic_path
+from kit.core.paths import twin_path
 
-TWINS = ("int8", "fp16")
 EVAL_IMAGES = 512
 log = logging.getLogger(__name__)
-
-
-def twin_path(graph: Path, kind: str) -> Path:
-    """ensemble.onnx -> ensemble.int8.onnx / ensemble.fp16.onnx"""
-    return graph.with_name(f"{graph.stem}.{kind}.onnx")
 
 
 def _run(session, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

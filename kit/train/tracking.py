@@ -37,9 +37,6 @@ from kit.core.errors import KitError
 from kit.evaluate.oof import Epoch
 from kit.evaluate.rundir import RunDir
 
-TRACKERS = {"tensorboard": ("tensorboard", "pip install tensorboard"),       # name -> (package, how to install it)
-            "mlflow": ("mlflow", "pip install -e '.[track]' (mlflow-skinny)"),
-            "wandb": ("wandb", "pip install -e '.[wandb]'")}
 RUN_TAG = "kit.run_dir"
 REPORT_SUFFIXES = (".md", ".csv", ".png", ".json", ".yaml")
 FOLD_FILES = ("plan.json", "metrics.csv", "config.yaml")
@@ -59,9 +56,9 @@ def check(cfg) -> None:
         if name not in TRACKERS:
             raise KitError(f"--tracker {name!r}: unknown tracker; trackers: none, {', '.join(TRACKERS)} (several joined "
                            f"by commas)")
-        package, install = TRACKERS[name]
-        if importlib.util.find_spec(package) is None:
-            raise KitError(f"--tracker {name} needs the {package} package: {install}")
+        backend = TRACKERS[name]
+        if importlib.util.find_spec(backend.package) is None:
+            raise KitError(f"--tracker {name} needs the {backend.package} package: {backend.install}")
 
 
 def reports(run: RunDir) -> list[tuple[Path, str]]:
@@ -77,7 +74,7 @@ class Tracking:
     the run's end."""
 
     def __init__(self, cfg, run: RunDir):
-        self.backends = [BACKENDS[name](cfg, run) for name in names(cfg)]
+        self.backends = [TRACKERS[name](cfg, run) for name in names(cfg)]
 
     def epoch(self, fold, e: Epoch) -> None:
         values = {"loss/train": e.train_loss, "loss/val": e.val_loss, f"val/{e.metric}": e.score, "lr": e.lr,
@@ -93,6 +90,8 @@ class Tracking:
 
 
 class TensorBoard:
+    package, install = "tensorboard", "pip install tensorboard"
+
     def __init__(self, cfg, run: RunDir):
         self.run, self.writers = run, {}
 
@@ -111,6 +110,8 @@ class TensorBoard:
 
 
 class MLflow:
+    package, install = "mlflow", "pip install -e '.[track]' (mlflow-skinny)"
+
     def __init__(self, cfg, run: RunDir):
         self.cfg, self.run = cfg, run
         self.client, self.run_id = _mlflow_run(cfg, run)
@@ -162,6 +163,8 @@ def experiment_name(cfg) -> str:
 
 
 class WandB:
+    package, install = "wandb", "pip install -e '.[wandb]'"
+
     def __init__(self, cfg, run: RunDir):
         import wandb
         self.cfg, self.run, self.folds = cfg, run, set()
@@ -210,4 +213,4 @@ def wandb_logged_in() -> bool:
         return False
 
 
-BACKENDS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}
+TRACKERS = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}      # --tracker name -> its backend
