@@ -9,6 +9,13 @@ import pytest
 from helpers import TINY, make_competition, make_task_competition, run_cli
 
 
+@pytest.fixture(scope="session", autouse=True)
+def digest_cache(tmp_path_factory):
+    """The tests' commands remember file digests (kit.core.digest) in a folder of their own, not the user's cache."""
+    import os
+    os.environ["KIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("kit-cache"))
+
+
 @pytest.fixture
 def kit_log(caplog):
     """caplog, receiving the kit's messages (the entry points stop them from reaching the root logger)."""

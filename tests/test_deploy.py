@@ -287,6 +287,30 @@ def test_offline_bundle_installs_and_predicts_with_no_network_on_two_pythons(tra
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
 
 
+def test_a_bundle_ships_the_twin_asked_for_and_refuses_a_missing_one(trained, tmp_path, monkeypatch, capsys):
+    """kit.bundle --fp16 / --int8: the twin is the bundle's model (the fp32 graph stays out); --onnx G takes G's own
+    twin, checked as kit.web checks it. Wheels are not downloaded here (the slow test above does that)."""
+    pytest.importorskip("onnxconverter_common")
+    from helpers import assert_user_error, run_module
+    from kit.deploy import bundle
+    monkeypatch.setattr(bundle, "download_wheels", lambda *a, **k: {})
+    monkeypatch.setattr(bundle, "build_predictor_wheel", lambda out: (out / "w.whl").write_bytes(b"") or out / "w.whl")
+    comp, run_dir, _, _ = trained
+    r = run_module(capsys, "kit.bundle", "--run-dir", run_dir, "--out", tmp_path / "b16", "--fp16")
+    assert r.returncode == 0, r.stderr
+    shipped = tmp_path / "b16" / "model" / "ensemble.onnx"
+    assert [p.name for p in shipped.parent.iterdir()] == ["ensemble.onnx"] and Predictor(shipped, "cpu").meta.fp16
+    fp32 = tmp_path / "g.onnx"
+    assert run_cli("infer.py", "--run-dir", run_dir, "--onnx-out", fp32, "--export-only").returncode == 0
+    assert_user_error(run_module(capsys, "kit.bundle", "--onnx", fp32, "--out", tmp_path / "b8", "--int8"),
+                      r"--int8: there is no .*g\.int8\.onnx; export it with python infer\.py \.\.\. --int8")
+    assert not (tmp_path / "b8").exists()
+    r = run_module(capsys, "kit.bundle", "--onnx", shipped, "--out", tmp_path / "again", "--fp16")  # a twin itself
+    assert r.returncode == 0 and (tmp_path / "again" / "model" / "ensemble.onnx").read_bytes() == shipped.read_bytes()
+    r = run_module(capsys, "kit.bundle", "--onnx", fp32, "--out", tmp_path / "both", "--int8", "--fp16")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr and not (tmp_path / "both").exists()
+
+
 # --- the service's container (docker/Dockerfile; no Docker daemon runs here: what the image copies and installs) --
 
 BLOCKER = '''import importlib.abc, sys

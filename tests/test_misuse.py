@@ -626,7 +626,7 @@ def test_a_run_dir_is_protected_whichever_flag_leads_there(copied, tmp_path, cap
 @family("stale_or_partial")
 def test_an_int8_twin_of_another_graph_is_refused(copied, tmp_path, capsys):
     from kit.core.artifact import Metadata, write_metadata
-    from kit.deploy.web import int8_twin
+    from kit.deploy.twins import twin_of
     from kit.runtime.predictor import Predictor
     comp, run, graph = copied
     meta = Predictor(graph, "cpu").meta
@@ -634,7 +634,7 @@ def test_an_int8_twin_of_another_graph_is_refused(copied, tmp_path, capsys):
     twin = graph.with_name("graph.int8.onnx")
     shutil.copy(graph, twin)
     write_metadata(twin, Metadata(**{**meta.__dict__, "int8": True, "int8_agreement": 1.0}))
-    assert int8_twin(graph) == twin                          # made from this graph: taken
+    assert twin_of(graph, "int8") == twin                          # made from this graph: taken
     write_metadata(twin, Metadata(**{**meta.__dict__, "int8": True, "int8_agreement": 1.0, "export_key": "0" * 64}))
     assert_user_error(run_module(capsys, "kit.web", "--onnx", graph, "--out", tmp_path / "page", "--int8"),
                       r"graph.int8.onnx was made from another graph than .* --re-export")

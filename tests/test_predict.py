@@ -51,6 +51,36 @@ def test_infer_fp16_exports_its_twin_and_predicts_with_it(trained, tmp_path, cap
     assert r.returncode == 0 and f"{half} is up to date" in r.stdout
 
 
+def test_a_second_infer_reads_no_checkpoint_yet_sees_a_byte_changed_in_place(trained, tmp_path, capsys, monkeypatch):
+    """The export key's file digests are remembered by stat (kit.core.digest); a byte changed in an OOF file under a
+    restored mtime and size still makes the graph out of date."""
+    import os
+    import shutil
+    from kit.core import digest
+    comp, trained_run, _, _ = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    monkeypatch.setattr(digest, "RACY_S", 0.0)
+    reads = []
+    real = digest.sha256_of
+    monkeypatch.setattr(digest, "sha256_of", lambda path: reads.append(path) or real(path))
+    args = ["infer.py", "--run-dir", run_dir, "--onnx-out", tmp_path / "g.onnx", "--export-only"]
+    assert run_entry(capsys, *args).returncode == 0 and len(reads) == 6        # 3 folds' best.pt and oof.csv
+    r = run_entry(capsys, *args)
+    assert r.returncode == 0 and "is up to date" in r.stdout and len(reads) == 6
+    oof = run_dir / "fold1" / "oof.csv"
+    st, data = os.stat(oof), bytearray(oof.read_bytes())
+    digit = data.index(b",0.", data.index(b"\n")) + 4                      # a probability's first decimal
+    assert data[digit] in b"012345678"
+    data[digit] += 1
+    with open(oof, "r+b") as f:                                  # in place: same inode
+        f.write(data)
+    os.utime(oof, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(oof).st_size == st.st_size and os.stat(oof).st_mtime_ns == st.st_mtime_ns
+    r = run_entry(capsys, *args)
+    assert r.returncode == 0 and "is out of date" in r.stdout and reads[6:] == [oof]
+
+
 def test_predictor_runs_with_torch_unimportable(onnx_file, trained, tmp_path):
     comp = trained[0]
     out = tmp_path / "sub.csv"

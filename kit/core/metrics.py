@@ -12,8 +12,21 @@ import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, f1_score, log_loss,
-                             r2_score, roc_auc_score)
+
+
+def _sklearn(name: str) -> Callable:
+    """scikit-learn's metric `name`, imported when first called: importing sklearn takes ~1.8 s on a 2-core machine,
+    which was half of infer.py's second call on an unchanged run (it validates the run's config, which names a
+    metric, and scores nothing; bench/RESULTS.md "infer.py's second call")."""
+    def call(*args, **kwargs):
+        from sklearn import metrics
+        return getattr(metrics, name)(*args, **kwargs)
+    return call
+
+
+(accuracy_score, average_precision_score, balanced_accuracy_score, f1_score, log_loss, r2_score,
+ roc_auc_score) = map(_sklearn, ("accuracy_score", "average_precision_score", "balanced_accuracy_score", "f1_score",
+                                 "log_loss", "r2_score", "roc_auc_score"))
 
 
 class Metric(NamedTuple):

@@ -1,9 +1,9 @@
 """An offline Kaggle bundle: one folder to upload as a Kaggle dataset and run in a notebook with no internet.
 
     python -m kit.bundle --run-dir RUN --out DIR [--test-images N --time-limit 9h] [--python-version 3.10 3.11 3.12]
-                         [--gpu]                                                              (or --onnx FILE)
+                         [--gpu] [--int8 | --fp16]                                            (or --onnx FILE)
 
-DIR/model/ensemble.onnx   the exported graph (from the run, or the file given)
+DIR/model/ensemble.onnx   the exported graph (from the run, or the file given); with --int8 or --fp16 its twin
 DIR/wheels/               the torch-free runtime as a wheel (nfnet-kit-predict: kit/core and kit/runtime; its `cpu` and
                           `gpu` extras pull onnxruntime or onnxruntime-gpu) and the wheels of its dependencies, for
                           every --python-version and --platform
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import re
 import shutil
@@ -42,7 +43,8 @@ from kit import __version__
 from kit.core.atomic import atomic_dir, write_text
 from kit.core.entry import Parser, nonempty, number, parse_duration
 from kit.core.errors import KitError
-from kit.core.paths import Outputs
+from kit.core.paths import Outputs, twin_path
+from kit.deploy.twins import twin_of
 from kit.core.table import Layout
 from kit.evaluate.rundir import RunDir
 from kit.runtime.predictor import Predictor
@@ -230,8 +232,9 @@ def budget(rate: float, meta: dict, test_images: int | None, hours: float | None
 
 def make_bundle(out: Path, *, onnx: Path | None = None, run_dir: Path | None = None, test_images: int | None = None,
                 hours: float | None = None, platforms: list[str] | None = None,
-                python_versions: list[str] | None = None, gpu: bool = False) -> dict:
-    """Build the bundle under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
+                python_versions: list[str] | None = None, gpu: bool = False, twin: str | None = None) -> dict:
+    """Build the bundle under a temporary name and rename it to `out` at the end: a failure leaves nothing. `twin`
+    (int8 or fp16): the bundle ships that twin of the graph (kit.export.twin) as its model/ensemble.onnx."""
     if (onnx is None) == (run_dir is None):
         raise KitError("pass exactly one of --run-dir (export its ensemble) and --onnx (bundle this file)")
     pythons = sorted(set(python_versions or [f"{sys.version_info.major}.{sys.version_info.minor}"]),
@@ -243,22 +246,28 @@ def make_bundle(out: Path, *, onnx: Path | None = None, run_dir: Path | None = N
     guard.check("--out", out, "folder")
     if onnx is not None:
         Predictor(onnx, "cpu")                  # a file that is no kit graph is refused before anything is built
+        if twin:
+            onnx = twin_of(onnx, twin)
     with atomic_dir(out) as tmp:
-        result = _build(tmp, onnx, run_dir, test_images, hours, list(platforms or KAGGLE_PLATFORMS), pythons, gpu)
+        result = _build(tmp, onnx, run_dir, test_images, hours, list(platforms or KAGGLE_PLATFORMS), pythons, gpu,
+                        twin)
     log.info(f"bundle: {out} ({result['bytes'] / 2**20:.0f} MB: ensemble.onnx, {result['wheels']} wheels for Python "
              f"{', '.join(pythons)}{' (CPU and GPU onnxruntime)' if gpu else ''} incl. {result['wheel']})\n"
              f"{result['budget']}")
     return result
 
 
-def _build(out: Path, onnx, run_dir, test_images, hours, platforms: list[str], pythons: list[str], gpu: bool) -> dict:
+def _build(out: Path, onnx, run_dir, test_images, hours, platforms: list[str], pythons: list[str], gpu: bool,
+           twin: str | None) -> dict:
     (out / "model").mkdir()
     (out / "wheels").mkdir()
     graph = out / "model" / "ensemble.onnx"
     layout = Layout()
     if run_dir is not None:
         from kit.export.build import export
-        export(run_dir, out=graph)
+        export(run_dir, out=graph, twin=twin)
+        if twin:                                # the twin is the bundle's model; the fp32 graph stays out of it
+            os.replace(twin_path(graph, twin), graph)
         layout = Layout.of(RunDir(run_dir).config())
     else:
         shutil.copy(onnx, graph)
@@ -292,7 +301,11 @@ def main() -> None:
     p.add_argument("--python-version", nargs="+", metavar="X.Y",
                    help="the Pythons of the target machines, e.g. 3.10 3.11 3.12 (default: this one's)")
     p.add_argument("--gpu", action="store_true", help="also onnxruntime-gpu for those Pythons (requirements-gpu.txt)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--int8", action="store_true", help="ship the graph's int8 twin (infer.py --int8; for CPUs)")
+    precision.add_argument("--fp16", action="store_true", help="ship the graph's fp16 twin (infer.py --fp16; for GPUs)")
     args = p.parse_args()
     make_bundle(Path(args.out), onnx=Path(args.onnx) if args.onnx else None,
                 run_dir=Path(args.run_dir) if args.run_dir else None, test_images=args.test_images,
-                hours=args.time_limit, platforms=args.platform, python_versions=args.python_version, gpu=args.gpu)
+                hours=args.time_limit, platforms=args.platform, python_versions=args.python_version, gpu=args.gpu,
+                twin="int8" if args.int8 else "fp16" if args.fp16 else None)

@@ -42,7 +42,8 @@ from kit.core.atomic import atomic_dir, write_text
 from kit.core.entry import PORT, Parser, nonempty
 from kit.core.artifact import read_metadata
 from kit.core.errors import KitError
-from kit.core.paths import Outputs, twin_path
+from kit.core.paths import Outputs
+from kit.deploy.twins import twin_of
 from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -123,28 +124,11 @@ def page_file(name: str) -> str:
     return (resources.files("kit.deploy") / "page" / name).read_text(encoding="utf-8")
 
 
-def int8_twin(onnx: Path) -> Path:
-    """The int8 graph of `onnx` (infer.py --int8 writes it beside the fp32 one), or `onnx` itself when it is one; a
-    twin carries the export key of the graph it was quantized from, and one made from another graph is refused."""
-    meta = Predictor(onnx, "cpu").meta
-    if meta.int8:
-        return onnx
-    twin = twin_path(onnx, "int8")
-    if not twin.is_file():
-        raise KitError(f"--int8: there is no {twin}; export it with python infer.py ... --int8 (it is calibrated on "
-                       f"training images, which the page builder has not), or pass an int8 graph as --onnx")
-    made_from = Predictor(twin, "cpu").meta.export_key            # the key of the graph it was quantized from
-    if not made_from or made_from != meta.export_key:
-        raise KitError(f"--int8: {twin} was made from another graph than {onnx} (their export keys differ: the run "
-                       f"changed since); export both again with python infer.py ... --int8 --re-export")
-    return twin
-
-
 def make_page(onnx: Path, out: Path, title: str | None = None, int8: bool = False) -> dict:
     """Build the page under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
     Outputs().reads(onnx).check("--out", out, "folder")
     Predictor(onnx, "cpu")                      # a file that is no kit graph is refused before anything is built
-    graph = int8_twin(onnx) if int8 else onnx
+    graph = twin_of(onnx, "int8") if int8 else onnx
     dist = ort_web()
     with atomic_dir(out) as tmp:
         (tmp / "ort").mkdir()

@@ -23,6 +23,7 @@ import torch
 from kit import __version__
 from kit.core.artifact import Metadata, write_metadata
 from kit.core.atomic import atomic_path, write_text
+from kit.core.digest import file_digests
 from kit.evaluate.blend import (VIEWS, Blend, alone, best_method, candidates, choose_views, correlations, fit,
                                 methods_for, nested_cv)
 from kit.core.table import train_table, training_images
@@ -256,8 +257,8 @@ def content_key(kept: list[RunBlend], meta: Metadata) -> str:
     """A graph's export key when infer.py gave none: the bytes of every member's checkpoint, and the blend and views
     (what an int8 twin is checked against by kit.web)."""
     digest = hashlib.sha256(json.dumps({"blend": meta.blend, "members": meta.members}, sort_keys=True).encode())
-    for member in (m for b in kept for m in b.members):
-        digest.update(member.run.best(member.fold).read_bytes())
+    for sha in file_digests([m.run.best(m.fold) for b in kept for m in b.members]):
+        digest.update(sha.encode())
     return digest.hexdigest()
 
 

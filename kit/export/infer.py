@@ -11,6 +11,7 @@ from typing import Optional
 
 from kit import __version__
 from kit.core import atomic
+from kit.core.digest import file_digests
 from kit.core.errors import KitError
 from kit.core.paths import RUN_OWN_NAMES, Outputs, twin_path
 from kit.core.table import Layout
@@ -142,11 +143,8 @@ def export_key(runs: list[RunDir], folds: Optional[list], request: InferRequest)
     for run in runs:
         chosen = folds if folds is not None else [k for k in run.folds("best.pt") if run.finished(k)]
         files = [run.best(k) for k in chosen] + [run.oof(k) for k in chosen if run.oof(k).is_file()]
-        for path in files:
-            digest.update(str(path).encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
+        for path, sha in zip(files, file_digests(files)):       # read again only where a file's stat changed
+            digest.update(f"{path}:{sha}".encode())
         if run.config_file.is_file():
             cfg = run.config()
             table = Path(request.data_dir or cfg.data_dir) / cfg.train_csv

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from kit.core.digest import file_digests
 from kit.core.errors import KitError
 from kit.core.table import Layout, Table, submission_table
 from kit.core.task import Task
@@ -44,12 +45,7 @@ class Teaching:
 
 def fingerprint(run: RunDir, k: int) -> str:
     """sha256 of teacher fold k's best.pt and oof.csv: what its targets are a function of."""
-    digest = hashlib.sha256()
-    for path in (run.best(k), run.oof(k)):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return hashlib.sha256(" ".join(file_digests([run.best(k), run.oof(k)])).encode()).hexdigest()
 
 
 @dataclass
