@@ -39,10 +39,13 @@ def test_infer_fp16_exports_its_twin_and_predicts_with_it(trained, tmp_path, cap
     args = ["infer.py", "--run-dir", run_dir, "--onnx-out", graph, "--provider", "cpu"]
     r = run_entry(capsys, *args, "--out", tmp_path / "fp32.csv", "--probs", tmp_path / "fp32_probs.csv")
     assert r.returncode == 0, r.stderr
+    exported = graph.stat().st_mtime_ns
     r = run_entry(capsys, *args, "--fp16", "--out", tmp_path / "fp16.csv", "--probs", tmp_path / "fp16_probs.csv")
     assert r.returncode == 0, r.stderr
     half = tmp_path / "e.fp16.onnx"
     assert Predictor(half, "cpu").meta.fp16 and f"predict: 9 images with {half}" in r.stdout   # the twin answered
+    assert f"{graph} is up to date; making its fp16 twin only" in r.stdout and graph.stat().st_mtime_ns == exported
+    assert Predictor(half, "cpu").meta.export_key == Predictor(graph, "cpu").meta.export_key    # kit.web's check
     fp32, fp16 = ([[float(v) for k, v in row.items() if k != "image_id"] for row in csv_records(tmp_path / f)]
                   for f in ("fp32_probs.csv", "fp16_probs.csv"))
     assert 0 < np.abs(np.array(fp32) - np.array(fp16)).max() < 5e-3         # half precision, not the same graph

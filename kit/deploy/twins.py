@@ -20,7 +20,7 @@ def twin_of(onnx: Path, kind: str) -> Path:
     twin = twin_path(onnx, kind)
     if not twin.is_file():
         raise KitError(f"--{kind}: there is no {twin}; export it with python infer.py ... --{kind} ({WHY[kind]}, "
-                       f"which this command has not), or pass a {kind} graph as --onnx")
+                       f"which this command has not), or pass an {kind} graph as --onnx")
     made_from = Predictor(twin, "cpu").meta.export_key            # the key of the graph it was made from
     if not made_from or made_from != meta.export_key:
         raise KitError(f"--{kind}: {twin} was made from another graph than {onnx} (their export keys differ: the run "

@@ -325,9 +325,25 @@ def export(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
              f"weight-standardized convs folded, TTA {'on' if meta.tta else 'off'}, parity max |Δprob| "
              f"{summary['parity_max_abs_diff']:.2e})")
     if twin:
-        calibration = sample_images(train_table(cfg).paths, size, CALIBRATION_IMAGES) if twin == "int8" else None
-        summary[twin] = twins.make(twin, out, probe_images(cfg, p.oof, twins.EVAL_IMAGES, size),
-                                   lambda path, agreement: write_metadata(path, Metadata(**{
-                                       **meta.__dict__, twin: True, f"{twin}_agreement": agreement})),
-                                   meta.task_(), calibration)
+        summary[twin] = make_twin(twin, out, meta, cfg, p.oof)
     return summary
+
+
+def make_twin(twin: str, graph: Path, meta: Metadata, cfg, oof: Optional[Oof]) -> dict:
+    """`graph`'s int8 or fp16 twin (kit.export.twin), checked against it on OOF images (training images for the full
+    model) and labelled with its metadata, export key included."""
+    calibration = sample_images(train_table(cfg).paths, meta.img_size, CALIBRATION_IMAGES) if twin == "int8" else None
+    return twins.make(twin, graph, probe_images(cfg, oof, twins.EVAL_IMAGES, meta.img_size),
+                      lambda path, agreement: write_metadata(path, Metadata(**{
+                          **meta.__dict__, twin: True, f"{twin}_agreement": agreement})),
+                      meta.task_(), calibration)
+
+
+def twin_only(graph: Path, meta: Metadata, run: RunDir, twin: str, data_dir: Optional[str]) -> dict:
+    """The twin of an fp32 graph that is up to date (infer.py checked its key), without exporting the graph again;
+    its agreement is measured on the run's OOF images (the full model's: training images)."""
+    cfg = run.config()
+    cfg.data_dir = data_dir or cfg.data_dir
+    folds = run.folds("oof.csv")
+    oof = read_oof([run.oof(k) for k in folds]) if folds and FULL not in meta.folds else None
+    return make_twin(twin, graph, meta, cfg, oof)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from kit import __version__
 from kit.core import atomic
+from kit.core.artifact import Metadata, read_metadata
 from kit.core.digest import file_digests
 from kit.core.errors import KitError
 from kit.core.paths import RUN_OWN_NAMES, Outputs, twin_path
@@ -118,8 +119,17 @@ def infer(request: InferRequest) -> dict:
         onnx_path = request.onnx
     else:
         key = export_key(runs, folds, request)
-        onnx_path = up_to_date(onnx_out, key, request)
-        if onnx_path is None:
+        wanted = twin_path(onnx_out, request.twin) if request.twin else onnx_out
+        if current(wanted, key, request.re_export):
+            log.info(f"export: {wanted} is up to date (same checkpoints, settings and kit version); predicting with it "
+                     f"(--re-export exports anyway)")
+            onnx_path = str(wanted)
+        elif request.twin and (fp32 := current(onnx_out, key, request.re_export)):
+            from kit.export.build import twin_only           # the fp32 graph is not exported again
+            log.info(f"export: {onnx_out} is up to date; making its {request.twin} twin only")
+            made = twin_only(onnx_out, fp32, runs[0], request.twin, request.data_dir)
+            onnx_path, graph = made["path"], made["graph"]
+        else:
             from kit.export.build import export           # torch: imported only when a graph is made
             summary = export([r.path for r in runs], out=onnx_out, folds=folds, tta=request.tta, twin=request.twin,
                              data_dir=request.data_dir, method=request.blend, key=key)
@@ -152,24 +162,22 @@ def export_key(runs: list[RunDir], folds: Optional[list], request: InferRequest)
     return digest.hexdigest()
 
 
-def up_to_date(graph: Path, key: str, request: InferRequest) -> Optional[str]:
-    """The graph to predict with when the exported one (or its twin, with --int8 or --fp16) was made from exactly
-    these inputs; None when it must be exported (missing, stale, unreadable, or --re-export)."""
-    path = twin_path(graph, request.twin) if request.twin else graph
-    if request.re_export or not path.is_file():
+def current(path: Path, key: str, re_export: bool) -> Optional[Metadata]:
+    """The metadata of the graph at `path` when it was made from exactly these inputs (its kit.export_key is `key`);
+    None when it must be made again (missing, stale, unreadable, or --re-export)."""
+    if re_export or not path.is_file():
         return None
     import onnx
     try:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # noqa: BLE001 - a damaged file is simply exported again
+        meta = read_metadata(props, path)
+    except Exception:  # noqa: BLE001 - a damaged or foreign file is simply exported again
         return None
-    if props.get("kit.export_key") != json.dumps(key):
+    if meta.export_key != key:
         log.info(f"export: {path} is out of date (its checkpoints, OOF files, settings or the kit changed); exporting "
                  f"again")
         return None
-    log.info(f"export: {path} is up to date (same checkpoints, settings and kit version); predicting with it "
-             f"(--re-export exports anyway)")
-    return str(path)
+    return meta
 
 
 def score_demo(data_dir: Path, out: Path) -> None:
