@@ -81,3 +81,75 @@ def test_grouped_folds_stay_stratified():
         assert abs(in_fold.count("rare") / len(in_fold) - overall) < 0.04, (k, in_fold.count("rare") / len(in_fold))
     for g in set(groups):
         assert len({f for f, gg in zip(fold, groups) if gg == g}) == 1
+
+
+def test_multilabel_folds_hold_every_tag_in_every_fold_and_follow_the_seed():
+    rng = np.random.default_rng(0)
+    tags = (rng.random((90, 3)) < [0.5, 0.3, 0.1]).astype(np.int64)
+    tags[:3, 2] = 1                                          # at least 3 images of the rare tag
+    fold = make_folds(tags, 3, seed=0)
+    assert sorted(set(fold.tolist())) == [0, 1, 2] and np.array_equal(fold, make_folds(tags, 3, seed=0))
+    assert not np.array_equal(fold, make_folds(tags, 3, seed=1))          # shuffled by the seed
+    for t in range(3):
+        assert set(fold[tags[:, t] == 1].tolist()) == {0, 1, 2}           # each tag validated in every fold
+    exactly = np.zeros((30, 2), dtype=np.int64)
+    exactly[:, 0], exactly[:3, 1] = 1, 1                     # a tag with as many images as folds is enough
+    assert sorted(set(make_folds(exactly, 3, seed=0).tolist())) == [0, 1, 2]
+    exactly[2, 1] = 0
+    with pytest.raises(KitError, match=r"too few images for 3 folds with tag '1' \(2 images\)"):
+        make_folds(exactly, 3, seed=0)
+    with pytest.raises(KitError, match=r"too few images for 3 folds with tag 'rare' \(2 images\)"):
+        make_folds(exactly, 3, seed=0, names=["common", "rare"])
+    with pytest.raises(KitError, match="grouped folds are not supported for multilabel"):
+        make_folds(tags, 3, seed=0, groups=[str(i) for i in range(90)])
+
+
+def test_the_small_class_and_group_refusals_say_how_to_fix_them():
+    with pytest.raises(KitError, match=r"4 folds need at least 4 groups, but there are 3; lower --num-folds to at "
+                                       r"most 3"):
+        make_folds(["a", "b"] * 6, 4, seed=0, groups=["g1", "g2", "g3"] * 4)
+    with pytest.raises(KitError, match=r"class 'one' \(1 image\).*Every class needs at least 2"):
+        make_folds(["common"] * 20 + ["one"], 3, seed=0)
+    many = [c for c in "abcdefg" for _ in range(2)] + ["big"] * 20
+    with pytest.raises(KitError) as refused:
+        make_folds(many, 3, seed=0)
+    assert str(refused.value).count("(2 images)") == 5        # the first five small classes are named
+    assert "at most 2" in str(refused.value)
+    groups = [f"g{i}" for i in range(12)]
+    fold = make_folds(["a", "b"] * 6, 3, seed=0, groups=groups)          # 3 groups a class for 3 folds: enough
+    assert sorted(set(fold.tolist())) == [0, 1, 2]
+
+
+def _folds_file(competition, tmp_path):
+    cfg = load_config(None, {"data_dir": str(competition)})
+    table = train_table(cfg)
+    path = tmp_path / "folds.csv"
+    load_or_create(path, table, table.labels, 3, seed=0)
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    return table, path, rows
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: [rows[0]] + [r[:2] + ["-1" if i == 0 else r[2]] for i, r in enumerate(rows[1:])], "must be 0..K-1"),
+    (lambda rows: [rows[0]] + [r[:2] + ["2" if r[2] == "1" else r[2]] for r in rows[1:]], "must be 0..K-1"),
+    (lambda rows: [rows[0]] + [r[:2] + ["0"] for r in rows[1:]], r"must be 0\.\.K-1 \(K >= 2\)"),
+    (lambda rows: [rows[0]] + [r[:2] + ["x"] for r in rows[1:]], "the fold column must hold integers"),
+    (lambda rows: [["image_id", "label", "split"]] + rows[1:], "is not a folds file"),
+    (lambda rows: rows[:-1] + [rows[-1][:2]], "is not a folds file"),
+])
+def test_a_folds_file_with_bad_fold_numbers_or_columns_is_refused(competition, tmp_path, edit, message):
+    table, path, rows = _folds_file(competition, tmp_path)
+    write_rows(path, edit(rows)[0], edit(rows)[1:])
+    with pytest.raises(KitError, match=message):
+        load_or_create(path, table, table.labels, None, seed=0)
+
+
+def test_a_folds_file_is_checked_against_num_folds_and_says_what_it_wrote(competition, tmp_path, kit_log):
+    table, path, rows = _folds_file(competition, tmp_path)
+    assert f"folds: wrote {path} (3 folds, {len(table.ids)} images)" in kit_log.text
+    assert np.array_equal(load_or_create(path, table, table.labels, 3, seed=0),
+                          np.array([int(r[2]) for r in rows[1:]]))
+    write_rows(path, rows[0], rows[2:])                      # the first image of train.csv dropped from the file
+    with pytest.raises(KitError, match=rf"1 id\(s\) in .* are not in it \(e\.g\. {rows[1][0]!r}\)"):
+        load_or_create(path, table, table.labels, None, seed=0)
