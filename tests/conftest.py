@@ -2,9 +2,15 @@
 helpers are in helpers.py)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per test worker, and in every command a test starts: two workers with two threads each on 2
+    # cores ran several times slower than one (oversubscription)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 from helpers import TINY, make_competition, make_task_competition, run_cli
 

@@ -153,3 +153,26 @@ def test_a_folds_file_is_checked_against_num_folds_and_says_what_it_wrote(compet
     write_rows(path, rows[0], rows[2:])                      # the first image of train.csv dropped from the file
     with pytest.raises(KitError, match=rf"1 id\(s\) in .* are not in it \(e\.g\. {rows[1][0]!r}\)"):
         load_or_create(path, table, table.labels, None, seed=0)
+
+
+def test_a_folds_file_edge_cases_the_mutation_run_found(competition, tmp_path):
+    """Survivors of `bench/mutation.py --modules folds`: K = 2 is a valid file, a --num-folds below the file's K is
+    refused as one above it is, a file in another encoding is refused by name, the count of missing ids is exact and
+    the example is the first of them, and a first split without --num-folds makes DEFAULT_NUM_FOLDS (5) folds."""
+    table, path, rows = _folds_file(competition, tmp_path)
+    two = [rows[0]] + [r[:2] + [str(int(r[2]) % 2)] for r in rows[1:]]            # folds 0, 1, 0: K = 2
+    write_rows(path, two[0], two[1:])
+    assert sorted(set(load_or_create(path, table, table.labels, 2, seed=0).tolist())) == [0, 1]
+    with pytest.raises(KitError, match="has 2 folds but --num-folds is 3"):
+        load_or_create(path, table, table.labels, 3, seed=0)
+    write_rows(path, rows[0], rows[1:])
+    with pytest.raises(KitError, match="has 3 folds but --num-folds is 2"):
+        load_or_create(path, table, table.labels, 2, seed=0)
+    write_rows(path, rows[0], rows[3:])                      # the first two images of train.csv dropped
+    with pytest.raises(KitError, match=rf"out of date: 2 id\(s\) in .* are not in it \(e\.g\. {rows[1][0]!r}\)"):
+        load_or_create(path, table, table.labels, None, seed=0)
+    path.write_bytes("image_id,label,fold\n".encode() + "é,x,0\n".encode("latin-1"))
+    with pytest.raises(KitError, match=r"folds.csv is not a readable folds file \(.*utf-8.*\); delete it to re-split"):
+        load_or_create(path, table, table.labels, None, seed=0)
+    five = tmp_path / "five.csv"
+    assert sorted(set(load_or_create(five, table, table.labels, None, seed=0).tolist())) == [0, 1, 2, 3, 4]
