@@ -100,7 +100,7 @@ def test_an_imbalanced_run_reports_per_class_recall(tmp_path, capsys):
     assert "Overall OOF balanced_accuracy" in cv
 
 
-def test_the_average_of_the_best_epochs_is_kept_only_when_it_scores_as_well(tmp_path, capsys):
+def test_the_average_of_the_best_epochs_is_kept_only_when_it_scores_better(tmp_path, capsys):
     from kit.train import checkpoint
     comp = make_competition(tmp_path / "comp", per_class=8)
     r = run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
@@ -112,17 +112,32 @@ def test_the_average_of_the_best_epochs_is_kept_only_when_it_scores_as_well(tmp_
         best = checkpoint.load(tmp_path / "run" / f"fold{k}" / "best.pt")
         last = checkpoint.load(tmp_path / "run" / f"fold{k}" / "last.pt")
         assert len(last["top_k"]) == 3 and [t["score"] for t in last["top_k"]] == sorted(t["score"] for t in last["top_k"])
-        if len(kept["epochs"]) > 1:            # the average kept: it scored at least as well (log loss: lower)
-            assert kept["average_score"] <= kept["best_epoch_score"] and best["averaged"] == kept["epochs"]
+        if len(kept["epochs"]) > 1:            # the average kept: it scored better (log loss: lower)
+            assert kept["average_score"] < kept["best_epoch_score"] and best["averaged"] == kept["epochs"]
             assert best["score"] == pytest.approx(kept["average_score"])
             mean = {n: torch.stack([t["model"][n].float() for t in last["top_k"]]).mean(0) for n in best["model"]}
             for n, v in best["model"].items():
                 if v.is_floating_point():
                     torch.testing.assert_close(v, mean[n])
         else:
-            assert kept["average_score"] > kept["best_epoch_score"] and best["averaged"] == []
+            assert kept["average_score"] >= kept["best_epoch_score"] and best["averaged"] == []
     assert "kept weights |" in (tmp_path / "run" / "cv.md").read_text()
     assert "scores log_loss" in r.stdout and "the average of epochs" in r.stdout
+
+
+def test_an_average_that_only_ties_the_best_epoch_is_not_kept(tmp_path, capsys, monkeypatch):
+    """A tie goes to the plain best epoch: the "average" here is the best epoch's own weights (so it scores exactly
+    the same), and the fold keeps the best epoch, not an average of several."""
+    from kit.train import fold as fold_module
+    monkeypatch.setattr(fold_module, "average_weights", lambda states: states[0])       # top[0]: the best epoch
+    comp = make_competition(tmp_path / "comp", per_class=8)
+    r = run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
+                  "--num-folds", "2", *TINY[:-4], "--num-workers", "0", "--epochs", "3", "--fold", "0",
+                  "--avg-top-k", "2", "--metric", "log_loss")
+    assert r.returncode == 0, r.stderr
+    kept = json.loads((tmp_path / "run" / "fold0" / "kept.json").read_text())
+    assert kept["average_score"] == kept["best_epoch_score"]
+    assert len(kept["epochs"]) == 1 and "the best epoch is kept" in r.stdout
 
 
 def test_seeds_train_on_one_folds_file_and_blend(tmp_path, capsys):

@@ -107,8 +107,8 @@ class Config:
     loss: str = knob("ce", "classification loss: ce (cross-entropy; BCE for multilabel) or focal (Lin et al. 2017)",
                      ("ce", "focal"))
     focal_gamma: float = knob(2.0, "focusing parameter of the focal loss")
-    avg_top_k: int = knob(1, "keep the average of the K best epochs' (EMA) weights when it scores at least as well "
-                             "as the best epoch (1: the best epoch)")
+    avg_top_k: int = knob(1, "keep the average of the K best epochs' (EMA) weights when it scores better than "
+                             "the best epoch, which a tie keeps (1: the best epoch)")
     # auto: lambda from the batch size and optimizer by the rule bench/agc_rule.py measured (kit/train/agc.py)
     agc_clip: str = knob("auto", "AGC clip factor lambda, or auto (from batch size and optimizer); 0 disables")
     agc_eps: float = knob(1e-3, "AGC floor on a unit's weight norm")
