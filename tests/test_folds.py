@@ -176,3 +176,68 @@ def test_a_folds_file_edge_cases_the_mutation_run_found(competition, tmp_path):
         load_or_create(path, table, table.labels, None, seed=0)
     five = tmp_path / "five.csv"
     assert sorted(set(load_or_create(five, table, table.labels, None, seed=0).tolist())) == [0, 1, 2, 3, 4]
+
+
+class _LopsidedSplitter:
+    """A splitter that puts every row holding `lopsided` (a label, or a tag's column) into fold 0 and deals the other
+    rows round-robin: what the post-split check exists for (sklearn's and iterstrat's splitters never do it on the
+    inputs the pre-checks let through)."""
+    lopsided = "b"
+
+    def __init__(self, n_splits, **_):
+        self.n_splits = n_splits
+
+    def split(self, X, y, groups=None):
+        y = np.asarray(y)
+        hit = y[:, 1] == 1 if y.ndim == 2 else y == self.lopsided
+        fold = np.where(hit, 0, np.arange(len(y)) % self.n_splits)
+        for k in range(self.n_splits):
+            yield np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+
+
+def test_a_split_that_leaves_a_class_or_tag_out_of_a_fold_is_refused(monkeypatch):
+    import iterstrat.ml_stratifiers
+    from kit.prepare import folds
+    monkeypatch.setattr(folds, "StratifiedGroupKFold", _LopsidedSplitter)
+    labels = ["a"] * 12 + ["b"] * 12
+    groups = [f"g{i % 12}" for i in range(12)] + [f"h{i % 4}" for i in range(12)]
+    with pytest.raises(KitError, match=r"the grouped split left class 'b' out of the validation images of fold\(s\) "
+                                       r"\[1, 2\] \(its 4 groups did not spread over 3 folds\)"):
+        make_folds(labels, 3, seed=0, groups=groups)
+    monkeypatch.setattr(iterstrat.ml_stratifiers, "MultilabelStratifiedKFold", _LopsidedSplitter)
+    tags = np.array([[1, 0]] * 12 + [[1, 1]] * 6)
+    with pytest.raises(KitError, match=r"the split left tag 'y' out of the validation images of fold\(s\) \[1, 2\]"):
+        make_folds(tags, 3, seed=0, names=["x", "y"])
+
+
+def test_the_bounds_of_the_refusals_are_exact(competition, tmp_path, kit_log):
+    """Exactly K images (or groups) of a class is enough; the fix names the smallest class's count; five of six small
+    tags are named; a header or row shape other than the schema's, or a label changed to one that sorts first, is
+    refused; extra ids are counted and the first named; the wrote line counts the folds."""
+    assert sorted(set(make_folds(["a"] * 20 + ["b"] * 3, 3, seed=0).tolist())) == [0, 1, 2]
+    every = [c for _ in range(3) for c in "ab" * 2]                       # 3 groups, each holding both classes
+    assert sorted(set(make_folds(every, 3, seed=0, groups=[f"g{i // 4}" for i in range(12)]).tolist())) == [0, 1, 2]
+    with pytest.raises(KitError, match=r"in class 'c' \(3 images\), 'd' \(4 images\).*at most 3, or merge"):
+        make_folds(["a"] * 20 + ["c"] * 3 + ["d"] * 4, 5, seed=0)
+    tags = np.zeros((20, 7), dtype=int)
+    tags[:, 0] = 1
+    tags[np.arange(6), np.arange(1, 7)] = 1                               # six tags with one image each
+    with pytest.raises(KitError) as refused:
+        make_folds(tags, 3, seed=0, names=["common", *"pqrstu"])
+    assert str(refused.value).count("(1 image)") == 5
+    table, path, rows = _folds_file(competition, tmp_path)
+    for header, body in ((["image_id", "label", "a"], rows[1:]), (rows[0], rows[1:-1] + [rows[-1] + ["x"]])):
+        write_rows(path, header, body)
+        with pytest.raises(KitError, match="is not a folds file"):
+            load_or_create(path, table, table.labels, None, seed=0)
+    write_rows(path, rows[0], [[rows[1][0], "aaa", rows[1][2]]] + rows[2:])
+    with pytest.raises(KitError, match=rf"image {rows[1][0]!r} has label 'aaa' but"):
+        load_or_create(path, table, table.labels, None, seed=0)
+    write_rows(path, rows[0], rows[1:] + [["zz1", "cat", "0"], ["zz2", "cat", "1"]])
+    with pytest.raises(KitError) as refused:
+        load_or_create(path, table, table.labels, None, seed=0)
+    assert "2 id(s) in it are no longer in" in str(refused.value) and "(e.g. 'zz1')" in str(refused.value)
+    assert "are not in it" not in str(refused.value)
+    from kit.prepare.folds import save
+    save(tmp_path / "two.csv", table, np.arange(len(table.ids)) % 2)
+    assert f"folds: wrote {tmp_path / 'two.csv'} (2 folds," in kit_log.text
