@@ -169,8 +169,9 @@ def test_a_folds_file_edge_cases_the_mutation_run_found(competition, tmp_path):
     with pytest.raises(KitError, match="has 3 folds but --num-folds is 2"):
         load_or_create(path, table, table.labels, 2, seed=0)
     write_rows(path, rows[0], rows[3:])                      # the first two images of train.csv dropped
-    with pytest.raises(KitError, match=rf"out of date: 2 id\(s\) in .* are not in it \(e\.g\. {rows[1][0]!r}\)"):
+    with pytest.raises(KitError, match=rf"out of date: 2 id\(s\) in .* are not in it \(e\.g\. {rows[1][0]!r}\)") as refused:
         load_or_create(path, table, table.labels, None, seed=0)
+    assert "are no longer in" not in str(refused.value)                    # nothing extra in the file
     path.write_bytes("image_id,label,fold\n".encode() + "é,x,0\n".encode("latin-1"))
     with pytest.raises(KitError, match=r"folds.csv is not a readable folds file \(.*utf-8.*\); delete it to re-split"):
         load_or_create(path, table, table.labels, None, seed=0)
@@ -219,6 +220,10 @@ def test_the_bounds_of_the_refusals_are_exact(competition, tmp_path, kit_log):
     assert sorted(set(make_folds(every, 3, seed=0, groups=[f"g{i // 4}" for i in range(12)]).tolist())) == [0, 1, 2]
     with pytest.raises(KitError, match=r"in class 'c' \(3 images\), 'd' \(4 images\).*at most 3, or merge"):
         make_folds(["a"] * 20 + ["c"] * 3 + ["d"] * 4, 5, seed=0)
+    with pytest.raises(KitError, match=r"'one' \(1 image\), 'two' \(2 images\).*Every class needs at least 2"):
+        make_folds(["a"] * 20 + ["one"] + ["two"] * 2, 3, seed=0)
+    labels = np.array(["a", "b"] * 6)                                     # an array of labels is not a tag matrix
+    assert np.array_equal(make_folds(labels, 3, seed=0), make_folds(labels.tolist(), 3, seed=0))
     tags = np.zeros((20, 7), dtype=int)
     tags[:, 0] = 1
     tags[np.arange(6), np.arange(1, 7)] = 1                               # six tags with one image each
@@ -230,8 +235,8 @@ def test_the_bounds_of_the_refusals_are_exact(competition, tmp_path, kit_log):
         write_rows(path, header, body)
         with pytest.raises(KitError, match="is not a folds file"):
             load_or_create(path, table, table.labels, None, seed=0)
-    write_rows(path, rows[0], [[rows[1][0], "aaa", rows[1][2]]] + rows[2:])
-    with pytest.raises(KitError, match=rf"image {rows[1][0]!r} has label 'aaa' but"):
+    write_rows(path, rows[0], [[rows[1][0], "zzz", rows[1][2]]] + rows[2:])          # sorts after every label
+    with pytest.raises(KitError, match=rf"image {rows[1][0]!r} has label 'zzz' but"):
         load_or_create(path, table, table.labels, None, seed=0)
     write_rows(path, rows[0], rows[1:] + [["zz1", "cat", "0"], ["zz2", "cat", "1"]])
     with pytest.raises(KitError) as refused:
