@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -n 0"     # one process: a worker pool costs more than a mutant's tests
+# -n 0: one process; starting a pool of test workers would cost more than one mutant's tests
+PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -n 0"
 
 # module -> (file, the fast tests that guard it); the test expressions leave out the session fixtures that train
 MODULES = {

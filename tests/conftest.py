@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # one torch thread per test worker, and in every command a test starts: two workers with two threads each on 2
-    # cores ran several times slower than one (oversubscription)
+    # one torch thread per test worker, and in every command a test starts: two workers with torch's default of a
+    # thread per core would oversubscribe the cores
     os.environ["OMP_NUM_THREADS"] = "1"
 
 from helpers import TINY, make_competition, make_task_competition, run_cli
@@ -18,7 +18,6 @@ from helpers import TINY, make_competition, make_task_competition, run_cli
 @pytest.fixture(scope="session", autouse=True)
 def digest_cache(tmp_path_factory):
     """The tests' commands remember file digests (kit.core.digest) in a folder of their own, not the user's cache."""
-    import os
     os.environ["KIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("kit-cache"))
 
 

@@ -245,9 +245,9 @@ def make_bundle(out: Path, *, onnx: Path | None = None, run_dir: Path | None = N
     guard = Outputs().reads(onnx).protects(run_dir, "the run dir")
     guard.check("--out", out, "folder")
     if onnx is not None:
-        Predictor(onnx, "cpu")                  # a file that is no kit graph is refused before anything is built
+        meta = Predictor(onnx, "cpu").meta      # a file that is no kit graph is refused before anything is built
         if twin:
-            onnx = twin_of(onnx, twin)
+            onnx = twin_of(onnx, twin, meta)
     with atomic_dir(out) as tmp:
         result = _build(tmp, onnx, run_dir, test_images, hours, list(platforms or KAGGLE_PLATFORMS), pythons, gpu,
                         twin)

@@ -4,7 +4,9 @@ key of the graph it was made from, and one made from another graph is refused ra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
+from kit.core.artifact import Metadata
 from kit.core.errors import KitError
 from kit.core.paths import twin_path
 from kit.runtime.predictor import Predictor
@@ -12,9 +14,10 @@ from kit.runtime.predictor import Predictor
 WHY = {"int8": "it is calibrated on training images", "fp16": "its agreement with fp32 is checked on OOF images"}
 
 
-def twin_of(onnx: Path, kind: str) -> Path:
-    """`onnx`'s `kind` twin (int8 or fp16), or `onnx` itself when it is one already."""
-    meta = Predictor(onnx, "cpu").meta
+def twin_of(onnx: Path, kind: str, meta: Optional[Metadata] = None) -> Path:
+    """`onnx`'s `kind` twin (int8 or fp16), or `onnx` itself when it is one already; `meta`: `onnx`'s, where the
+    caller has opened it already (a session on a large graph takes about a second)."""
+    meta = meta or Predictor(onnx, "cpu").meta
     if getattr(meta, kind):
         return onnx
     twin = twin_path(onnx, kind)

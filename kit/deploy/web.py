@@ -127,8 +127,8 @@ def page_file(name: str) -> str:
 def make_page(onnx: Path, out: Path, title: str | None = None, int8: bool = False) -> dict:
     """Build the page under a temporary name and rename it to `out` at the end: a failure leaves nothing."""
     Outputs().reads(onnx).check("--out", out, "folder")
-    Predictor(onnx, "cpu")                      # a file that is no kit graph is refused before anything is built
-    graph = twin_of(onnx, "int8") if int8 else onnx
+    given = Predictor(onnx, "cpu").meta         # a file that is no kit graph is refused before anything is built
+    graph = twin_of(onnx, "int8", given) if int8 else onnx
     dist = ort_web()
     with atomic_dir(out) as tmp:
         (tmp / "ort").mkdir()
