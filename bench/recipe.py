@@ -95,6 +95,9 @@ def run_kit(args, flags: list[str]) -> dict:
         kit.train.model.split_head_params = lambda model: (list(model.parameters()), [])
         import kit.train.fold
         kit.train.fold.split_head_params = kit.train.model.split_head_params
+    if "!whole-epochs" in flags:                    # the plan before 2026-12-07: no partial last epoch under a budget
+        import kit.train.budget
+        kit.train.budget.MIN_PART = 2.0             # a partial epoch is at most one batch short of a whole one
     import train
     ns = train.parse_args(["--data-dir", args.data, "--no-pretrained", "--img-size", str(args.img_size), "--epochs",
                            str(args.epochs), "--fold", str(args.fold), "--seed", str(args.seed), "--folds-csv",

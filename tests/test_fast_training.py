@@ -148,15 +148,29 @@ def test_the_budget_is_planned_again_after_the_first_epoch(tmp_path, monkeypatch
     plan = json.loads(t.run.plan(0).read_text())
     assert plan["epochs"] == t.epochs == len(t.progress.history) < plan["first_plan_epochs"]
     assert plan["replanned"] is not None and checkpoint.load(t.run.last(0))["plan"] == plan
+    assert plan["last_epoch_steps"] == t.last_epoch_steps <= t.batches_per_epoch
     warmup = t.scheduler.warmup_t                                           # the cosine ends with the new count
-    assert warmup + t.scheduler.t_initial == t.epochs * t.batches_per_epoch
+    assert warmup + t.scheduler.t_initial == t.progress.updates == \
+        (t.epochs - 1) * t.batches_per_epoch + t.last_epoch_steps
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(t.cfg.min_lr, rel=1e-3)
 
 
 def test_budget_arithmetic():
-    from kit.train.budget import epochs_left, val_every
+    from kit.train.budget import epochs_left, epochs_that_fit, val_every
     assert epochs_left(100, 9, 1, 1) == 10                       # 10 x (9 + 1)
     assert epochs_left(100, 9, 9, 2) == 7                        # 7 x 9 + 4 validations x 9 = 99
+    # 10 steps of 1 s an epoch, 2 s to validate: 3 whole epochs (36 s) and, in the 10 s left, 8 steps of a 4th
+    # beside its own validation
+    assert epochs_that_fit(46, 1.0, 10, 2, 1) == (3, 8)
+    assert epochs_that_fit(46.9, 1.0, 10, 2, 1) == (3, 8)        # a step starts only if it fits
+    assert epochs_that_fit(39, 1.0, 10, 2, 1) == (3, 1)          # one step, MIN_PART of 10
+    assert epochs_that_fit(38.9, 1.0, 10, 2, 1) == (3, 0)        # the validation alone: no partial epoch
+    assert epochs_that_fit(47.9, 1.0, 10, 2, 1) == (3, 9)        # never a whole epoch's steps as "partial"
+    assert epochs_that_fit(48, 1.0, 10, 2, 1) == (4, 0)
+    assert epochs_that_fit(30, 0.1, 100, 1, 1) == (2, 70)        # 2 x 10 + 3 validations + 70 x 0.1 = 30
+    assert epochs_that_fit(23.5, 0.1, 100, 1, 1) == (2, 0)       # 5 steps: under MIN_PART (10 of 100)
+    # validated every 2nd epoch: 2 whole epochs (20 s), the 2nd and the partial 3rd (the last) scored (4 s), 6 steps
+    assert epochs_that_fit(30, 1.0, 10, 2, 2) == (2, 6)
     assert val_every(None, train_s=10, val_s=0.5) == 1           # under a tenth: every epoch
     assert val_every(None, train_s=10, val_s=5) == 5             # 5 s every 5th epoch: 1 s in 11 s
     assert val_every(3, train_s=10, val_s=5) == 3                # as set

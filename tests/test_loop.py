@@ -1,5 +1,6 @@
 """The training loop itself, driven in this process: what it clips, accumulates, schedules, keeps as best and
 refuses to save."""
+import contextlib
 import math
 
 import numpy as np
@@ -173,3 +174,54 @@ def test_diverged_weights_are_never_saved(tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert all(torch.isfinite(v).all() for v in checkpoint.load(t.run.best(0))["model"].values() if v.is_floating_point())
     assert checkpoint.load(t.run.best(0))["epoch"] == 1
+
+
+def test_a_partial_last_epoch_trains_its_epochs_first_batches_and_ends_the_schedule(tmp_path, monkeypatch):
+    """A budget's plan can end on a partial epoch (kit.train.budget): that epoch trains the first
+    last_epoch_steps batches of the order a whole epoch would have, the cosine spans the updates planned so the last
+    one reaches min_lr, and a run stopped inside the partial epoch resumes to the same weights."""
+    from kit.train import budget
+    settings = dict(epochs=3, batch_size=4, per_class=12, lr=0.05, min_lr=1e-6, warmup_epochs=0.5, save_every_steps=1)
+    real_plan, setups = budget.plan, {}
+
+    def run(name, last=None, stop_after=None, resume=False):
+        if last is not None:
+            monkeypatch.setattr(budget, "plan", lambda trainer: {**real_plan(trainer), "last_epoch_steps": last})
+        if name not in setups:
+            setups[name] = fold_setup(tmp_path / name, **settings)
+        t = Trainer(*setups[name], Dist(), resume=resume)
+        monkeypatch.undo()
+        seen, real_train = [], t.batch.train
+        t.batch.train = lambda x, y, epoch, step: seen.append((epoch, step, x.clone())) or real_train(x, y, epoch, step)
+        if stop_after is not None:
+            real_update = t.step.update
+
+            def update(n):
+                real_update(n)
+                if n == stop_after:
+                    t.save_last()
+                    raise KeyboardInterrupt
+            t.step.update = update
+        with pytest.raises(KeyboardInterrupt) if stop_after is not None else contextlib.nullcontext():
+            t.fit()
+        return t, seen
+
+    whole, whole_seen = run("whole")
+    per_epoch = whole.batches_per_epoch
+    assert per_epoch >= 4
+    part, part_seen = run("part", last=2)
+    assert part.progress.updates == 2 * per_epoch + 2 == len(part_seen)
+    assert len(read_history(part.run.history(0))) == 3                      # the partial epoch is epoch 3
+    for (e1, s1, x1), (e2, s2, x2) in zip(part_seen, whole_seen):              # the same batches, in the same order
+        assert (e1, s1) == (e2, s2) and torch.equal(x1, x2)
+    assert [e for e, _, _ in part_seen].count(2) == 2
+    assert part.scheduler.warmup_t + part.scheduler.t_initial == part.progress.updates
+    assert part.optimizer.param_groups[0]["lr"] == pytest.approx(1e-6, rel=1e-3)     # the last update ends it
+    assert whole.optimizer.param_groups[0]["lr"] == pytest.approx(1e-6, rel=1e-3)
+
+    run("stopped", last=2, stop_after=2 * per_epoch + 1)                        # inside the partial epoch
+    resumed, rest = run("stopped", last=2, resume=True)
+    assert [(e, s) for e, s, _ in rest] == [(2, 1)]                             # only its last batch was left
+    final, expected = checkpoint.load(resumed.run.last(0)), checkpoint.load(part.run.last(0))
+    assert all(torch.equal(final["model"][k], v) for k, v in expected["model"].items())
+    assert final["updates"] == expected["updates"]

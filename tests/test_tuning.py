@@ -163,10 +163,12 @@ def test_seeds_train_on_one_folds_file_and_blend(tmp_path, capsys):
                                 "--seeds", "1,1"), r"--seeds must be distinct integers")
 
 
-def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsys):
+def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsys, monkeypatch):
     """The epochs come from the fold's measured first steps; the probe puts back weights, optimizer state and RNGs,
-    so the fold then trains bit for bit as a run told that many epochs; cv.md says the budget and the plan."""
-    from kit.train import checkpoint
+    so the fold then trains bit for bit as a run told that many epochs (the last one cut where the plan cuts it);
+    cv.md says the budget and the plan."""
+    from kit.evaluate.report import epochs_text
+    from kit.train import budget, checkpoint
     comp = make_competition(tmp_path / "comp", per_class=6)
     base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY[:-4],
             "--num-workers", "0", "--warmup-epochs", "0.2", "--fold", "0"]
@@ -176,13 +178,17 @@ def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsy
     assert plan["epochs"] >= 1 and plan["budget_s"] == 8 and plan["seconds_per_step"] > 0
     assert plan["pace_from"] == "this fold's probe"
     assert json.loads((tmp_path / "budget" / "fold1" / "plan.json").read_text())["pace_from"] == "fold 0's steps"
-    assert re.search(rf"time budget 8s: [0-9.]+s an epoch measured .* -> {plan['epochs']} epochs", r.stdout)
+    assert 1 <= plan["last_epoch_steps"] <= plan["steps_per_epoch"]
+    assert re.search(rf"time budget 8s: [0-9.]+s an epoch measured .* -> {epochs_text(plan)}", r.stdout)
     history = (tmp_path / "budget" / "fold0" / "metrics.csv").read_text().splitlines()
     assert len(history) == plan["epochs"] + 1
     cv = (tmp_path / "budget" / "cv.md").read_text()
     assert (f"Time budget 8s per fold, planned from a timed training step and made again after each fold's first "
-            f"epoch: fold 0: {plan['epochs']} epochs") in cv and "the step from fold 0's steps)" in cv
+            f"epoch: fold 0: {epochs_text(plan)} (") in cv and "the step from fold 0's steps)" in cv
+    real_plan = budget.plan                     # a fixed run of that many epochs, its last one cut as the plan's
+    monkeypatch.setattr(budget, "plan", lambda t: {**real_plan(t), "last_epoch_steps": plan["last_epoch_steps"]})
     r = run_entry(capsys, *base, "--run-dir", tmp_path / "fixed", "--epochs", str(plan["epochs"]))
+    monkeypatch.undo()
     assert r.returncode == 0, r.stderr
     budgeted = checkpoint.load(tmp_path / "budget" / "fold0" / "best.pt")["model"]
     fixed = checkpoint.load(tmp_path / "fixed" / "fold0" / "best.pt")["model"]

@@ -247,15 +247,26 @@ def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
     if not plans:
         return ""
     rows = [f"| {k} | {p['model']} | {p['model_why']} | {p['batch_size']} | {p['lr']:.4g} | {p.get('agc', '')} | "
-            f"{p['precision']} | {p['epochs']}{_budget_cell(p)} |" for k, p in plans.items()]
+            f"{p['precision']} | {p['epochs']}{_partial(p)}{_budget_cell(p)} |" for k, p in plans.items()]
     text = ("## Plan\n\n| fold | model | why this model | batch | lr | AGC | precision | epochs |\n"
             "|---|---|---|---:|---:|---|---|---|\n" + "\n".join(rows) + "\n\n")
     if cfg.time_budget:
-        parts = [f"fold {k}: {p['epochs']} epochs ({p['seconds_per_epoch']:.0f} s each, the step from "
+        parts = [f"fold {k}: {epochs_text(p)} ({p['seconds_per_epoch']:.0f} s each, the step from "
                  f"{p.get('pace_from') or 'its probe'})" for k, p in plans.items() if p.get("budget_s")]
         text = f"Time budget {cfg.time_budget} per fold, planned from a timed training step and made again after " \
             f"each fold's first epoch: {'; '.join(parts)}.\n\n" + text
     return text
+
+
+def epochs_text(p: dict) -> str:
+    """A plan.json's epochs (kit.train.budget): "4 epochs", or "4 epochs, the last 41 of 68 batches" when its last
+    epoch is partial."""
+    return f"{p['epochs']} epochs{_partial(p)}"
+
+
+def _partial(p: dict) -> str:
+    last, steps = p.get("last_epoch_steps"), p.get("steps_per_epoch")
+    return f", the last {last} of {steps} batches" if last and steps and last < steps else ""
 
 
 def _budget_cell(p: dict) -> str:
@@ -264,7 +275,7 @@ def _budget_cell(p: dict) -> str:
     replan = (f", re-planned after the first epoch (the first plan said {p['first_plan_epochs']})"
               if p.get("replanned") is not None and p["first_plan_epochs"] != p["epochs"] else "")
     every = f", validated every {p['val_every']} epochs and after the last" if p.get("val_every", 1) > 1 else ""
-    return (f" of {p['seconds_per_epoch']:.1f} s in a {p['budget_s']:.0f} s budget (start-up "
+    return (f", {p['seconds_per_epoch']:.1f} s each in a {p['budget_s']:.0f} s budget (start-up "
             f"{p['startup_s']:.1f} s){replan}{every}")
 
 

@@ -6,8 +6,13 @@ once the Trainer is complete; then it puts back the weights, optimizer, scaler a
 fold trains exactly as it would have (a budget changes how many epochs run, never what one epoch does). The probe
 is skipped where the same model's step at the same batch was already timed in this process (a `Pace`): by
 `--model auto`'s choice (kit.train.choice) for a run's first fold, by the fold before for the next ones. Each probe
-costs a few seconds, a tenth of a budget of half a minute; the re-plan after the first epoch corrects an estimate. The
-schedule (warmup, cosine decay) is fitted to the planned epochs. After the first epoch the plan is made again from
+costs a few seconds, a tenth of a budget of half a minute; the re-plan after the first epoch corrects an estimate.
+
+The plan is whole epochs and then, in the seconds they leave, one partial epoch: the first `last_epoch_steps` batches
+of its epoch's order (at least MIN_PART of an epoch, else the seconds are left). Whole epochs alone left up to 0.97
+of an epoch of a 42-s budget untrained (digits-hard seed 1: three of five folds left 6-8 s, bench/RESULTS.md "Equal
+wall time, a second seed"). The schedule (warmup, cosine decay) is fitted to the updates planned, the partial
+epoch's included, so the last update reaches min_lr. After the first epoch the plan is made again from
 that epoch's real time (`replan`): a few steps can misjudge an epoch (one fold ran 41 % over its budget on the
 probe alone, bench/RESULTS.md). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
 
@@ -20,10 +25,12 @@ time, the fold is scored every `val_every` epochs (and always after the last), a
 
 fold<k>/plan.json  (every fold; the budget's fields are null without one)
                    {"budget_s", "epochs", "first_plan_epochs", "replanned", "seconds_per_step",
-                    "seconds_per_val_image", "steps_per_epoch", "val_images", "val_every", "seconds_per_epoch",
-                    "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "agc", "model", "model_why",
+                    "seconds_per_val_image", "steps_per_epoch", "last_epoch_steps", "val_images", "val_every",
+                    "seconds_per_epoch", "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "agc", "model", "model_why",
                     "pace_from"}
-  epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran); first_plan_epochs: the probe's;
+  epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran), the
+          partial last epoch counted; first_plan_epochs: the probe's;
+  last_epoch_steps: the batches the last epoch trains (steps_per_epoch when it is whole, always without a budget);
   replanned: the first epoch's seconds when the plan was made again from it (null until then);
   agc: the AGC clip factor in force and why, e.g. "0.1131 (auto)", "off (auto: the model has BatchNorm2d layers)"
   model, model_why: the model trained and why (kit.train.choice, for --model auto; else "set by --model")
@@ -49,6 +56,7 @@ PROBE_STEPS = 4
 SAFETY = 0.05
 RESERVE_S = 3.0          # at least this much kept for the end of the fold (reports: ~1-2 s measured at 32 px)
 VAL_SHARE = 0.10
+MIN_PART = 0.1           # a partial last epoch shorter than this share of an epoch is not trained: mostly its validation
 
 
 @dataclass(frozen=True)
@@ -138,13 +146,25 @@ def epochs_left(left_s: float, train_s: float, val_s: float, every: int) -> int:
     return max(0, math.floor((left_s - val_s * (1 - 1 / every)) / (train_s + val_s / every)))
 
 
+def epochs_that_fit(left_s: float, per_step: float, steps: int, val_s: float, every: int) -> tuple[int, int]:
+    """(whole epochs, batches of one more, partial epoch or 0) that fit `left_s` seconds with their validations:
+    the whole ones as `epochs_left`; the partial one in what they leave after its own validation (the last epoch is
+    always scored), from MIN_PART of an epoch's `steps` to one batch short of a whole epoch."""
+    train_s = steps * per_step
+    whole = epochs_left(left_s, train_s, val_s, every)
+    spare = left_s - whole * train_s - math.ceil((whole + 1) / every) * val_s
+    part = min(steps - 1, math.floor(spare / per_step)) if per_step > 0 else 0
+    return whole, part if part >= max(1, MIN_PART * steps) else 0
+
+
 def plan(trainer) -> dict:
     """The fold's plan: what it trains and for how many epochs. Under a budget the epochs are measured on the
     fold's own first steps (every rank takes rank 0's plan); without one they are the `epochs` setting."""
     cfg = trainer.cfg
     record = {"budget_s": None, "epochs": cfg.epochs, "first_plan_epochs": cfg.epochs, "replanned": None,
               "seconds_per_step": None, "seconds_per_val_image": None, "steps_per_epoch": trainer.batches_per_epoch,
-              "val_images": len(trainer.data.val_rows), "val_every": cfg.val_every or 1, "seconds_per_epoch": None,
+              "last_epoch_steps": trainer.batches_per_epoch, "val_images": len(trainer.data.val_rows),
+              "val_every": cfg.val_every or 1, "seconds_per_epoch": None,
               "warmup_epochs": cfg.warmup_epochs, "startup_s": time.time() - trainer.started,
               "precision": trainer.precision.name, "batch_size": trainer.batch_size, "lr": trainer.lr,
               "agc": trainer.agc_note(), "model": cfg.model, "model_why": trainer.model_why, "pace_from": None}
@@ -161,10 +181,13 @@ def plan(trainer) -> dict:
         set_rng_state(rng)                          # a loader's iterator draws its seed from the global RNG
     train_s, val_s = trainer.batches_per_epoch * per_step, record["val_images"] * per_image
     every = val_every(cfg.val_every, train_s, val_s)
-    epochs = max(1, epochs_left(_deadline(trainer) - time.time(), train_s, val_s, every))
+    steps = trainer.batches_per_epoch
+    whole, part = epochs_that_fit(_deadline(trainer) - time.time(), per_step, steps, val_s, every)
+    epochs, last = (whole + 1, part) if whole and part else (max(1, whole), steps)     # one whole epoch at least
     record.update(budget_s=budget_seconds(cfg.time_budget), epochs=epochs, first_plan_epochs=epochs,
-                  seconds_per_step=per_step, seconds_per_val_image=per_image, val_every=every,
-                  seconds_per_epoch=train_s + val_s / every, warmup_epochs=min(cfg.warmup_epochs, epochs / 5),
+                  last_epoch_steps=last, seconds_per_step=per_step, seconds_per_val_image=per_image, val_every=every,
+                  seconds_per_epoch=train_s + val_s / every,
+                  warmup_epochs=min(cfg.warmup_epochs, (epochs - 1 + last / steps) / 5),
                   startup_s=time.time() - trainer.started, pace_from=known.source if known else "this fold's probe")
     return distributed.gather(record)[0]
 
@@ -179,8 +202,10 @@ def replan(trainer, epoch_seconds: float) -> dict:
     times = trainer.step_seconds
     steady = steady_seconds(times) * p["steps_per_epoch"] if times else epoch_seconds
     left = _deadline(trainer) - time.time() - (val_s if trainer._validates(1) else 0.0)    # this epoch's own
-    more = epochs_left(left, steady, val_s, p["val_every"])
-    result = {**p, "epochs": 1 + more, "replanned": epoch_seconds, "seconds_per_epoch": steady + val_s / p["val_every"]}
+    steps = p["steps_per_epoch"]
+    more, part = epochs_that_fit(left, steady / steps, steps, val_s, p["val_every"])
+    result = {**p, "epochs": 1 + more + (part > 0), "last_epoch_steps": part or steps, "replanned": epoch_seconds,
+              "seconds_per_epoch": steady + val_s / p["val_every"]}
     return distributed.gather(result)[0]
 
 

@@ -40,6 +40,7 @@ from kit.train.step import Step
 from kit.train.teacher import Teaching
 from kit.train.tracking import Tracking
 from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
+from kit.evaluate.report import epochs_text
 from kit.evaluate.rundir import FULL, RunDir
 from kit.core.task import Task
 
@@ -205,6 +206,7 @@ class Trainer:
         self.started = started
         self.plan = self._plan()           # a --time-budget times self.step: everything above exists
         self.epochs, self.val_every = self.plan["epochs"], self.plan["val_every"]
+        self.last_epoch_steps = self.plan.get("last_epoch_steps") or self.batches_per_epoch   # a budget's partial epoch
         if mixing(cfg):
             self.batch.mixer = Mixer(cfg, self.batch_size, self.epochs)
         self._schedule()
@@ -245,7 +247,7 @@ class Trainer:
                 else ""
             log.info(f"fold {self.fold}: time budget {self.cfg.time_budget}: {result['seconds_per_epoch']:.1f}s an "
                      f"epoch measured ({result['seconds_per_step'] * 1000:.0f} ms a step from {result['pace_from']}, "
-                     f"start-up {result['startup_s']:.1f}s) -> {result['epochs']} epochs{every}")
+                     f"start-up {result['startup_s']:.1f}s) -> {epochs_text(result)}{every}")
         return result
 
     def _replan(self, epoch_start: float) -> None:
@@ -253,10 +255,10 @@ class Trainer:
         the schedule is fitted to the new count. The first epoch is warmup (or a fifth of the epochs), which the
         new schedule keeps."""
         new = budget.replan(self, time.time() - epoch_start)
-        if new["epochs"] != self.epochs:
+        if (new["epochs"], new["last_epoch_steps"]) != (self.epochs, self.last_epoch_steps):
             log.info(f"fold {self.fold}: the first epoch ran at {new['seconds_per_epoch']:.1f}s an epoch: "
-                     f"{new['epochs']} epochs fit the budget instead of {self.epochs}")
-            self.epochs = new["epochs"]
+                     f"{epochs_text(new)} fit the budget instead of {epochs_text(self.plan)}")
+            self.epochs, self.last_epoch_steps = new["epochs"], new["last_epoch_steps"]
             if self.batch.mixer is not None:
                 self.batch.mixer = Mixer(self.cfg, self.batch_size, self.epochs)
             self._schedule()
@@ -266,14 +268,16 @@ class Trainer:
             budget.save(self.run.plan(self.fold), new)
 
     def _schedule(self) -> None:
-        """Linear warmup then cosine decay over this fold's epochs (a budget's plan: its warmup at most a fifth)."""
+        """Linear warmup then cosine decay over this fold's updates (a budget's plan: its warmup at most a fifth, and
+        its partial last epoch's updates counted)."""
         cfg = self.cfg
         updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
+        updates = updates_per_epoch * (self.epochs - 1) + math.ceil(self.last_epoch_steps / cfg.accum_steps)
         warmup = int(self.plan["warmup_epochs"] * updates_per_epoch)
         # warmup_prefix: the cosine follows the warmup, so together they span the fold's updates and the last one
         # reaches min_lr (until 2026-12-06 the cosine spanned them all after the warmup and never ended: an 8-epoch
         # run finished at 3.8 % of the peak, a 4-epoch one at 15 %)
-        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=max(1, updates_per_epoch * self.epochs - warmup),
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=max(1, updates - warmup),
                                            lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=self.lr * 0.01,
                                            warmup_prefix=True, t_in_epochs=False)
 
@@ -318,6 +322,10 @@ class Trainer:
             log.info(f"fold {self.fold} epoch {p.epoch}/{self.epochs}: train_loss {train_loss:.4f} val_loss "
                      f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
         return self._finish(t0)
+
+    def batches_in(self, epoch: int) -> int:
+        """The batches epoch `epoch` (0-based) trains: every one, or a budget's partial last epoch's first ones."""
+        return self.last_epoch_steps if epoch == self.epochs - 1 else self.batches_per_epoch
 
     def _validates(self, epoch: int) -> bool:
         """Whether epoch `epoch` (1-based) is scored: every val_every-th, and always the last."""
@@ -415,15 +423,16 @@ class Trainer:
         cfg, p, d = self.cfg, self.progress, self.dist
         e0 = time.time()
         self.net.train()
-        self.train_sampler.set_epoch(p.epoch, start_batch=p.step_in_epoch)
+        batches = self.batches_in(p.epoch)
+        self.train_sampler.set_epoch(p.epoch, start_batch=p.step_in_epoch, stop_batch=batches)
         loss_sum = torch.zeros((), device=self.device)
         seen, self.step_seconds, t = 0, [], time.perf_counter()
-        bar = tqdm(self.train_loader, total=self.batches_per_epoch - p.step_in_epoch, disable=None if d.main else True,
+        bar = tqdm(self.train_loader, total=batches - p.step_in_epoch, disable=None if d.main else True,
                    leave=False, desc=f"fold {self.fold} epoch {p.epoch + 1}/{self.epochs}")
         for x, y in worker_errors_in(bar, f"fold {self.fold}, epoch {p.epoch + 1}"):
             x, y, mix = self.batch.train(x, y, p.epoch, p.step_in_epoch)
             p.step_in_epoch += 1
-            optimizer_step = p.step_in_epoch % cfg.accum_steps == 0 or p.step_in_epoch == self.batches_per_epoch
+            optimizer_step = p.step_in_epoch % cfg.accum_steps == 0 or p.step_in_epoch == batches
             with self.net.no_sync() if d.active and not optimizer_step else contextlib.nullcontext():
                 loss = self.step.loss(x, y, mix)
                 self._check_loss(loss)
@@ -434,8 +443,7 @@ class Trainer:
                 p.updates += 1
                 self.step.update(p.updates)
                 self.scheduler.step_update(p.updates)
-                if cfg.save_every_steps and p.updates % cfg.save_every_steps == 0 and \
-                        p.step_in_epoch < self.batches_per_epoch:
+                if cfg.save_every_steps and p.updates % cfg.save_every_steps == 0 and p.step_in_epoch < batches:
                     self.save_last()
             if bar.total and seen % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")

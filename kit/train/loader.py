@@ -63,11 +63,17 @@ class EpochSampler(Sampler):
         self.indices, self.seed, self.shuffle = indices, seed, shuffle
         self.weights = torch.as_tensor(weights, dtype=torch.float64) if weights is not None else None
         self.batch_size, self.rank, self.world = batch_size, rank, world
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start_batch, self.stop_batch = 0, 0, None
         self.idle = False                   # yields nothing while set (see start_workers)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+    def set_epoch(self, epoch: int, start_batch: int = 0, stop_batch: int | None = None) -> None:
+        """The epoch's global batches from `start_batch` (a resumed epoch) up to `stop_batch` (a budget's partial
+        last epoch: its first batches in the same order; None: every batch)."""
+        self.epoch, self.start_batch, self.stop_batch = epoch, start_batch, stop_batch
+
+    @property
+    def _stop(self) -> int:
+        return self.global_batches if self.stop_batch is None else min(self.stop_batch, self.global_batches)
 
     @property
     def global_batches(self) -> int:
@@ -78,7 +84,7 @@ class EpochSampler(Sampler):
             return 0
         if not self.shuffle:
             return len(self.indices[self.rank::self.world])
-        return (self.global_batches - self.start_batch) * self.batch_size
+        return (self._stop - self.start_batch) * self.batch_size
 
     def __iter__(self):
         if self.idle:
@@ -92,7 +98,7 @@ class EpochSampler(Sampler):
         else:
             order = self.indices[torch.multinomial(self.weights, len(self.indices), True, generator=g).numpy()]
         step = self.batch_size * self.world
-        for k in range(self.start_batch, self.global_batches):
+        for k in range(self.start_batch, self._stop):
             first = k * step + self.rank * self.batch_size
             for pos in range(first, first + self.batch_size):
                 seed = int(np.random.SeedSequence([self.seed, self.epoch, pos]).generate_state(1)[0])
