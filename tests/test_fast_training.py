@@ -176,6 +176,26 @@ def test_budget_arithmetic():
     assert val_every(3, train_s=10, val_s=5) == 3                # as set
 
 
+def test_the_replan_counts_what_the_first_epoch_took_beyond_its_steps(monkeypatch):
+    """10 steps of 1 s, 2 s of validation, 1 s more for the checkpoints (13 s an epoch), 40.5 s left: 3 more whole
+    epochs and no partial one fit; counted without the 1 s, a partial 4th would have been planned past the deadline."""
+    import time
+    from types import SimpleNamespace
+    from kit.train import budget
+    plan = {"steps_per_epoch": 10, "val_images": 100, "seconds_per_val_image": 0.03, "val_every": 1, "epochs": 9,
+            "last_epoch_steps": 10}
+    trainer = SimpleNamespace(plan=plan, step_seconds=[5.0] + [1.0] * 9)       # the first step builds the kernels
+    monkeypatch.setattr(budget, "_deadline", lambda t: time.time() + 40.5)
+    new = budget.replan(trainer, 14.0, 2.0, 17.0)
+    assert (new["epochs"], new["last_epoch_steps"]) == (4, 10)
+    assert new["epoch_overhead_s"] == pytest.approx(1.0) and new["seconds_per_epoch"] == pytest.approx(13.0)
+    assert new["replanned"] == 14.0
+    no_overhead = budget.replan(trainer, 14.0, 2.0, 16.0)
+    assert (no_overhead["epochs"], no_overhead["last_epoch_steps"]) == (5, 2)
+    unscored = budget.replan(trainer, 14.0, None, 15.0)        # not validated: the planned 3 s, and 1 s overhead
+    assert unscored["epoch_overhead_s"] == pytest.approx(1.0) and unscored["seconds_per_epoch"] == pytest.approx(14.0)
+
+
 def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_path, monkeypatch):
     from kit.core.task import Multiclass
     from kit.evaluate.rundir import RunDir
@@ -188,7 +208,8 @@ def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_
     now = __import__("time").time()
     assert choice.choose_model(cfg, run, task, targets, 96, 0, None)[0] == "nf_resnet26"
     name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 3 * 0.3 + 0.1)
-    assert (name, pace) == ("nf_resnet26", None)                      # 3 epochs fit; its fold times its own step
+    assert name == "nf_resnet26"                                      # 3 epochs fit; its fold plans from this step
+    assert (pace.model, pace.batch_size, pace.seconds_per_step) == ("nf_resnet26", 32, 0.1)
     assert "3 epochs of nf_resnet26 fit the budget" in why
     name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 2 * 0.3 + 0.1)
     assert name == "nf_resnet18" and "only 2 epoch(s) of nf_resnet26 fit" in why

@@ -12,9 +12,12 @@ The plan is whole epochs and then, in the seconds they leave, one partial epoch:
 of its epoch's order (at least MIN_PART of an epoch, else the seconds are left). Whole epochs alone left up to 0.97
 of an epoch of a 42-s budget untrained (digits-hard seed 1: three of five folds left 6-8 s, bench/RESULTS.md "Equal
 wall time, a second seed"). The schedule (warmup, cosine decay) is fitted to the updates planned, the partial
-epoch's included, so the last update reaches min_lr. After the first epoch the plan is made again from
-that epoch's real time (`replan`): a few steps can misjudge an epoch (one fold ran 41 % over its budget on the
-probe alone, bench/RESULTS.md). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
+epoch's included, so the last update reaches min_lr. After the first epoch, its validation and last.pt included,
+the plan is made again from that epoch's real time (`replan`): a few steps can misjudge an epoch (one fold ran 41 %
+over its budget on the probe alone, bench/RESULTS.md), and what an epoch costs beyond its steps and its validation
+(last.pt, best.pt, the OOF and metrics.csv written: 0.3-0.4 s of a 7.5-s nf_resnet26 epoch on digits-hard) is known
+only then; the partial epoch made the plans tight enough for it to matter (folds ended 1-1.4 s past their deadline
+without it). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
 
 What the fold's start-up took counts against the budget: for a run's first fold, from the process's start
 (imports, reading the data, the cache); SAFETY of the budget, and at least RESERVE_S, is kept in hand for what
@@ -26,12 +29,14 @@ time, the fold is scored every `val_every` epochs (and always after the last), a
 fold<k>/plan.json  (every fold; the budget's fields are null without one)
                    {"budget_s", "epochs", "first_plan_epochs", "replanned", "seconds_per_step",
                     "seconds_per_val_image", "steps_per_epoch", "last_epoch_steps", "val_images", "val_every",
-                    "seconds_per_epoch", "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "agc", "model", "model_why",
+                    "seconds_per_epoch", "epoch_overhead_s", "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "agc", "model", "model_why",
                     "pace_from"}
   epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran), the
           partial last epoch counted; first_plan_epochs: the probe's;
   last_epoch_steps: the batches the last epoch trains (steps_per_epoch when it is whole, always without a budget);
-  replanned: the first epoch's seconds when the plan was made again from it (null until then);
+  replanned: the first epoch's training seconds when the plan was made again from it (null until then);
+  epoch_overhead_s: what the first epoch took beyond its steps and its validation (checkpoints, OOF, history), counted
+                    in every later epoch's seconds_per_epoch (null until the re-plan);
   agc: the AGC clip factor in force and why, e.g. "0.1131 (auto)", "off (auto: the model has BatchNorm2d layers)"
   model, model_why: the model trained and why (kit.train.choice, for --model auto; else "set by --model")
   pace_from: where seconds_per_step came from: "this fold's probe", "the model choice's probe", "fold <k>'s
@@ -146,13 +151,15 @@ def epochs_left(left_s: float, train_s: float, val_s: float, every: int) -> int:
     return max(0, math.floor((left_s - val_s * (1 - 1 / every)) / (train_s + val_s / every)))
 
 
-def epochs_that_fit(left_s: float, per_step: float, steps: int, val_s: float, every: int) -> tuple[int, int]:
-    """(whole epochs, batches of one more, partial epoch or 0) that fit `left_s` seconds with their validations:
-    the whole ones as `epochs_left`; the partial one in what they leave after its own validation (the last epoch is
-    always scored), from MIN_PART of an epoch's `steps` to one batch short of a whole epoch."""
-    train_s = steps * per_step
+def epochs_that_fit(left_s: float, per_step: float, steps: int, val_s: float, every: int,
+                    overhead_s: float = 0.0) -> tuple[int, int]:
+    """(whole epochs, batches of one more, partial epoch or 0) that fit `left_s` seconds with their validations and
+    each epoch's `overhead_s`: the whole ones as `epochs_left`; the partial one in what they leave after its own
+    validation (the last epoch is always scored) and overhead, from MIN_PART of an epoch's `steps` to one batch short
+    of a whole epoch."""
+    train_s = steps * per_step + overhead_s
     whole = epochs_left(left_s, train_s, val_s, every)
-    spare = left_s - whole * train_s - math.ceil((whole + 1) / every) * val_s
+    spare = left_s - whole * train_s - math.ceil((whole + 1) / every) * val_s - overhead_s
     part = min(steps - 1, math.floor(spare / per_step)) if per_step > 0 else 0
     return whole, part if part >= max(1, MIN_PART * steps) else 0
 
@@ -165,7 +172,7 @@ def plan(trainer) -> dict:
               "seconds_per_step": None, "seconds_per_val_image": None, "steps_per_epoch": trainer.batches_per_epoch,
               "last_epoch_steps": trainer.batches_per_epoch, "val_images": len(trainer.data.val_rows),
               "val_every": cfg.val_every or 1, "seconds_per_epoch": None,
-              "warmup_epochs": cfg.warmup_epochs, "startup_s": time.time() - trainer.started,
+              "epoch_overhead_s": None, "warmup_epochs": cfg.warmup_epochs, "startup_s": time.time() - trainer.started,
               "precision": trainer.precision.name, "batch_size": trainer.batch_size, "lr": trainer.lr,
               "agc": trainer.agc_note(), "model": cfg.model, "model_why": trainer.model_why, "pace_from": None}
     if not cfg.time_budget:
@@ -192,20 +199,22 @@ def plan(trainer) -> dict:
     return distributed.gather(record)[0]
 
 
-def replan(trainer, epoch_seconds: float) -> dict:
-    """The plan again once the first epoch has trained (before its validation): as many more epochs as fit the
-    time left at its pace, the median of its steps (loading included) times the steps of an epoch; its first steps,
-    which build the kernels, would make every later epoch look slower than it is. Validation, this epoch's
-    included, is counted at the planned rate."""
+def replan(trainer, train_seconds: float, val_seconds: float | None, epoch_seconds: float) -> dict:
+    """The plan again once the first epoch is over (its validation and checkpoints written): as many more epochs as
+    fit the time left at its pace. A step's time is the median of its steps (loading included) after the first
+    ones, which build the kernels and would make every later epoch look slower than it is; validation is what the
+    first one took (`val_seconds`; None when it was not scored: the planned rate); the rest of the epoch's
+    `epoch_seconds` past `train_seconds` and the validation is each later epoch's overhead."""
     p = trainer.plan
-    val_s = p["val_images"] * p["seconds_per_val_image"]
-    times = trainer.step_seconds
-    steady = steady_seconds(times) * p["steps_per_epoch"] if times else epoch_seconds
-    left = _deadline(trainer) - time.time() - (val_s if trainer._validates(1) else 0.0)    # this epoch's own
     steps = p["steps_per_epoch"]
-    more, part = epochs_that_fit(left, steady / steps, steps, val_s, p["val_every"])
-    result = {**p, "epochs": 1 + more + (part > 0), "last_epoch_steps": part or steps, "replanned": epoch_seconds,
-              "seconds_per_epoch": steady + val_s / p["val_every"]}
+    per_step = steady_seconds(trainer.step_seconds) or train_seconds / steps
+    planned_val = p["val_images"] * p["seconds_per_val_image"]
+    val_s = val_seconds if val_seconds is not None else planned_val
+    overhead = max(0.0, epoch_seconds - train_seconds - (val_seconds or 0.0))
+    left = _deadline(trainer) - time.time()
+    more, part = epochs_that_fit(left, per_step, steps, val_s, p["val_every"], overhead)
+    result = {**p, "epochs": 1 + more + (part > 0), "last_epoch_steps": part or steps, "replanned": train_seconds,
+              "seconds_per_epoch": per_step * steps + overhead + val_s / p["val_every"], "epoch_overhead_s": overhead}
     return distributed.gather(result)[0]
 
 

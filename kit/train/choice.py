@@ -13,7 +13,9 @@
   at 3-4 epochs it beat nf_resnet18 on average on the AVX-512 CPU's runs too (photo-patches +2.6 pt over 2 folds,
   photo-patches-6k +0.3 pt, digits-hard +6.6 pt on the fold where 3 fit); only at 2 epochs did nf_resnet18 win
   (digits-hard, +6.6 pt validation, one fold). It was 4 before, set on that AVX-512 CPU, where nf_resnet18 is 2.4x
-  faster. When nf_resnet18 is chosen, its fold plans from nf_resnet26's timed step divided by the least
+  faster. When nf_resnet26 is chosen, its fold plans from this timed step (a Pace; loading is excluded here, ~3 % of
+  a step with the images in memory, which the re-plan after the first epoch takes in) instead of timing its own
+  again. When nf_resnet18 is chosen, its fold plans from nf_resnet26's timed step divided by the least
   measured speed-up (a Pace) instead of timing its own: a few seconds saved where the budget is short, and the plan
   made again after its first epoch corrects the estimate (on average it errs towards too few epochs; a noisy probe
   can still plan one too many, which the re-plan takes back).
@@ -66,9 +68,10 @@ def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int,
     val_s = per_step / 3 * val_images / batch                     # a forward pass: about a third of a step
     per_epoch = train_s + val_s
     epochs = epochs_left(deadline - time.time() - 2 * per_step * PROBE_STEPS, train_s, val_s, 1)   # its own probe
-    if epochs >= MIN_EPOCHS:
+    if epochs >= MIN_EPOCHS:      # its fold plans from this step instead of timing its own (~1 s of a 42-s budget)
         return SCRATCH_MODEL, (f"from scratch: {epochs} epochs of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
-                               f"each), at least {MIN_EPOCHS}"), None
+                               f"each), at least {MIN_EPOCHS}"), Pace(SCRATCH_MODEL, batch, per_step,
+                                                                     "the model choice's probe")
     fast_batch = _batch(cfg, FAST_MODEL, train_images)
     pace = Pace(FAST_MODEL, fast_batch, per_step / batch * fast_batch / FAST_FASTER,
                 f"{SCRATCH_MODEL}'s step timed by the model choice, / {FAST_FASTER}")

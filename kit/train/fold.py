@@ -250,11 +250,12 @@ class Trainer:
                      f"start-up {result['startup_s']:.1f}s) -> {epochs_text(result)}{every}")
         return result
 
-    def _replan(self, epoch_start: float) -> None:
-        """After the first epoch, the plan again from its real pace (the probe's few steps can misjudge an epoch);
-        the schedule is fitted to the new count. The first epoch is warmup (or a fifth of the epochs), which the
-        new schedule keeps."""
-        new = budget.replan(self, time.time() - epoch_start)
+    def _replan(self, train_seconds: float, val_seconds: float | None, epoch_seconds: float) -> None:
+        """After the first epoch, the plan again from its real pace (the probe's few steps can misjudge an epoch, and
+        the checkpoints' time is known only now); the schedule is fitted to the new count from the next update on,
+        and last.pt is written again so that a resume follows the new plan. The first epoch is warmup (or a fifth
+        of the epochs), which the new schedule keeps."""
+        new = budget.replan(self, train_seconds, val_seconds, epoch_seconds)
         if (new["epochs"], new["last_epoch_steps"]) != (self.epochs, self.last_epoch_steps):
             log.info(f"fold {self.fold}: the first epoch ran at {new['seconds_per_epoch']:.1f}s an epoch: "
                      f"{epochs_text(new)} fit the budget instead of {epochs_text(self.plan)}")
@@ -266,6 +267,7 @@ class Trainer:
         self.plan = new
         if self.dist.main:
             budget.save(self.run.plan(self.fold), new)
+        self.save_last()
 
     def _schedule(self) -> None:
         """Linear warmup then cosine decay over this fold's updates (a budget's plan: its warmup at most a fifth, and
@@ -297,11 +299,11 @@ class Trainer:
         while p.epoch < self.epochs:
             e0, whole = time.time(), p.step_in_epoch == 0
             train_loss, train_rate = self.train_epoch()
-            if self.cfg.time_budget and p.epoch == 0 and whole and self.plan.get("replanned") is None:
-                self._replan(e0)                    # before this epoch's validation is decided: the count may change
+            trained, val_seconds = time.time() - e0, None
             if self.data.val_rows.size and self._validates(p.epoch + 1):
                 probs, val_loss = self.evaluate()
                 val_score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
+                val_seconds = time.time() - e0 - trained
             else:                                   # the full model (no validation images), or an epoch not scored
                 probs, val_loss, val_score = None, math.nan, math.nan
             self._check_finite(train_loss, val_loss)
@@ -321,6 +323,8 @@ class Trainer:
             self.save_last()
             log.info(f"fold {self.fold} epoch {p.epoch}/{self.epochs}: train_loss {train_loss:.4f} val_loss "
                      f"{val_loss:.4f} {cfg.metric} {val_score:.4f}{' *' if improved else ''} ({time.time() - e0:.1f}s)")
+            if self.cfg.time_budget and p.epoch == 1 and whole and self.plan.get("replanned") is None:
+                self._replan(trained, val_seconds, time.time() - e0)     # the whole first epoch is timed
         return self._finish(t0)
 
     def batches_in(self, epoch: int) -> int:
