@@ -5,6 +5,7 @@ With --onnx PATH nothing is exported and PyTorch is not imported: only onnxrunti
 import argparse
 
 from kit.core.entry import Parser, main_guard, nonempty, number
+from kit.core.providers import PROVIDER_CHOICES
 
 
 def parse_args(argv=None):
@@ -18,7 +19,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="submissions/submission.csv")
     p.add_argument("--probs", help="also write per-class probabilities to this CSV")
     p.add_argument("--folds", help="comma-separated folds to ensemble (default: every trained fold)")
-    p.add_argument("--provider", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="--tta: identity + horizontal flip for every run; --no-tta: identity only (default: each "
                         "run keeps the views among flips, transpose and rotations that improve its OOF score)")

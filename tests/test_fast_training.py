@@ -144,6 +144,9 @@ def test_the_budget_is_planned_again_after_the_first_epoch(tmp_path, monkeypatch
     assert t.plan["first_plan_epochs"] == t.epochs > 3          # ten minutes fit many tiny epochs
     monkeypatch.setattr(budget, "_deadline", lambda trainer: __import__("time").time() + 2.5 * t.plan["seconds_per_epoch"])
     monkeypatch.setattr(budget.statistics, "median", lambda values: t.plan["seconds_per_epoch"] / t.batches_per_epoch)
+    planned_val = t.plan["val_images"] * t.plan["seconds_per_val_image"]
+    replan = t._replan           # the first epoch's validation and checkpoints as planned, whatever the machine's load
+    t._replan = lambda train, val, epoch: replan(train, planned_val, train + planned_val)
     t.fit()
     plan = json.loads(t.run.plan(0).read_text())
     assert plan["epochs"] == t.epochs == len(t.progress.history) < plan["first_plan_epochs"]

@@ -112,6 +112,49 @@ def test_cuda_provider_missing_is_a_clear_error(onnx_file):
     assert create_session(onnx_file, "auto").get_providers() == ["CPUExecutionProvider"]
 
 
+@pytest.mark.parametrize("provider, name, install", [
+    ("tensorrt", "TensorrtExecutionProvider", "TensorRT libraries"),
+    ("openvino", "OpenVINOExecutionProvider", "onnxruntime-openvino in place of onnxruntime")])
+def test_tensorrt_and_openvino_missing_or_falling_back_are_clear_errors(onnx_file, monkeypatch, provider, name,
+                                                                        install):
+    """Asked for by name and missing: what to install; present but the session ran on the CPU: an error too (a
+    silent fallback would report the CPU's speed as the provider's). `auto` never picks them."""
+    if name in ort.get_available_providers():
+        pytest.skip(f"{name} present here")
+    with pytest.raises(KitError, match=rf"--provider {provider}: onnxruntime here has no {name} .*{install}"):
+        create_session(onnx_file, provider)
+    asked = []
+
+    class Session:                      # onnxruntime with the provider listed, whose session falls back to the CPU
+        def __init__(self, graph, options, providers):
+            asked.append(providers)
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+    import kit.runtime.predictor as predictor
+    monkeypatch.setattr(predictor.ort, "get_available_providers", lambda: [name, "CUDAExecutionProvider",
+                                                                          "CPUExecutionProvider"])
+    monkeypatch.setattr(predictor.ort, "InferenceSession", Session)
+    with pytest.raises(KitError, match=f"onnxruntime fell back to CPUExecutionProvider instead of {name}"):
+        create_session(onnx_file, provider)
+    assert asked[-1][0] == name and asked[-1][-1] == "CPUExecutionProvider"
+    assert ("CUDAExecutionProvider" in asked[-1]) == (provider == "tensorrt")   # TensorRT hands the rest to CUDA
+    with pytest.raises(KitError, match="fell back to CPUExecutionProvider instead of CUDAExecutionProvider"):
+        create_session(onnx_file, "auto")                         # auto: CUDA when listed, never TensorRT/OpenVINO
+
+
+def test_an_unknown_or_missing_provider_is_one_error_line(onnx_file, trained, tmp_path):
+    comp = trained[0]
+    r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--provider", "rocm", "--out", tmp_path / "s.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "rocm" in r.stderr
+    assert all(name in r.stderr for name in ("auto", "cpu", "cuda", "tensorrt", "openvino"))
+    if "OpenVINOExecutionProvider" not in ort.get_available_providers():
+        r = run_cli("infer.py", "--onnx", onnx_file, "--data-dir", comp, "--provider", "openvino", "--out",
+                    tmp_path / "s.csv")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pip install onnxruntime-openvino" in r.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_foreign_or_mismatched_graph_is_refused(onnx_file, tmp_path):
     plain = onnx.load(str(onnx_file))
     del plain.metadata_props[:]

@@ -24,6 +24,7 @@ from typing import Iterator
 from kit.core.atomic import atomic_path
 from kit.core.entry import Parser, main_guard, nonempty, number
 from kit.core.errors import KitError
+from kit.core.providers import PROVIDER_CHOICES
 from kit.core.paths import Outputs
 from kit.core.table import IMAGE_SUFFIXES, decode_every
 from kit.runtime.predictor import Predictor
@@ -164,7 +165,7 @@ def main(argv=None) -> None:
                                                                "JSON lines, 5 in CSV)")
     p.add_argument("--skip-errors", action="store_true", help="an unreadable image gets its reason in its row (an "
                                                               "`error` column / field) instead of stopping the run")
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
     p.add_argument("--batch-size", type=number(1, None, int), default=32)
     args = p.parse_args(argv)
     predict(Path(args.onnx), args.sources, Path(args.out), args.top_k, args.provider, args.batch_size,

@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from kit.core.artifact import INPUT, OUTPUT, Metadata, check_graph, read_metadata
 from kit.core.errors import KitError
+from kit.core.providers import INSTALL, PROVIDER_CHOICES, PROVIDERS
 from kit.core.images import load_rgb
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 log = logging.getLogger(__name__)
 
 
@@ -34,27 +34,27 @@ def create_session(onnx_path: str | Path, provider: str = "auto", threads: int =
     if graph is None and not path.is_file():
         raise KitError(f"ONNX file {path} does not exist; export it first with `python infer.py --export-only`")
     available = ort.get_available_providers()
-    if provider == "auto":
-        wanted = PROVIDERS["cuda"] if PROVIDERS["cuda"] in available else PROVIDERS["cpu"]
-    elif provider in PROVIDERS:
-        wanted = PROVIDERS[provider]
-        if wanted not in available:
-            raise KitError(f"--provider {provider}: onnxruntime here has no {wanted} (available: "
-                           f"{', '.join(available)}). Install onnxruntime-gpu with a matching CUDA (an offline bundle: build it "
-                           f"with --gpu and install its requirements-gpu.txt), or use --provider cpu")
-    else:
-        raise KitError(f"--provider must be cpu, cuda or auto, got {provider!r}")
+    if provider == "auto":          # CUDA where it is there; TensorRT and OpenVINO only when asked for by name
+        provider = "cuda" if PROVIDERS["cuda"] in available else "cpu"
+    if provider not in PROVIDERS:
+        raise KitError(f"--provider must be one of {', '.join(PROVIDER_CHOICES)}, got {provider!r}")
+    wanted = PROVIDERS[provider]
+    if wanted not in available:
+        raise KitError(f"--provider {provider}: onnxruntime here has no {wanted} (available: "
+                       f"{', '.join(available)}). {INSTALL[provider][0]}, or use --provider cpu")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    providers = [wanted] if wanted == PROVIDERS["cpu"] else [wanted, PROVIDERS["cpu"]]
+    # TensorRT hands what it cannot build to CUDA; every provider hands what it lacks to the CPU
+    providers = {"cpu": [wanted], "tensorrt": [wanted, PROVIDERS["cuda"], PROVIDERS["cpu"]]}.get(
+        provider, [wanted, PROVIDERS["cpu"]])
     try:
         session = ort.InferenceSession(graph if graph is not None else str(path), options, providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types for a bad file
         raise KitError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
     if session.get_providers()[0] != wanted:
-        raise KitError(f"onnxruntime fell back to {session.get_providers()[0]} instead of {wanted}; check the "
-                       f"CUDA/cuDNN installation, or use --provider cpu")
+        raise KitError(f"onnxruntime fell back to {session.get_providers()[0]} instead of {wanted}; check "
+                       f"{INSTALL[provider][1]}, or use --provider cpu")
     return session
 
 

@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 
 from kit.core.entry import PORT, Parser, nonempty, number
 from kit.core.errors import KitError
+from kit.core.providers import PROVIDER_CHOICES
 from kit.core.images import ImageError, load_rgb
 from kit.runtime.predictor import Predictor
 
@@ -421,7 +422,7 @@ def main() -> None:
     p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
     p.add_argument("--host", type=nonempty, default="127.0.0.1")
     p.add_argument("--port", type=PORT, default=8000)
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
     p.add_argument("--max-batch", type=number(1, 4096, int), default=32, help="most images in one onnxruntime call")
     p.add_argument("--max-wait-ms", type=number(0, 10_000), default=5.0,
                    help="how long a request waits for others to batch with (at most 10 s: never forever)")

@@ -19,6 +19,7 @@ from kit.core.atomic import write_csv
 from kit.core.table import Layout, Table, label_cells, normalize_labels, read_csv, submission_table
 from kit.core.entry import Parser, nonempty, number
 from kit.core.errors import KitError
+from kit.core.providers import PROVIDER_CHOICES
 from kit.core.paths import Outputs
 from kit.runtime.predictor import Predictor
 from kit.core.task import Task
@@ -142,7 +143,7 @@ def main(onnx_path: str | Path, settings: dict) -> None:
     p.add_argument("--out", type=nonempty, required=True, help="the submission CSV to write")
     p.add_argument("--probs", type=nonempty, help="also write per-class probabilities to this CSV")
     p.add_argument("--onnx", type=nonempty, default=str(onnx_path), help="the exported graph (default: the bundled one)")
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
     p.add_argument("--batch-size", type=number(1, None, int), default=32)
     args = p.parse_args()
     make_submission(args.onnx, args.data_dir, args.out, provider=args.provider, batch_size=args.batch_size,

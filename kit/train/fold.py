@@ -144,8 +144,7 @@ class Trainer:
         told every epoch."""
         started = started or time.time()
         self.model_why, self.pace, self.step_seconds, self.track = model_why, pace, [], track
-        self.cfg, self.task, self.data, self.run, self.dist = cfg, task, data, run, dist
-        self.fold = data.fold
+        self.cfg, self.task, self.data, self.run, self.dist, self.fold = cfg, task, data, run, dist, data.fold
         device = resolve_device(cfg.device)
         if device.type == "cuda" and dist.active:
             device = torch.device("cuda", dist.local_rank)
@@ -205,8 +204,8 @@ class Trainer:
                          self.agc_clip, cfg.agc_eps, self.precision, device, cfg.accum_steps)
         self.started = started
         self.plan = self._plan()           # a --time-budget times self.step: everything above exists
-        self.epochs, self.val_every = self.plan["epochs"], self.plan["val_every"]
-        self.last_epoch_steps = self.plan.get("last_epoch_steps") or self.batches_per_epoch   # a budget's partial epoch
+        self.epochs, self.val_every, self.last_epoch_steps = (self.plan["epochs"], self.plan["val_every"],
+                                                              self.plan["last_epoch_steps"])  # a budget's partial epoch
         if mixing(cfg):
             self.batch.mixer = Mixer(cfg, self.batch_size, self.epochs)
         self._schedule()
@@ -238,7 +237,7 @@ class Trainer:
         first steps; or the plan a resumed fold was started with."""
         saved = (self.resumable or {}).get("plan")
         if saved and saved.get("budget_s") and self.cfg.time_budget:     # a budget's epochs were measured: kept
-            return saved
+            return {"last_epoch_steps": self.batches_per_epoch, **saved}     # (saved before partial epochs: whole)
         result = budget.plan(self)
         if self.dist.main:
             budget.save(self.run.plan(self.fold), result)

@@ -1,0 +1,118 @@
+"""CPU engines on one exported graph, side by side in one run (issue 33): onnxruntime as the kit opens it
+(kit.runtime.predictor.create_session: full graph optimization, intra-op threads chosen by onnxruntime), onnxruntime
+under other session options (threads, graph optimization level, memory arena, parallel execution), and OpenVINO's own
+runtime (the `openvino` package, not installed by the kit: `pip install openvino`) compiling the same ONNX file.
+
+    python bench/cpu_engines.py --onnx RUN/ensemble.onnx
+    python bench/cpu_engines.py --synthetic eca_nfnet_l0 --img-size 224 --folds 1
+
+Prints images/s per engine and batch size, each against the kit's session, and the largest |Δprob| of each engine's
+output against it (the same graph should give the same answer). Rounds alternate between engines and the median
+round counts, so a noisy machine hits all of them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.infer import time_rounds  # noqa: E402
+from kit.core.artifact import INPUT  # noqa: E402
+from kit.runtime.predictor import create_session  # noqa: E402
+
+
+def ort_variant(path: Path, config: dict | None = None, **settings):
+    """An onnxruntime CPU session with `settings` set on its SessionOptions and `config` as session config entries
+    (the kit's values otherwise)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = settings.pop("level", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    for name, value in settings.items():
+        setattr(options, name, value)
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def engines(path: Path) -> dict:
+    """name -> a function of a uint8 batch returning the graph's first output."""
+    kit = create_session(path, "cpu")
+    found = {"ort (kit)": lambda x: kit.run(None, {INPUT: x})[0]}
+    cores = os.cpu_count() or 1
+    for name, settings in {
+        "ort 1 thread": dict(intra_op_num_threads=1),
+        f"ort {cores} threads": dict(intra_op_num_threads=cores),
+        f"ort {cores} threads, no spinning": dict(intra_op_num_threads=cores,
+                                                  config={"session.intra_op.allow_spinning": "0"}),
+        "ort extended optimization": dict(level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+        "ort no memory arena": dict(enable_cpu_mem_arena=False),
+        "ort parallel execution": dict(execution_mode=ort.ExecutionMode.ORT_PARALLEL),
+    }.items():
+        session = ort_variant(path, **settings)
+        found[name] = (lambda s: lambda x: s.run(None, {INPUT: x})[0])(session)
+    try:
+        import openvino as ov
+    except ImportError:
+        print("openvino is not installed (pip install openvino): its rows are left out")
+        return found
+    core = ov.Core()
+    for hint in ("LATENCY", "THROUGHPUT"):
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"PERFORMANCE_HINT": hint})
+        request = compiled.create_infer_request()
+        found[f"openvino {ov.__version__.split('-')[0]} {hint.lower()}"] = \
+            (lambda r: lambda x: r.infer({0: x})[0].copy())(request)
+    return found
+
+
+def synthetic_graph(model: str, size: int, folds: int, out: Path) -> Path:
+    from bench.infer import ensemble
+    import torch
+    from kit.export.onnx_export import export_onnx
+    from kit.train.members import fold_weight_standardization
+    from kit.train.model import create_model, normalization
+    torch.manual_seed(0)
+    models = [create_model(model, 10).eval() for _ in range(folds)]
+    for m in models:
+        fold_weight_standardization(m)
+    mean, std = normalization(models[0])
+    export_onnx(ensemble(models, mean, std, size), size, out)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", help="an exported ensemble (infer.py --export-only)")
+    p.add_argument("--synthetic", help="timm model name: random-weight folds of it, exported as the kit does")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--folds", type=int, default=1)
+    p.add_argument("--batches", default="1,16,64")
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.onnx) if args.onnx else synthetic_graph(args.synthetic, args.img_size, args.folds,
+                                                                  Path(tmp) / "graph.onnx")
+        kit = create_session(path, "cpu")
+        size = kit.get_inputs()[0].shape[1]
+        fns = engines(path)
+        what = args.onnx or f"{args.folds}x {args.synthetic} @ {args.img_size}px (random weights)"
+        print(f"graph: {what}; onnxruntime {ort.__version__}; {os.cpu_count()} cores")
+        rng = np.random.default_rng(0)
+        for b in [int(x) for x in args.batches.split(",")]:
+            images = rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8)
+            reference = fns["ort (kit)"](images)
+            diffs = {k: float(np.abs(fn(images) - reference).max()) for k, fn in fns.items()}   # and the warm-up
+            t = time_rounds({k: (lambda f=fn: f(images)) for k, fn in fns.items()}, args.rounds)
+            base = b / t["ort (kit)"]
+            print(f"batch {b}:")
+            for k, seconds in t.items():
+                print(f"  {k:<34} {b / seconds:9.1f} images/s  {b / seconds / base:5.2f}x  max |Δ| {diffs[k]:.1e}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
