@@ -8,21 +8,23 @@ runtime (the `openvino` package, not installed by the kit: `pip install openvino
 
 Prints images/s per engine and batch size, each against the kit's session, and the largest |Δprob| of each engine's
 output against it (the same graph should give the same answer). Rounds alternate between engines and the median
-round counts, so a noisy machine hits all of them alike.
+counts, so a noisy machine hits all of them alike; each engine's calls run as a block after a pause, because an
+onnxruntime session's threads keep spinning for a while after a call and would slow whichever engine runs next.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.infer import time_rounds  # noqa: E402
 from kit.core.artifact import INPUT  # noqa: E402
 from kit.runtime.predictor import create_session  # noqa: E402
 
@@ -69,6 +71,19 @@ def engines(path: Path) -> dict:
     return found
 
 
+def time_blocks(fns: dict, rounds: int, calls: int = 3, pause: float = 0.3) -> dict:
+    """Median seconds a call per engine: each round, each engine in turn, after `pause` seconds idle, `calls` calls."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(pause)
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def synthetic_graph(model: str, size: int, folds: int, out: Path) -> Path:
     from bench.infer import ensemble
     import torch
@@ -106,7 +121,7 @@ def main():
             images = rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8)
             reference = fns["ort (kit)"](images)
             diffs = {k: float(np.abs(fn(images) - reference).max()) for k, fn in fns.items()}   # and the warm-up
-            t = time_rounds({k: (lambda f=fn: f(images)) for k, fn in fns.items()}, args.rounds)
+            t = time_blocks({k: (lambda f=fn: f(images)) for k, fn in fns.items()}, args.rounds)
             base = b / t["ort (kit)"]
             print(f"batch {b}:")
             for k, seconds in t.items():
