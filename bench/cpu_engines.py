@@ -4,7 +4,13 @@ under other session options (threads, graph optimization level, memory arena, pa
 runtime (the `openvino` package, not installed by the kit: `pip install openvino`) compiling the same ONNX file.
 
     python bench/cpu_engines.py --onnx RUN/ensemble.onnx
+    python bench/cpu_engines.py --onnx RUN/ensemble.onnx --images DATA/train_images --held-out DATA/test_images
     python bench/cpu_engines.py --synthetic eca_nfnet_l0 --img-size 224 --folds 1
+
+With --images, two int8 graphs join: static QDQ as `infer.py --int8` makes it (kit.export.int8: per-channel int8
+weights, uint8 activations, calibrated on CALIBRATION_IMAGES of --images) and onnxruntime's dynamic quantization
+(per-channel int8 weights, activations quantized at run time, no calibration); --held-out then scores how often each
+engine's top class equals fp32's on those images.
 
 Prints images/s per engine and batch size, each against the kit's session, and the largest |Δprob| of each engine's
 output against it (the same graph should give the same answer). Rounds alternate between engines and the median
@@ -84,6 +90,28 @@ def time_blocks(fns: dict, rounds: int, calls: int = 3, pause: float = 0.3) -> d
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def int8_graphs(path: Path, images: Path, size: int, tmp: Path) -> dict:
+    """{"int8 static": graph, "int8 dynamic": graph} made from `path`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from kit.core.table import IMAGE_SUFFIXES
+    from kit.export.int8 import CALIBRATION_IMAGES, quantize_graph, sample_images
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    static, dynamic = tmp / "static.onnx", tmp / "dynamic.onnx"
+    quantize_graph(path, static, sample_images(files, size, CALIBRATION_IMAGES))
+    quantize_dynamic(str(path), str(dynamic), per_channel=True, weight_type=QuantType.QInt8)
+    return {"int8 static (kit)": static, "int8 dynamic": dynamic}
+
+
+def agreement(fns: dict, folder: Path, size: int) -> dict:
+    """Per engine, the share of `folder`'s images whose top class is fp32's (the kit session's)."""
+    from kit.core.images import load_rgb
+    from kit.core.table import IMAGE_SUFFIXES
+    images = np.stack([load_rgb(p, size) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES])
+    top = {k: np.concatenate([fn(images[i:i + 64]) for i in range(0, len(images), 64)]).argmax(1)
+           for k, fn in fns.items()}
+    return {k: float((v == top["ort (kit)"]).mean()) for k, v in top.items()}
+
+
 def synthetic_graph(model: str, size: int, folds: int, out: Path) -> Path:
     from bench.infer import ensemble
     import torch
@@ -107,6 +135,8 @@ def main():
     p.add_argument("--folds", type=int, default=1)
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--images", type=Path, help="a folder of images: calibrate and add the two int8 graphs")
+    p.add_argument("--held-out", type=Path, help="a folder of images the int8 graphs are scored on against fp32")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.onnx) if args.onnx else synthetic_graph(args.synthetic, args.img_size, args.folds,
@@ -114,6 +144,13 @@ def main():
         kit = create_session(path, "cpu")
         size = kit.get_inputs()[0].shape[1]
         fns = engines(path)
+        if args.images:
+            for name, graph in int8_graphs(path, args.images, size, Path(tmp)).items():
+                session = create_session(graph, "cpu")
+                fns[name] = (lambda s: lambda x: s.run(None, {INPUT: x})[0])(session)
+            if args.held_out:
+                for name, share in agreement(fns, args.held_out, size).items():
+                    print(f"top class as fp32's on {args.held_out}: {name} {100 * share:.2f} %")
         what = args.onnx or f"{args.folds}x {args.synthetic} @ {args.img_size}px (random weights)"
         print(f"graph: {what}; onnxruntime {ort.__version__}; {os.cpu_count()} cores")
         rng = np.random.default_rng(0)
