@@ -15,9 +15,9 @@ wall time, a second seed"). The schedule (warmup, cosine decay) is fitted to the
 epoch's included, so the last update reaches min_lr. After the first epoch, its validation and last.pt included,
 the plan is made again from that epoch's real time (`replan`): a few steps can misjudge an epoch (one fold ran 41 %
 over its budget on the probe alone, bench/RESULTS.md), and what an epoch costs beyond its steps and its validation
-(last.pt, best.pt, the OOF and metrics.csv written: 0.3-0.4 s of a 7.5-s nf_resnet26 epoch on digits-hard) is known
-only then; the partial epoch made the plans tight enough for it to matter (folds ended 1-1.4 s past their deadline
-without it). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
+(last.pt, best.pt, the OOF and metrics.csv written: 0.43-0.59 s of an ~8-s nf_resnet26 epoch on digits-hard, last.pt
+alone 168 MB fsynced in 0.35-0.43 s) is known only then; the partial epoch made the plans tight enough for it to
+matter (42-s runs ended at 43.6 s on average without it, 41.2 s with it; bench/RESULTS.md "A partial last epoch"). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
 
 What the fold's start-up took counts against the budget: for a run's first fold, from the process's start
 (imports, reading the data, the cache); SAFETY of the budget, and at least RESERVE_S, is kept in hand for what
@@ -29,7 +29,8 @@ time, the fold is scored every `val_every` epochs (and always after the last), a
 fold<k>/plan.json  (every fold; the budget's fields are null without one)
                    {"budget_s", "epochs", "first_plan_epochs", "replanned", "seconds_per_step",
                     "seconds_per_val_image", "steps_per_epoch", "last_epoch_steps", "val_images", "val_every",
-                    "seconds_per_epoch", "epoch_overhead_s", "warmup_epochs", "startup_s", "precision", "batch_size", "lr", "agc", "model", "model_why",
+                    "seconds_per_epoch", "epoch_overhead_s", "warmup_epochs", "startup_s", "precision", "batch_size",
+                    "lr", "agc", "model", "model_why",
                     "pace_from"}
   epochs: the plan in force (the `epochs` setting without a budget) (after the re-plan once the first epoch ran), the
           partial last epoch counted; first_plan_epochs: the probe's;
