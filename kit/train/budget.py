@@ -17,7 +17,8 @@ the plan is made again from that epoch's real time (`replan`): a few steps can m
 over its budget on the probe alone, bench/RESULTS.md), and what an epoch costs beyond its steps and its validation
 (last.pt, best.pt, the OOF and metrics.csv written: 0.43-0.59 s of an ~8-s nf_resnet26 epoch on digits-hard, last.pt
 alone 168 MB fsynced in 0.35-0.43 s) is known only then; the partial epoch made the plans tight enough for it to
-matter (42-s runs ended at 43.6 s on average without it, 41.2 s with it; bench/RESULTS.md "A partial last epoch"). Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
+matter (42-s runs ended at 43.6 s on average without it, 41.2 s with it; bench/RESULTS.md "A partial last epoch").
+Resuming keeps the plan (last.pt and fold<k>/plan.json hold it).
 
 What the fold's start-up took counts against the budget: for a run's first fold, from the process's start
 (imports, reading the data, the cache); SAFETY of the budget, and at least RESERVE_S, is kept in hand for what
@@ -62,7 +63,7 @@ PROBE_STEPS = 4
 SAFETY = 0.05
 RESERVE_S = 3.0          # at least this much kept for the end of the fold (reports: ~1-2 s measured at 32 px)
 VAL_SHARE = 0.10
-MIN_PART = 0.1           # a partial last epoch shorter than this share of an epoch is not trained: mostly its validation
+MIN_PART = 0.1           # a partial last epoch under this share of an epoch is not trained: mostly its validation
 
 
 @dataclass(frozen=True)
