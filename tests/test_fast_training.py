@@ -45,6 +45,24 @@ def test_nf_resnet18_is_a_timm_model_of_basic_blocks_that_starts_as_the_identity
     torch.testing.assert_close(model(images), before, rtol=1e-4, atol=1e-5)      # exported graphs fold it so
 
 
+def test_nf_resnet26_half_is_nf_resnet26_at_half_the_width():
+    """The short-budget model: timm's nf_resnet26 with every stage half as wide, nothing else changed (a wrong width
+    or depth, or another block type, fails here)."""
+    from kit.train.model import create_model
+    from timm.models.nfnet import NormFreeBlock
+    full, half = create_model("nf_resnet26", 5), create_model("nf_resnet26_half", 5)
+    for narrow, factor in ((half, 2), (create_model("nf_resnet26_quarter", 5), 4)):
+        assert [len(stage) for stage in narrow.stages] == [len(stage) for stage in full.stages] == [2, 2, 2, 2]
+        assert all(isinstance(b, NormFreeBlock) for stage in narrow.stages for b in stage)
+        assert [s[0].conv3.out_channels * factor for s in narrow.stages] == [s[0].conv3.out_channels
+                                                                             for s in full.stages]
+        assert narrow.stem.conv.out_channels == full.stem.conv.out_channels == 64        # the stem is nf_resnet26's
+    assert sum(p.numel() for p in half.parameters()) == pytest.approx(3.52e6, rel=0.01)
+    half.eval()
+    before = half(torch.randn(2, 3, 32, 32)).shape
+    assert before == (2, 5)
+
+
 def test_precision_the_machine_cannot_do_is_one_error_line(tmp_path, capsys, monkeypatch):
     comp = make_competition(tmp_path / "comp", per_class=4)
     base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", *TINY]
@@ -207,17 +225,16 @@ def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_
     task, targets = Multiclass(["a", "b"]), np.zeros(100, np.int64)
     cfg = load_config(None, {"pretrained": False, "model": "auto"})
     run = RunDir(tmp_path / "run")
-    monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)   # 3 steps of 32 an epoch; its probe: 0.8 s
+    monkeypatch.setattr(choice, "seconds_per_step", lambda *a: 0.1)   # 3 steps of 32 an epoch; its probe: 0.6 s
     now = __import__("time").time()
     assert choice.choose_model(cfg, run, task, targets, 96, 0, None)[0] == "nf_resnet26"
-    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 3 * 0.3 + 0.1)
-    assert name == "nf_resnet26"                                      # 3 epochs fit; its fold plans from this step
+    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.6 + 9 * 0.3 + 0.1)
+    assert name == "nf_resnet26"                                      # 9 epochs fit; its fold plans from this step
     assert (pace.model, pace.batch_size, pace.seconds_per_step) == ("nf_resnet26", 32, 0.1)
-    assert "3 epochs of nf_resnet26 fit the budget" in why
-    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.8 + 2 * 0.3 + 0.1)
-    assert name == "nf_resnet18" and "only 2 epoch(s) of nf_resnet26 fit" in why
-    assert (pace.model, pace.batch_size) == ("nf_resnet18", 64)      # its fold plans from the probe's step:
-    assert pace.seconds_per_step == pytest.approx(0.1 / 32 * 64 / choice.FAST_FASTER)    # per image, sped up
+    assert "9 epochs of nf_resnet26 fit the budget" in why
+    name, why, pace = choice.choose_model(cfg, run, task, targets, 96, 0, now + 0.6 + 8 * 0.3 + 0.1)
+    assert name == "nf_resnet26_half" and "only 8 epoch(s) of nf_resnet26 fit" in why
+    assert pace is None                                               # its fold times its own step
     pretrained = load_config(None, {"pretrained": True, "model": "auto"})
     assert choice.choose_model(pretrained, run, task, targets, 96, 0, None)[0] == "eca_nfnet_l0"
     (run.fold_dir(1)).mkdir(parents=True)

@@ -5,20 +5,18 @@
   eca_nfnet_l0, the fine-tuning default (timm publishes weights for it).
 - From scratch without a time budget: nf_resnet26, the from-scratch default before `auto` existed. At equal epochs it
   learned more per epoch than nf_resnet18 (digits-hard, 8 epochs: +6.9 pt validation accuracy, bench/RESULTS.md).
-- From scratch under --time-budget: nf_resnet26 when at least MIN_EPOCHS of its epochs fit the fold's budget (timed
-  here on a few real steps), else nf_resnet18 (kit/train/nf_resnet.py), which runs 1.4x-2.4x the images a second
-  (FAST_FASTER) and so fits that many more epochs. MIN_EPOCHS is 3, chosen on validation accuracy (bench/RESULTS.md
-  "The model under a short budget, and AGC on a BatchNorm net"): where this estimate said 3 epochs of nf_resnet26 fit,
-  nf_resnet26 beat nf_resnet18's 6 epochs by +4.3 pt validation on digits-hard (5 folds; +3.6 pt held-out test), and
-  at 3-4 epochs it beat nf_resnet18 on average on the AVX-512 CPU's runs too (photo-patches +2.6 pt over 2 folds,
-  photo-patches-6k +0.3 pt, digits-hard +6.6 pt on the fold where 3 fit); only at 2 epochs did nf_resnet18 win
-  (digits-hard, +6.6 pt validation, one fold). It was 4 before, set on that AVX-512 CPU, where nf_resnet18 is 2.4x
-  faster. When nf_resnet26 is chosen, its fold plans from this timed step (a Pace; loading is excluded here, ~3 % of
-  a step with the images in memory, which the re-plan after the first epoch takes in) instead of timing its own
-  again. When nf_resnet18 is chosen, its fold plans from nf_resnet26's timed step divided by the least
-  measured speed-up (a Pace) instead of timing its own: a few seconds saved where the budget is short, and the plan
-  made again after its first epoch corrects the estimate (on average it errs towards too few epochs; a noisy probe
-  can still plan one too many, which the re-plan takes back).
+- From scratch under --time-budget: nf_resnet26 when more than LONG_EPOCHS of its epochs fit the fold's budget (timed
+  here on a few real steps; its fold then plans from this step, a Pace, instead of timing its own again), else
+  nf_resnet26_half (kit/train/nf_resnet.py: the same net at half its width, a quarter of its weights), which trains
+  2.6x the images a second (0.086 s a step against 0.22 on digits-hard, 2 CPU cores) and so fits 10-11 epochs where
+  nf_resnet26 fits 4; its fold times its own step (~0.4 s). Measured at the
+  hand-written ResNet18 loop's 8-epoch seconds (bench/RESULTS.md "Half the width under a short budget"), 2 seeds x 5
+  folds on digits-hard: +5.6 pt held-out test over nf_resnet26 (+5.7 validation), +3.2 over the hand loop; +3.0 / +1.3
+  on photo-patches / digits (5 folds). nf_resnet26 learns more per epoch (8 epochs each: −1.7 pt validation for half,
+  n.s.), but where 8 of its epochs fit (75 s), half's 20 still scored +1.4 validation / +2.1 test: LONG_EPOCHS is 8,
+  the most nf_resnet26 epochs at which half was measured; beyond it the plain choice stays.
+  It replaces nf_resnet18 (1.4x-2.4x nf_resnet26's images a second), which lost to nf_resnet26 wherever 3 of its
+  epochs fit.
 """
 from __future__ import annotations
 
@@ -38,13 +36,9 @@ from kit.settings.config import batch_for
 AUTO = "auto"
 FINETUNE_MODEL = "eca_nfnet_l0"
 SCRATCH_MODEL = "nf_resnet26"
-FAST_MODEL = "nf_resnet18"
-MIN_EPOCHS = 3
+SHORT_MODEL = "nf_resnet26_half"
+LONG_EPOCHS = 8
 PROBE_STEPS = 3
-# nf_resnet18's training images a second over nf_resnet26's (each at its own batch, 32 px, fp32, 2 CPU cores): 2.36
-# on an AVX-512 EPYC (bench/throughput.py, 478 vs 202), 1.42 on an AVX2 EPYC (kit.train.choice.seconds_per_step,
-# 12 steps, 5.6 vs 7.7 ms an image); the least, so an estimate from it plans too few epochs rather than too many
-FAST_FASTER = 1.4
 
 
 def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int, val_images: int,
@@ -68,15 +62,13 @@ def choose_model(cfg, run: RunDir, task, targets: np.ndarray, train_images: int,
     val_s = per_step / 3 * val_images / batch                     # a forward pass: about a third of a step
     per_epoch = train_s + val_s
     epochs = epochs_left(deadline - time.time() - 2 * per_step * PROBE_STEPS, train_s, val_s, 1)   # its own probe
-    if epochs >= MIN_EPOCHS:      # its fold plans from this step instead of timing its own (~1 s of a 42-s budget)
+    if epochs > LONG_EPOCHS:      # its fold plans from this step instead of timing its own (~1 s of a 42-s budget)
         return SCRATCH_MODEL, (f"from scratch: {epochs} epochs of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
-                               f"each), at least {MIN_EPOCHS}"), Pace(SCRATCH_MODEL, batch, per_step,
-                                                                     "the model choice's probe")
-    fast_batch = _batch(cfg, FAST_MODEL, train_images)
-    pace = Pace(FAST_MODEL, fast_batch, per_step / batch * fast_batch / FAST_FASTER,
-                f"{SCRATCH_MODEL}'s step timed by the model choice, / {FAST_FASTER}")
-    return FAST_MODEL, (f"from scratch: only {epochs} epoch(s) of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
-                        f"each), fewer than {MIN_EPOCHS}: the faster {FAST_MODEL} fits more"), pace
+                               f"each), more than {LONG_EPOCHS}"), Pace(SCRATCH_MODEL, batch, per_step,
+                                                                      "the model choice's probe")
+    return SHORT_MODEL, (f"from scratch: only {epochs} epoch(s) of {SCRATCH_MODEL} fit the budget ({per_epoch:.1f}s "
+                         f"each), {LONG_EPOCHS} or fewer: {SHORT_MODEL}, at half the width, fits more of them"), \
+        None
 
 
 def _batch(cfg, model: str, train_images: int) -> int:

@@ -1,5 +1,5 @@
-"""Normalizer-free ResNets of ResNet18's and ResNet34's shape, registered as the timm models `nf_resnet18` and
-`nf_resnet34`.
+"""Normalizer-free ResNets that timm does not register: of ResNet18's and ResNet34's shape (`nf_resnet18`,
+`nf_resnet34`), and timm's nf_resnet26 at half and a quarter of its width (`nf_resnet26_half`, `nf_resnet26_quarter`).
 
 timm's NormFreeNet builds only bottleneck blocks (1x1, 3x3, 1x1), so its smallest NF-ResNet is nf_resnet26. These
 use the basic block of He et al. 2016 (two 3x3 convs, stages [2, 2, 2, 2] / [3, 4, 6, 3], widths 64..512) made
@@ -9,6 +9,12 @@ the expected standard deviation (beta), its output scaled by alpha, the branch's
 Everything else (stem, downsampling, head, initialization, the per-stage variance bookkeeping) is timm's
 NormFreeNet, built from an NfCfg and then given basic blocks in place of its bottlenecks. bench/RESULTS.md ("Equal
 wall time, fourth wave") measures it against nf_resnet26 and the hand-written ResNet18.
+
+The narrow nf_resnet26s are timm's own NF-ResNet config (bottleneck blocks, stages [2, 2, 2, 2], the same stem) with
+every stage's width divided by 2 or 4: 3.5M / 0.9M weights against 14M, 2.6x / 4.4x the training images a second at
+32 px on 2 CPU cores. Under a budget that fits few nf_resnet26 epochs they fit that many more and learn more in the
+same seconds (bench/RESULTS.md "Half the width under a short budget"); `--model auto` picks nf_resnet26_half there
+(kit/train/choice.py). The quarter tied the half on every set measured; it is kept as a name to pick, and for the bench.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from torch import nn
 from timm.layers import ScaledStdConv2d, get_act_layer
 from timm.models import register_model
 from timm.models._builder import build_model_with_cfg
-from timm.models.nfnet import NfCfg, NormFreeBlock, NormFreeNet, _dcfg, _nonlin_gamma
+from timm.models.nfnet import NfCfg, NormFreeBlock, NormFreeNet, _dcfg, _nfres_cfg, _nonlin_gamma
 
 
 class NormFreeBasicBlock(nn.Module):
@@ -47,7 +53,7 @@ class NormFreeBasicBlock(nn.Module):
         return self.drop_path(out) * self.alpha + shortcut
 
 
-default_cfgs = {name: _dcfg(url="", first_conv="stem.conv") for name in ("nf_resnet18", "nf_resnet34")}
+default_cfgs = {name: _dcfg(url="", first_conv="stem.conv") for name in ("nf_resnet18", "nf_resnet34", "nf_resnet26_half", "nf_resnet26_quarter")}
 
 
 def _basic(variant: str, depths: tuple, pretrained: bool, **kwargs) -> NormFreeNet:
@@ -73,3 +79,21 @@ def nf_resnet18(pretrained: bool = False, **kwargs) -> NormFreeNet:
 def nf_resnet34(pretrained: bool = False, **kwargs) -> NormFreeNet:
     """NF-ResNet-34: basic blocks, stages [3, 4, 6, 3]."""
     return _basic("nf_resnet34", (3, 4, 6, 3), pretrained, **kwargs)
+
+
+def _narrow(variant: str, channels: tuple, pretrained: bool, **kwargs) -> NormFreeNet:
+    cfg = _nfres_cfg(depths=(2, 2, 2, 2), channels=channels)
+    return build_model_with_cfg(NormFreeNet, variant, pretrained, model_cfg=cfg,
+                                feature_cfg=dict(flatten_sequential=True), **kwargs)
+
+
+@register_model
+def nf_resnet26_half(pretrained: bool = False, **kwargs) -> NormFreeNet:
+    """nf_resnet26 at half its width (stages 128..1024 wide)."""
+    return _narrow("nf_resnet26_half", (128, 256, 512, 1024), pretrained, **kwargs)
+
+
+@register_model
+def nf_resnet26_quarter(pretrained: bool = False, **kwargs) -> NormFreeNet:
+    """nf_resnet26 at a quarter of its width (stages 64..512 wide)."""
+    return _narrow("nf_resnet26_quarter", (64, 128, 256, 512), pretrained, **kwargs)
