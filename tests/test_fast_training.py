@@ -1,6 +1,6 @@
 """Training as fast as the machine allows without changing what is learned: images decoded once into memory, the
 arithmetic (--precision), the learning rate that follows the batch, validation every N epochs, the time budget's
-re-plan, the NF-ResNet-18 and `--model auto`."""
+re-plan, the kit's NF-ResNets and `--model auto`."""
 from __future__ import annotations
 
 import json

@@ -7,7 +7,7 @@ from pathlib import Path
 import timm
 import torch
 
-from kit.train import checkpoint, nf_resnet  # noqa: F401 - nf_resnet registers nf_resnet18/34 with timm
+from kit.train import checkpoint, nf_resnet  # noqa: F401 - nf_resnet registers the kit's NF-ResNets with timm
 from kit.core.errors import KitError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

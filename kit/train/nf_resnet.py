@@ -53,7 +53,8 @@ class NormFreeBasicBlock(nn.Module):
         return self.drop_path(out) * self.alpha + shortcut
 
 
-default_cfgs = {name: _dcfg(url="", first_conv="stem.conv") for name in ("nf_resnet18", "nf_resnet34", "nf_resnet26_half", "nf_resnet26_quarter")}
+default_cfgs = {name: _dcfg(url="", first_conv="stem.conv")
+                for name in ("nf_resnet18", "nf_resnet34", "nf_resnet26_half", "nf_resnet26_quarter")}
 
 
 def _basic(variant: str, depths: tuple, pretrained: bool, **kwargs) -> NormFreeNet:
