@@ -30,14 +30,14 @@ PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -n 0"
 
 # module -> (file, the fast tests that guard it); the test expressions leave out the session fixtures that train
 MODULES = {
-    "agc": ("kit/train/agc.py", "tests/test_agc.py"),
-    "blend": ("kit/evaluate/blend.py", "tests/test_blend.py -k 'views or weights or honest or nested or hill or "
+    "agc": ("kit/train/agc.py", "tests/train/test_agc.py"),
+    "blend": ("kit/evaluate/blend.py", "tests/evaluate/test_blend.py -k 'views or weights or honest or nested or hill or "
                                        "auto_keeps or rank_and_stack'"),
-    "folds": ("kit/prepare/folds.py", "tests/test_folds.py"),
-    "metrics": ("kit/core/metrics.py", "tests/test_metrics.py tests/test_tasks.py -k 'not multilabel_from_0_1 and "
+    "folds": ("kit/prepare/folds.py", "tests/prepare/test_folds.py"),
+    "metrics": ("kit/core/metrics.py", "tests/core/test_metrics.py tests/e2e/test_tasks.py -k 'not multilabel_from_0_1 and "
                                        "not no_tag_gets'"),
-    "paths": ("kit/core/paths.py", "tests/test_misuse.py -k 'training_outputs_stay_out'"),
-    "budget": ("kit/train/budget.py", "tests/test_fast_training.py -k 'budget or replan or timed_step'"),
+    "paths": ("kit/core/paths.py", "tests/e2e/test_misuse.py -k 'training_outputs_stay_out'"),
+    "budget": ("kit/train/budget.py", "tests/train/test_fast_training.py -k 'budget or replan or timed_step'"),
 }
 
 

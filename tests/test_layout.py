@@ -6,7 +6,8 @@
   albumentations unimportable, and the predictor wheel holds exactly them;
 - no module outside the task package asks which kind of task it holds;
 - no function in kit/ is longer than 80 lines; docs/architecture.md maps every module, in data-flow order;
-- every Config field has its command-line flag.
+- every Config field has its command-line flag;
+- tests/ mirrors kit/: a folder per stage package holds that package's tests, tests/e2e/ the commands run whole.
 """
 import ast
 import re
@@ -235,7 +236,7 @@ def test_every_test_the_docs_cite_as_proof_exists():
     """`tests/<file>.py::<name>` in the README, docs/ or bench/RESULTS.md names a test defined in that file: a claim
     that cites its test keeps citing one after a rename."""
     import re
-    pattern = re.compile(r"\b(tests/[A-Za-z0-9_]+\.py)::([A-Za-z0-9_]+)")
+    pattern = re.compile(r"\b(tests/[A-Za-z0-9_/]+\.py)::([A-Za-z0-9_]+)")
     sources = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "bench" / "RESULTS.md"]
     cited = {(path, name, source.name) for source in sources
              for path, name in pattern.findall(source.read_text(encoding="utf-8"))}
@@ -243,3 +244,14 @@ def test_every_test_the_docs_cite_as_proof_exists():
     missing = sorted(f"{path}::{name} (in {source})" for path, name, source in cited
                      if not re.search(rf"^def {name}\(", (ROOT / path).read_text(encoding="utf-8"), re.M))
     assert not missing, missing
+
+
+def test_the_tests_mirror_the_packages():
+    """Each folder of tests/ is a kit stage package's (or e2e/, the commands run end to end) and holds test files; only
+    the shared files and the repository-wide layout test sit at its top."""
+    packages = {p.name for p in KIT.iterdir() if (p / "__init__.py").is_file()}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders - packages == {"e2e"}, folders - packages
+    assert all(any((ROOT / "tests" / f).glob("test_*.py")) for f in folders)
+    top = {p.name for p in (ROOT / "tests").glob("*.py")}
+    assert top == {"conftest.py", "helpers.py", "test_layout.py"}, top

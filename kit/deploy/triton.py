@@ -13,7 +13,7 @@ OUT/NAME/kit-meta.json  the graph's kit metadata (how a row of outputs becomes t
 
 OUT may already hold other models; NAME (default: the graph's file stem) must be new. The folder is built under a
 temporary name and renamed at the end. No Triton server runs on this project's machines: the configuration is
-checked against Triton's own schema (tritonclient's model_config_pb2) in tests/test_triton.py, and README shows the
+checked against Triton's own schema (tritonclient's model_config_pb2) in tests/deploy/test_triton.py, and README shows the
 `docker run ... tritonserver` line and a client call.
 """
 from __future__ import annotations

@@ -22,7 +22,7 @@ Same pixels as the Python predictor: a canvas resize differs from Pillow's, so t
 decodes the file at its own size (EXIF orientation applied, no colour management, as Pillow does) and feeds
 uint8 [1, H, W, 3] to resize.onnx, the resize kit.core.images.load_rgb does: bilinear with antialiasing (ONNX
 Resize, antialias=1, half-pixel centres), rounded back to 8-bit; then model.onnx, the exported graph.
-tests/test_deploy.py checks a real headless Chromium against the Python predictor.
+tests/deploy/test_deploy.py checks a real headless Chromium against the Python predictor.
 """
 from __future__ import annotations
 

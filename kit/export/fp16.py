@@ -14,7 +14,7 @@ from kit.core.errors import KitError
 # retypes to float16 while its `to` stays float (onnxruntime then refuses the graph: "Type (tensor(float16)) of output
 # arg ... does not match expected type (tensor(float))"); the uint8 -> float cast at the input is the one that hits it.
 # Blocking Softmax and the reductions as well made the conversion run for minutes; measured without: probabilities
-# sum to 1 within 1e-4 and move by < 1e-4 on a test model (tests/test_export.py)
+# sum to 1 within 1e-4 and move by < 1e-4 on a test model (tests/export/test_export.py)
 KEEP_FP32 = ["Cast"]
 
 

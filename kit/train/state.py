@@ -1,5 +1,5 @@
 """What a fold checkpoint holds, built and read in this module only (kit.train.checkpoint does the safe file I/O).
-This docstring is the one description of both files (tests/test_train_e2e.py checks it against real ones).
+This docstring is the one description of both files (tests/e2e/test_train_e2e.py checks it against real ones).
 
 RUN/fold<k>/best.pt   the weights that scored best on the fold's validation images:
   identity              {"config", "classes", "task", "fold", "metric", "mean", "std", "kit_version", "split",

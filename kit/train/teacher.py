@@ -6,7 +6,7 @@ The honest-CV rule. Nothing that saw fold k's labels may produce targets for stu
 its soft targets, for its training images and for the test images, from teacher fold k alone, which was trained
 without fold k. Never from the whole teacher ensemble: four of its five models trained on fold k's images, and
 their knowledge of those labels would reach student fold k through the targets (of test images that resemble fold
-k's, say) and inflate its CV (tests/test_teacher.py shows both). The full model (`--fold full`) has no validation
+k's, say) and inflate its CV (tests/train/test_teacher.py shows both). The full model (`--fold full`) has no validation
 fold: its training images take the teacher's out-of-fold predictions (each from the one fold model that never saw
 it), the test images the whole ensemble's.
 
