@@ -1,6 +1,7 @@
 """timm model creation, local/pretrained weights, and the facts about a model the engine needs."""
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -38,8 +39,9 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, pretrain
 
 
 def check_model_name(name: str) -> None:
-    if not timm.is_model(name.split(".")[0]):
-        close = timm.list_models(f"*{name.split('.')[0].split('_')[-1]}*")[:8] or timm.list_models("*nfnet*")[:8]
+    base = name.split(".")[0]
+    if not timm.is_model(base):          # a typo's nearest names first (nf_resnet26_halff: nf_resnet26_half)
+        close = difflib.get_close_matches(base, timm.list_models(), n=8, cutoff=0.75) or timm.list_models("*nfnet*")[:8]
         raise KitError(f"unknown timm model {name!r}; similar names: {', '.join(close)}")
 
 

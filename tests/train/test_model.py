@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kit.core.errors import KitError
-from kit.train.model import ImageNormalizer, create_model, normalization
+from kit.train.model import ImageNormalizer, check_model_name, create_model, normalization
 
 
 def test_pretrained_file_loads_weights_and_replaces_a_mismatched_head(tmp_path):
@@ -30,6 +30,8 @@ def test_pretrained_file_of_another_architecture_is_an_error(tmp_path):
 def test_missing_pretrained_file_and_unknown_model(tmp_path):
     with pytest.raises(KitError, match="does not exist"):
         create_model("test_nfnet", 3, pretrained_file=str(tmp_path / "none.pth"))
+    with pytest.raises(KitError, match="unknown timm model 'nf_resnet26_halff'; similar names: nf_resnet26_half"):
+        check_model_name("nf_resnet26_halff")
     with pytest.raises(KitError, match="unknown timm model 'nfnet_l9'.*nfnet"):
         create_model("nfnet_l9", 3)
 
