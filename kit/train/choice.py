@@ -9,14 +9,13 @@
   here on a few real steps; its fold then plans from this step, a Pace, instead of timing its own again), else
   nf_resnet26_half (kit/train/nf_resnet.py: the same net at half its width, a quarter of its weights), which trains
   2.6x the images a second (0.086 s a step against 0.22 on digits-hard, 2 CPU cores) and so fits 10-11 epochs where
-  nf_resnet26 fits 4; its fold times its own step (~0.4 s). Measured at the
-  hand-written ResNet18 loop's 8-epoch seconds (bench/RESULTS.md "Half the width under a short budget"), 2 seeds x 5
-  folds on digits-hard: +5.6 pt held-out test over nf_resnet26 (+5.7 validation), +3.2 over the hand loop; +3.0 / +1.3
-  on photo-patches / digits (5 folds). nf_resnet26 learns more per epoch (8 epochs each: −1.7 pt validation for half,
-  n.s.), but where 8 of its epochs fit (75 s), half's 20 still scored +1.4 validation / +2.1 test: LONG_EPOCHS is 8,
-  the most nf_resnet26 epochs at which half was measured; beyond it the plain choice stays.
-  It replaces nf_resnet18 (1.4x-2.4x nf_resnet26's images a second), which lost to nf_resnet26 wherever 3 of its
-  epochs fit.
+  nf_resnet26 fits 4; its fold times its own step (~0.4 s). Measured at the hand-written ResNet18 loop's 8-epoch
+  seconds (bench/RESULTS.md "Half the width under a short budget"), 2 seeds x 5 folds on digits-hard: +5.6 pt held-out
+  test over nf_resnet26 (+5.7 validation), +3.2 over the hand loop; +3.0 / +1.3 on photo-patches / digits (5 folds).
+  nf_resnet26 learns more per epoch (8 epochs each: −1.7 pt validation for half, n.s.), but where 8 of its epochs fit
+  (75 s), half's 20 still scored +1.4 validation / +2.1 test: LONG_EPOCHS is 8, the most nf_resnet26 epochs at which
+  half was measured; beyond it the plain choice stays. It replaces nf_resnet18 (1.4x-2.4x nf_resnet26's images a
+  second), which lost to nf_resnet26 wherever 3 of its epochs fit.
 """
 from __future__ import annotations
 
