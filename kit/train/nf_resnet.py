@@ -57,11 +57,16 @@ default_cfgs = {name: _dcfg(url="", first_conv="stem.conv")
                 for name in ("nf_resnet18", "nf_resnet34", "nf_resnet26_half", "nf_resnet26_quarter")}
 
 
+def _build(variant: str, cfg: NfCfg, pretrained: bool, **kwargs) -> NormFreeNet:
+    """timm's NormFreeNet from `cfg`, built as timm builds its own NF nets (_create_normfreenet takes only its names)."""
+    return build_model_with_cfg(NormFreeNet, variant, pretrained, model_cfg=cfg,
+                                feature_cfg=dict(flatten_sequential=True), **kwargs)
+
+
 def _basic(variant: str, depths: tuple, pretrained: bool, **kwargs) -> NormFreeNet:
     cfg = NfCfg(depths=depths, channels=(64, 128, 256, 512), stem_type="7x7_pool", stem_chs=64, bottle_ratio=1.0,
                 act_layer="relu")
-    model = build_model_with_cfg(NormFreeNet, variant, pretrained, model_cfg=cfg,
-                                 feature_cfg=dict(flatten_sequential=True), **kwargs)
+    model = _build(variant, cfg, pretrained, **kwargs)
     conv = partial(ScaledStdConv2d, gamma=_nonlin_gamma[cfg.act_layer], eps=cfg.std_conv_eps)
     act = get_act_layer(cfg.act_layer)
     for stage in model.stages:
@@ -82,19 +87,13 @@ def nf_resnet34(pretrained: bool = False, **kwargs) -> NormFreeNet:
     return _basic("nf_resnet34", (3, 4, 6, 3), pretrained, **kwargs)
 
 
-def _narrow(variant: str, channels: tuple, pretrained: bool, **kwargs) -> NormFreeNet:
-    cfg = _nfres_cfg(depths=(2, 2, 2, 2), channels=channels)
-    return build_model_with_cfg(NormFreeNet, variant, pretrained, model_cfg=cfg,
-                                feature_cfg=dict(flatten_sequential=True), **kwargs)
-
-
 @register_model
 def nf_resnet26_half(pretrained: bool = False, **kwargs) -> NormFreeNet:
     """nf_resnet26 at half its width (stages 128..1024 wide)."""
-    return _narrow("nf_resnet26_half", (128, 256, 512, 1024), pretrained, **kwargs)
+    return _build("nf_resnet26_half", _nfres_cfg((2, 2, 2, 2), (128, 256, 512, 1024)), pretrained, **kwargs)
 
 
 @register_model
 def nf_resnet26_quarter(pretrained: bool = False, **kwargs) -> NormFreeNet:
     """nf_resnet26 at a quarter of its width (stages 64..512 wide)."""
-    return _narrow("nf_resnet26_quarter", (64, 128, 256, 512), pretrained, **kwargs)
+    return _build("nf_resnet26_quarter", _nfres_cfg((2, 2, 2, 2), (64, 128, 256, 512)), pretrained, **kwargs)
