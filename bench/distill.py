@@ -6,10 +6,13 @@ Per dataset and seed, every step in a fresh process, all on the seed's own folds
   teacher   the kit's run, fold by fold (the 5-fold ensemble is the teacher)
   student   per fold: --teacher TEACHER --pseudo-label (one pseudo-label round; fold k learns from teacher fold k)
   full      --fold full --teacher TEACHER --pseudo-label: one model of the teacher's architecture on every image
+  full-xM   the same at M times a fold's epochs (--full-epochs 1,1.5,2: the full model sees 25 % more images an
+            epoch than a fold and has no validation to pick an epoch by; issue 29 measures how long it should train)
 Scored on each dataset's held-out test images (solution.csv), which nothing is chosen on. `speed` exports the
 teacher ensemble and the full student and measures their onnxruntime images/s side by side, in one process.
 
     python bench/distill.py run --datasets digits-hard,photo-patches --seeds 0,1
+    python bench/distill.py run --steps teacher,full --full-epochs 1,1.5,2 --results bench/results/distill_full.jsonl
     python bench/distill.py speed --datasets digits-hard --seeds 0
     python bench/distill.py report
 """
@@ -33,6 +36,15 @@ STEPS = ("teacher", "student", "full")
 FLAGS = {"teacher": [], "student": ["--pseudo-label"], "full": ["--pseudo-label"]}
 
 
+def full_steps(multiples: str) -> list[str]:
+    """'1,1.5,2' -> ['full', 'full-x1.5', 'full-x2']: the full model at each multiple of a fold's epochs."""
+    return ["full" if float(m) == 1 else f"full-x{m}" for m in multiples.split(",")]
+
+
+def step_epochs(step: str, epochs: int) -> int:
+    return round(epochs * float(step.split("-x")[1])) if "-x" in step else epochs
+
+
 def one(args) -> None:
     """Child process: one step of one fold (or the full model); prints its result as JSON on the last line."""
     import train
@@ -43,10 +55,12 @@ def one(args) -> None:
     from kit.train.members import load_members, predict
     run_dir = Path(args.work) / args.step
     teacher = ["--teacher", str(Path(args.work) / "teacher")] if args.step != "teacher" else []
-    fold = "full" if args.step == "full" else str(args.fold)
-    ns = train.parse_args(["--data-dir", args.data, "--no-pretrained", "--img-size", "32", "--epochs", str(args.epochs),
+    full = args.step.startswith("full")
+    fold = "full" if full else str(args.fold)
+    epochs = step_epochs(args.step, args.epochs)
+    ns = train.parse_args(["--data-dir", args.data, "--no-pretrained", "--img-size", "32", "--epochs", str(epochs),
                            "--fold", fold, "--seed", str(args.seed), "--folds-csv", args.folds_csv, "--run-dir",
-                           str(run_dir), "--num-workers", "2", *teacher, *FLAGS[args.step]])
+                           str(run_dir), "--num-workers", "2", *teacher, *FLAGS["full" if full else args.step]])
     cfg = load_config(None, config_overrides(ns))
     t0 = time.time()
     summary = training.run(cfg, fold)
@@ -69,8 +83,10 @@ def run_all(args) -> None:
             folds_csv = split_file(Path(args.work), dataset, seed)
             make_split(data, folds_csv, seed)
             work = Path(args.work) / dataset / f"seed{seed}"
-            for step in STEPS:
-                for fold in (["full"] if step == "full" else range(5)):
+            steps = [s for s in args.steps.split(",") if s != "full"]
+            steps += full_steps(args.full_epochs) if "full" in args.steps.split(",") else []
+            for step in steps:
+                for fold in (["full"] if step.startswith("full") else range(5)):
                     if (dataset, step, seed, fold) in done:
                         continue
                     cmd = [sys.executable, __file__, "one", "--data", str(data), "--step", step, "--seed", str(seed),
@@ -179,6 +195,8 @@ def main():
         r.add_argument("--datasets", default="digits-hard,photo-patches")
         r.add_argument("--seeds", default="0,1")
         r.add_argument("--epochs", type=int, default=8)
+        r.add_argument("--steps", default=",".join(STEPS), help="which of teacher, student, full to run")
+        r.add_argument("--full-epochs", default="1", help="the full model at these multiples of a fold's epochs")
         r.add_argument("--data-root", default="data")
         r.add_argument("--work", default="runs/bench_distill")
         r.add_argument("--results", default="bench/results/distill.jsonl")
