@@ -41,7 +41,8 @@ def full_steps(multiples: str) -> list[str]:
     return ["full" if float(m) == 1 else f"full-x{m}" for m in multiples.split(",")]
 
 
-def step_epochs(step: str, epochs: int) -> int:
+def step_epochs(step: str, epochs: float) -> float:
+    """A step's epochs: a fold's, times the full-xM step's multiple (rounded)."""
     return round(epochs * float(step.split("-x")[1])) if "-x" in step else epochs
 
 
@@ -180,6 +181,23 @@ def report(args) -> None:
                   f"validation and test images differ in difficulty).")
         if full_gap:
             print(f"Full student − teacher ensemble (test): {100 * np.mean(full_gap):+.2f} pt on average.")
+        fulls = sorted({r["step"] for r in mine if r["step"].startswith("full")}, key=lambda s: step_epochs(s, 100))
+        if len(fulls) > 1:         # the full model at several multiples of a fold's epochs
+            print("\n| full model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean − ensemble |")
+            print("|---|" + "---:|" * (len(seeds) + 1))
+            for step in fulls:
+                cells, gaps = [], []
+                for seed in seeds:
+                    teach = [by.get(("teacher", seed, k)) for k in range(5)]
+                    if None in teach or (step, seed, "full") not in acc:
+                        cells.append("-")
+                        continue
+                    ens = _accuracy(np.mean([t["probs"] for t in teach], 0), teach[0]["classes"], teach[0]["labels"])
+                    gaps.append(acc[(step, seed, "full")] - ens)
+                    cells.append(f"{acc[(step, seed, 'full')]:.4f} ({100 * gaps[-1]:+.2f})")
+                mean = f"{100 * np.mean(gaps):+.2f} pt" if gaps else "-"
+                multiple = step.split("-x")[1] if "-x" in step else "1"
+                print(f"| {step} ({multiple}x a fold's epochs) | " + " | ".join(cells) + f" | {mean} |")
         for r in rows:
             if r["dataset"] == dataset and r["step"] == "speed":
                 print(f"Speed (seed {r['seed']}): teacher ensemble {r['teacher_images_per_s']:.0f} images/s, "

@@ -1,21 +1,26 @@
 """`python -m kit.runs`: one table of every run dir under a folder (kit/evaluate/runs.py)."""
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from kit.core.atomic import write_text
-from kit.core.entry import Parser, main_guard, nonempty
+from kit.core.entry import main_guard, option, parse_request
 from kit.evaluate import runs
 
 
+@dataclass
+class RunsRequest:
+    """kit.runs' flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    runs_dir: str = option("runs", "the folder of run dirs", positional=True, nargs="?")
+    sort: str = option("cv", "row order (cv: best first)", choices=("cv", "name", "seconds"))
+    md: Optional[str] = option(None, "also write the table to this Markdown file", metavar="FILE")
+
+
 def main() -> None:
-    p = Parser(description=runs.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs_dir", nargs="?", default="runs", type=nonempty, help="the folder of run dirs (default runs)")
-    p.add_argument("--sort", default="cv", choices=["cv", "name", "seconds"], help="row order (default cv: best first)")
-    p.add_argument("--md", type=nonempty, metavar="FILE", help="also write the table to this Markdown file")
-    args = p.parse_args()
-    text = runs.runs_table(args.runs_dir, args.sort)
-    if args.md:
-        write_text(Path(args.md), text)
+    r = parse_request(RunsRequest, description=runs.__doc__)
+    text = runs.runs_table(r.runs_dir, r.sort)
+    if r.md:
+        write_text(Path(r.md), text)
     print(text, end="")
 
 

@@ -6,7 +6,7 @@
   albumentations unimportable, and the predictor wheel holds exactly them;
 - no module outside the task package asks which kind of task it holds;
 - no function in kit/ is longer than 80 lines; docs/architecture.md maps every module, in data-flow order;
-- every Config field has its command-line flag;
+- every Config field has its command-line flag; every command's flags come from its request dataclass;
 - tests/ mirrors kit/: a folder per stage package holds that package's tests, tests/e2e/ the commands run whole.
 """
 import ast
@@ -214,6 +214,15 @@ def test_every_config_field_has_its_flag():
             assert getattr(train.parse_args([flag, text]), name) == value, name
         assert getattr(train.parse_args([]), name) is None           # not given: the YAML and defaults decide
     assert len(FIELDS) == len(Config().to_dict())
+
+
+def test_every_command_makes_its_flags_from_its_request_dataclass():
+    """One mechanism, one place for a default: kit.core.entry.add_flags is the only code that adds a flag, so no
+    command repeats a default its request dataclass already holds (infer.py once wrote --out's default twice)."""
+    sources = [*MODULES.values(), *ROOT.glob("*.py")]
+    adders = [str(p.relative_to(ROOT)) for p in sources if p != KIT / "core" / "entry.py" and
+              re.search(r"\.add_argument\(|\.add_mutually_exclusive_group\(", p.read_text())]
+    assert adders == [], f"flags added by hand (use kit.core.entry.option / add_flags): {adders}"
 
 
 def test_every_repository_path_named_in_code_docs_and_help_exists():

@@ -4,13 +4,14 @@ and dependency-free, so the deployed predictor has it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from kit.core import log
 from kit.core.errors import EXIT_USER_ERROR, KitError
@@ -95,3 +96,67 @@ def parse_duration(text: str, bare_unit: str = "h") -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise KitError(f"{text!r} is not a positive duration")
     return seconds
+
+
+# --- a command's flags from its request dataclass: one place for each default (as train.py's come from Config) ---
+
+def option(default: Any = None, help: str = "", *, parse: Callable | None = None, choices=None, flag: str | None = None,
+           required: bool = False, positional: bool = False, nargs: str | None = None, metavar: str | None = None):
+    """A request field that is also a command-line flag (add_flags). A list field is a repeatable flag (`--run-dir A
+    --run-dir B`) unless `nargs` is given; `flag` renames it (run_dirs -> --run-dir)."""
+    meta = {"help": help, "parse": parse, "choices": choices, "flag": flag, "required": required,
+            "positional": positional, "nargs": nargs, "metavar": metavar}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _base(annotation) -> str:
+    """Optional[int] -> 'int', list[str] -> 'list', whether the annotation is a type or (under `from __future__
+    import annotations`) its text."""
+    plain = isinstance(annotation, type) and not getattr(annotation, "__args__", None)       # int, not list[int]
+    text = annotation.__name__ if plain else str(annotation)
+    text = text.replace("typing.", "").replace("Optional[", "").replace(" | None", "").rstrip("]")
+    return text.split("[")[0]
+
+
+def add_flags(parser, request: type, both_ways: bool = False) -> None:
+    """One flag per field of `request` made with option(), on an argparse parser or group. Every flag defaults to
+    None ("not given"), so the dataclass's default is the only one (request_of fills it in); help says what it is.
+    A switch is off unless given (--int8), or with `both_ways` (settings a YAML file may have turned on) --x/--no-x."""
+    for f in dataclasses.fields(request):
+        if "parse" not in f.metadata:
+            continue
+        m, kind = f.metadata, _base(f.type)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        text = " ".join(map(str, default)) if isinstance(default, list) else default
+        shown = "" if default in (None, False, []) or m["required"] else f" (default {text})"
+        name = m["flag"] or f.name
+        kwargs: dict = {"help": m["help"] + shown, "default": None}
+        if kind == "bool":           # a switch that is off unless given; one that may be on also gets --no-NAME
+            kwargs["action"] = "store_true" if default is False and not both_ways else argparse.BooleanOptionalAction
+        else:
+            if m["choices"] is None:
+                kwargs["metavar"] = name.upper().replace("-", "_")
+            kwargs["type"] = m["parse"] or {"int": int, "float": float}.get(kind, nonempty)
+            kwargs.update({k: m[k] for k in ("choices", "metavar", "nargs") if m[k] is not None})
+            if kind in ("list", "Paths") and m["nargs"] is None:
+                kwargs["action"] = "append"
+        if m["positional"]:
+            parser.add_argument(f.name, **kwargs)
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), dest=f.name,
+                                required=m["required"], **kwargs)
+
+
+def request_of(request: type, args: argparse.Namespace):
+    """The request a command line asked for: the flags given, the dataclass's defaults for the rest."""
+    return request(**{f.name: getattr(args, f.name) for f in dataclasses.fields(request)
+                      if getattr(args, f.name, None) is not None})
+
+
+def parse_request(request: type, argv=None, **parser_kwargs):
+    """Parse a command line into `request` (a dataclass of option() fields), with the kit's Parser."""
+    parser = Parser(formatter_class=argparse.RawDescriptionHelpFormatter, **parser_kwargs)
+    add_flags(parser, request)
+    return request_of(request, parser.parse_args(argv))

@@ -40,6 +40,14 @@ RUN_FILES = ("task.json", "classes.json")                 # beside config.yaml: 
 TWINS = ("int8", "fp16")                                  # a graph's lower-precision twins (kit.export.twin)
 
 
+def chosen_twin(int8: bool, fp16: bool) -> Optional[str]:
+    """The lower-precision twin a command's --int8 / --fp16 asked for: int8, fp16 or None; both is an error."""
+    if int8 and fp16:
+        raise KitError("--int8 and --fp16 ask for two different twins of the graph; pass one (int8 for CPUs, fp16 "
+                       "for GPUs)")
+    return "int8" if int8 else "fp16" if fp16 else None
+
+
 def twin_path(graph: Path, kind: str) -> Path:
     """Where a graph's `kind` twin lies: beside it, ensemble.onnx -> ensemble.int8.onnx / ensemble.fp16.onnx."""
     return graph.with_name(f"{graph.stem}.{kind}.onnx")

@@ -22,7 +22,6 @@ In the notebook:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -33,17 +32,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from kit import __version__
 from kit.core.atomic import atomic_dir, write_text
-from kit.core.entry import Parser, nonempty, number, parse_duration
+from kit.core.entry import number, option, parse_duration, parse_request
 from kit.core.errors import KitError
-from kit.core.paths import Outputs, twin_path
+from kit.core.paths import Outputs, chosen_twin, twin_path
 from kit.deploy.twins import twin_of
 from kit.core.table import Layout
 from kit.evaluate.rundir import RunDir
@@ -288,24 +288,26 @@ def _build(out: Path, onnx, run_dir, test_images, hours, platforms: list[str], p
             "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()), "pythons": pythons}
 
 
+@dataclass
+class BundleRequest:
+    """kit.bundle's flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    run_dir: Optional[str] = option(None, "export this run's ensemble into the bundle")
+    onnx: Optional[str] = option(None, "bundle this exported file instead")
+    out: str = option(None, "a new folder for the bundle", required=True)
+    test_images: Optional[int] = option(None, "how many images the hidden test set has", parse=number(1, None, int))
+    time_limit: Optional[float] = option(None, "the competition's notebook time limit, e.g. 9h or 540m (a bare "
+                                               "number: hours)", parse=lambda text: parse_duration(text, "h") / 3600)
+    platform: list[str] = option([], "pip platform tag of the target machine (repeatable; default: "
+                                     f"{' '.join(KAGGLE_PLATFORMS)})")
+    python_version: list[str] = option([], "the Pythons of the target machines, e.g. 3.10 3.11 3.12 (default: this "
+                                           "one's)", nargs="+", metavar="X.Y")
+    gpu: bool = option(False, "also onnxruntime-gpu for those Pythons (requirements-gpu.txt)")
+    int8: bool = option(False, "ship the graph's int8 twin (infer.py --int8; for CPUs)")
+    fp16: bool = option(False, "ship the graph's fp16 twin (infer.py --fp16; for GPUs)")
+
+
 def main() -> None:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", type=nonempty, help="export this run's ensemble into the bundle")
-    p.add_argument("--onnx", type=nonempty, help="bundle this exported file instead")
-    p.add_argument("--out", type=nonempty, required=True, help="a new folder for the bundle")
-    p.add_argument("--test-images", type=number(1, None, int), help="how many images the hidden test set has")
-    p.add_argument("--time-limit", type=lambda text: parse_duration(text, "h") / 3600,
-                   help="the competition's notebook time limit, e.g. 9h or 540m (a bare number: hours)")
-    p.add_argument("--platform", action="append", help="pip platform tag of the target machine (repeatable; "
-                                                       f"default: {' '.join(KAGGLE_PLATFORMS)})")
-    p.add_argument("--python-version", nargs="+", metavar="X.Y",
-                   help="the Pythons of the target machines, e.g. 3.10 3.11 3.12 (default: this one's)")
-    p.add_argument("--gpu", action="store_true", help="also onnxruntime-gpu for those Pythons (requirements-gpu.txt)")
-    precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--int8", action="store_true", help="ship the graph's int8 twin (infer.py --int8; for CPUs)")
-    precision.add_argument("--fp16", action="store_true", help="ship the graph's fp16 twin (infer.py --fp16; for GPUs)")
-    args = p.parse_args()
-    make_bundle(Path(args.out), onnx=Path(args.onnx) if args.onnx else None,
-                run_dir=Path(args.run_dir) if args.run_dir else None, test_images=args.test_images,
-                hours=args.time_limit, platforms=args.platform, python_versions=args.python_version, gpu=args.gpu,
-                twin="int8" if args.int8 else "fp16" if args.fp16 else None)
+    r = parse_request(BundleRequest, description=__doc__)
+    make_bundle(Path(r.out), onnx=Path(r.onnx) if r.onnx else None, run_dir=Path(r.run_dir) if r.run_dir else None,
+                test_images=r.test_images, hours=r.time_limit, platforms=r.platform or None,
+                python_versions=r.python_version or None, gpu=r.gpu, twin=chosen_twin(r.int8, r.fp16))

@@ -18,16 +18,16 @@ checked against Triton's own schema (tritonclient's model_config_pb2) in tests/d
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 from kit.core.atomic import atomic_dir, write_text
-from kit.core.entry import Parser, nonempty, number
+from kit.core.entry import number, option, parse_request
 from kit.core.errors import KitError
 from kit.core.paths import Outputs
 from kit.runtime.predictor import Predictor
@@ -102,18 +102,22 @@ def make_repository(onnx: Path, out: Path, name: str | None = None, max_batch: i
     return target
 
 
+@dataclass
+class RepositoryRequest:
+    """kit.triton's flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    onnx: str = option(None, "a graph exported by the kit", required=True)
+    out: str = option(None, "the model repository (created, or one that exists)", required=True)
+    name: Optional[str] = option(None, "the model's name in the repository (default: the graph's file stem)")
+    max_batch: int = option(32, "Triton's max_batch_size", parse=number(1, 65536, int))
+    preferred_batch: list[int] = option([], "batch sizes the dynamic batcher aims for (default: any up to "
+                                            "--max-batch)", parse=number(1, 65536, int), nargs="+")
+    max_queue_delay_us: int = option(1000, "how long a request may wait for others to batch with (microseconds)",
+                                     parse=number(0, 10_000_000, int))
+    instances: int = option(1, "model instances (instance_group count)", parse=number(1, 64, int))
+    gpu: bool = option(False, "instances on the GPU (KIND_GPU) instead of the CPU")
+
+
 def main() -> None:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
-    p.add_argument("--out", type=nonempty, required=True, help="the model repository (created, or one that exists)")
-    p.add_argument("--name", help="the model's name in the repository (default: the graph's file stem)")
-    p.add_argument("--max-batch", type=number(1, 65536, int), default=32, help="Triton's max_batch_size")
-    p.add_argument("--preferred-batch", type=number(1, 65536, int), nargs="+", default=[],
-                   help="batch sizes the dynamic batcher aims for (default: any up to --max-batch)")
-    p.add_argument("--max-queue-delay-us", type=number(0, 10_000_000, int), default=1000,
-                   help="how long a request may wait for others to batch with (microseconds)")
-    p.add_argument("--instances", type=number(1, 64, int), default=1, help="model instances (instance_group count)")
-    p.add_argument("--gpu", action="store_true", help="instances on the GPU (KIND_GPU) instead of the CPU")
-    args = p.parse_args()
-    make_repository(Path(args.onnx), Path(args.out), args.name, args.max_batch, args.preferred_batch,
-                    args.max_queue_delay_us, args.instances, args.gpu)
+    r = parse_request(RepositoryRequest, description=__doc__)
+    make_repository(Path(r.onnx), Path(r.out), r.name, r.max_batch, r.preferred_batch, r.max_queue_delay_us,
+                    r.instances, r.gpu)

@@ -26,7 +26,6 @@ tests/deploy/test_deploy.py checks a real headless Chromium against the Python p
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import http.server
 import html
@@ -35,11 +34,12 @@ from importlib import resources
 import logging
 import shutil
 import subprocess
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 from kit.core.atomic import atomic_dir, write_text
-from kit.core.entry import PORT, Parser, nonempty
+from kit.core.entry import PORT, option, parse_request
 from kit.core.artifact import read_metadata
 from kit.core.errors import KitError
 from kit.core.paths import Outputs
@@ -184,16 +184,20 @@ def serve_page(folder: Path, host: str, port: int) -> None:
         server.server_close()
 
 
+@dataclass
+class PageRequest:
+    """kit.web's flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    onnx: str = option(None, "a graph exported by the kit", required=True)
+    out: str = option(None, "a new folder for the page", required=True)
+    title: Optional[str] = option(None, "the page's title (default: 'MODEL in your browser')")
+    int8: bool = option(False, "build the page on the graph's int8 twin (infer.py --int8)")
+    serve: bool = option(False, "then serve the folder with the COOP/COEP headers")
+    host: str = option("127.0.0.1", "the address to serve on")
+    port: int = option(8000, "the port to serve on", parse=PORT)
+
+
 def main() -> None:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
-    p.add_argument("--out", type=nonempty, required=True, help="a new folder for the page")
-    p.add_argument("--title")
-    p.add_argument("--int8", action="store_true", help="build the page on the graph's int8 twin (infer.py --int8)")
-    p.add_argument("--serve", action="store_true", help="then serve the folder with the COOP/COEP headers")
-    p.add_argument("--host", type=nonempty, default="127.0.0.1")
-    p.add_argument("--port", type=PORT, default=8000)
-    args = p.parse_args()
-    make_page(Path(args.onnx), Path(args.out), args.title, args.int8)
-    if args.serve:
-        serve_page(Path(args.out), args.host, args.port)
+    r = parse_request(PageRequest, description=__doc__)
+    make_page(Path(r.onnx), Path(r.out), r.title, r.int8)
+    if r.serve:
+        serve_page(Path(r.out), r.host, r.port)

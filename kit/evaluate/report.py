@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from kit.core.atomic import atomic_path, write_csv, write_text
-from kit.core.entry import Parser, nonempty
+from kit.core.entry import option, parse_request
 from kit.core.errors import KitError
 from kit.core.images import open_rgb
 from kit.core.table import training_images
@@ -359,10 +359,14 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
     return {"cv": cv, "folds": {f.fold: f.score for f in folds}, "oof_images": len(oof), "files": files}
 
 
+@dataclass
+class ReportRequest:
+    """kit.report's flags, as one value (kit.core.entry.add_flags)."""
+    run_dir: str = option("runs/default", "the run dir", positional=True, nargs="?")
+
+
 def main() -> None:
-    p = Parser(description="Rebuild the reports of a run dir from its files.")
-    p.add_argument("run_dir", nargs="?", default="runs/default", type=nonempty)
-    run = Path(p.parse_args().run_dir)
+    run = Path(parse_request(ReportRequest, description="Rebuild the reports of a run dir from its files.").run_dir)
     if run.exists() and not run.is_dir():
         raise KitError(f"{run} is a file; give the run dir (a folder)")
     write_reports(run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -13,8 +13,10 @@ from kit import __version__
 from kit.core import atomic
 from kit.core.artifact import Metadata, read_metadata
 from kit.core.digest import file_digests
+from kit.core.entry import number, option
 from kit.core.errors import KitError
-from kit.core.paths import RUN_OWN_NAMES, Outputs, twin_path
+from kit.core.paths import RUN_OWN_NAMES, Outputs, chosen_twin, twin_path
+from kit.core.providers import PROVIDER_CHOICES
 from kit.core.table import Layout
 from kit.runtime.submission import output_paths
 from kit.evaluate.rundir import FULL, RunDir, blend_dir, expand
@@ -24,30 +26,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class InferRequest:
-    """infer.py's flags, as one value."""
-    run_dirs: list[str] = field(default_factory=lambda: ["runs/default"])
-    data_dir: Optional[str] = None
-    onnx: Optional[str] = None
-    onnx_out: Optional[str] = None
-    out: str = "submissions/submission.csv"
-    probs: Optional[str] = None
-    folds: Optional[str] = None
-    provider: str = "auto"
-    tta: Optional[bool] = None
-    blend: str = "auto"
-    re_export: bool = False
-    int8: bool = False
-    fp16: bool = False
-    export_only: bool = False
-    batch_size: int = 32
+    """infer.py's flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    data_dir: Optional[str] = option(None, "competition folder (default: the one the run was trained on)")
+    run_dirs: list[str] = option(["runs/default"], "a trained run; repeat it to blend several runs into one graph",
+                                 flag="run-dir")
+    onnx: Optional[str] = option(None, "predict with this exported file; skips the export (no torch needed)")
+    onnx_out: Optional[str] = option(None, "where to export the ensemble (default: RUN_DIR/ensemble.onnx; when the "
+                                           "run dir is read-only, e.g. an uploaded Kaggle dataset, beside --out)")
+    out: str = option("submissions/submission.csv", "the submission CSV")
+    probs: Optional[str] = option(None, "also write per-class probabilities to this CSV")
+    folds: Optional[str] = option(None, "comma-separated folds to ensemble, or full (default: every trained fold)")
+    provider: str = option("auto", "onnxruntime's execution provider", choices=PROVIDER_CHOICES)
+    tta: Optional[bool] = option(None, "--tta: identity + horizontal flip for every run; --no-tta: identity only "
+                                       "(default: each run keeps the views among flips, transpose and rotations that "
+                                       "improve its OOF score)")
+    blend: str = option("auto", "how several runs are combined (kit/evaluate/blend.py); auto: the best honest (nested) "
+                                "CV, a single run included", choices=("auto", "weights", "hill", "rank", "stack"))
+    re_export: bool = option(False, "export even when the graph is up to date (by default a graph made from the same "
+                                    "checkpoints and settings is reused)")
+    int8: bool = option(False, "also export an int8 graph and predict with it (for CPUs)")
+    fp16: bool = option(False, "also export an fp16 graph and predict with it (for GPUs; needs pip install -e "
+                               "'.[fp16]')")
+    export_only: bool = option(False, "export the graph, predict nothing")
+    batch_size: int = option(32, "images per onnxruntime call", parse=number(1, None, int))
 
     @property
     def twin(self) -> Optional[str]:
         """The lower-precision twin asked for (kit.export.twin): int8, fp16 or None."""
-        if self.int8 and self.fp16:
-            raise KitError("--int8 and --fp16 ask for two different twins of the graph; pass one (int8 for CPUs, fp16 "
-                           "for GPUs)")
-        return "int8" if self.int8 else "fp16" if self.fp16 else None
+        return chosen_twin(self.int8, self.fp16)
 
 
 def parse_folds(text: Optional[str]) -> Optional[list[int | str]]:

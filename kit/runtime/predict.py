@@ -11,18 +11,18 @@ Rows follow the sources in order, each folder's images sorted by path.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from kit.core.atomic import atomic_path
-from kit.core.entry import Parser, main_guard, nonempty, number
+from kit.core.entry import main_guard, number, option, parse_request
 from kit.core.errors import KitError
 from kit.core.providers import PROVIDER_CHOICES
 from kit.core.paths import Outputs
@@ -156,20 +156,23 @@ def predict(onnx: Path, sources: list[str], out: Path, top_k: int | None = None,
     return len(files)
 
 
+@dataclass
+class PredictRequest:
+    """kit-predict's flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    onnx: str = option(None, "a graph exported by the kit", required=True)
+    sources: list[str] = option([], "image files, folders or globs", positional=True, nargs="+", metavar="SOURCE")
+    out: str = option(None, "PREDS.csv or PREDS.jsonl", required=True)
+    top_k: Optional[int] = option(None, "probabilities per image (default: every one in JSON lines, 5 in CSV)",
+                                  parse=number(1, None, int))
+    skip_errors: bool = option(False, "an unreadable image gets its reason in its row (an `error` column / field) "
+                                      "instead of stopping the run")
+    provider: str = option("auto", "onnxruntime's execution provider", choices=PROVIDER_CHOICES)
+    batch_size: int = option(32, "images per onnxruntime call", parse=number(1, None, int))
+
+
 def main(argv=None) -> None:
-    p = Parser(prog="kit-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
-    p.add_argument("sources", nargs="+", type=nonempty, metavar="SOURCE", help="image files, folders or globs")
-    p.add_argument("--out", type=nonempty, required=True, help="PREDS.csv or PREDS.jsonl")
-    p.add_argument("--top-k", type=number(1, None, int), help="probabilities per image (default: every one in "
-                                                               "JSON lines, 5 in CSV)")
-    p.add_argument("--skip-errors", action="store_true", help="an unreadable image gets its reason in its row (an "
-                                                              "`error` column / field) instead of stopping the run")
-    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
-    p.add_argument("--batch-size", type=number(1, None, int), default=32)
-    args = p.parse_args(argv)
-    predict(Path(args.onnx), args.sources, Path(args.out), args.top_k, args.provider, args.batch_size,
-            args.skip_errors)
+    r = parse_request(PredictRequest, argv, prog="kit-predict", description=__doc__)
+    predict(Path(r.onnx), r.sources, Path(r.out), r.top_k, r.provider, r.batch_size, r.skip_errors)
 
 
 def cli() -> None:

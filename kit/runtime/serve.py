@@ -19,7 +19,6 @@ but /health require `Authorization: Bearer KEY`; `--cors-origin ORIGIN` (repeata
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hmac
@@ -29,7 +28,7 @@ import os
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -40,7 +39,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from kit.core.entry import PORT, Parser, nonempty, number
+from kit.core.entry import PORT, number, option, parse_request
 from kit.core.errors import KitError
 from kit.core.providers import PROVIDER_CHOICES
 from kit.core.images import ImageError, load_rgb
@@ -77,17 +76,24 @@ class Error(BaseModel):
 
 @dataclass
 class ServeSettings:
-    """The service's flags, as one value."""
-    onnx: str
-    provider: str = "auto"
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_bytes: int = 20 * 2**20
-    max_pixels: Optional[int] = None          # per image; None: pixel_limit(the model's input size)
-    max_request_pixels: Optional[int] = None  # all images of one request; None: 4 x max_pixels
+    """The service's flags, as one value (kit.core.entry.add_flags makes the flags from it)."""
+    onnx: str = option(None, "a graph exported by the kit", required=True)
+    host: str = option("127.0.0.1", "the address to listen on")
+    port: int = option(8000, "the port to listen on", parse=PORT)
+    provider: str = option("auto", "onnxruntime's execution provider", choices=PROVIDER_CHOICES)
+    max_batch: int = option(32, "most images in one onnxruntime call", parse=number(1, 4096, int))
+    max_wait_ms: float = option(5.0, "how long a request waits for others to batch with (at most 10 s: never forever)",
+                                parse=number(0, 10_000))
+    max_bytes: int = option(20 * 2**20, "largest accepted request body", parse=number(1, 2**31, int))
+    max_pixels: Optional[int] = option(None, "largest image, in pixels, checked before decoding (default: 1000 x the "
+                                             "model's input, at least 4 Mpx)", parse=number(1, 2**40, int))
+    max_request_pixels: Optional[int] = option(None, "most pixels of all images in one request (default 4 x "
+                                                     "--max-pixels)", parse=number(1, 2**42, int))
+    api_key: Optional[str] = option(None, "require Authorization: Bearer KEY on every route but /health (default: "
+                                          "$KIT_API_KEY)")
+    cors_origins: list[str] = option([], "let pages served from ORIGIN call the API (repeatable), e.g. "
+                                         "https://example.com", flag="cors-origin", metavar="ORIGIN")
     decode_threads: int = 4
-    api_key: Optional[str] = None
-    cors_origins: list = field(default_factory=list)
 
 
 class Batcher:
@@ -418,30 +424,14 @@ def guarded(app, api_key: Optional[str], counters: dict, cors_origins=()):
 
 
 def main() -> None:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=nonempty, required=True, help="a graph exported by the kit")
-    p.add_argument("--host", type=nonempty, default="127.0.0.1")
-    p.add_argument("--port", type=PORT, default=8000)
-    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
-    p.add_argument("--max-batch", type=number(1, 4096, int), default=32, help="most images in one onnxruntime call")
-    p.add_argument("--max-wait-ms", type=number(0, 10_000), default=5.0,
-                   help="how long a request waits for others to batch with (at most 10 s: never forever)")
-    p.add_argument("--max-bytes", type=number(1, 2**31, int), default=20 * 2**20, help="largest accepted request body")
-    p.add_argument("--max-pixels", type=number(1, 2**40, int), help="largest image, in pixels, checked before decoding "
-                                                                    "(default: 1000 x the model's input, at least 4 Mpx)")
-    p.add_argument("--max-request-pixels", type=number(1, 2**42, int),
-                   help="most pixels of all images in one request (default 4 x --max-pixels)")
-    p.add_argument("--api-key", type=nonempty, default=os.environ.get("KIT_API_KEY"),
-                   help="require Authorization: Bearer KEY on every route but /health (default: $KIT_API_KEY)")
-    p.add_argument("--cors-origin", action="append", default=[], type=nonempty, metavar="ORIGIN",
-                   help="let pages served from ORIGIN call the API (repeatable), e.g. https://example.com")
-    args = p.parse_args()
-    serve(ServeSettings(args.onnx, args.provider, args.max_batch, args.max_wait_ms, args.max_bytes,
-                        max_pixels=args.max_pixels, max_request_pixels=args.max_request_pixels,
-                        api_key=args.api_key, cors_origins=args.cors_origin), args.host, args.port)
+    settings = parse_request(ServeSettings, description=__doc__)
+    if settings.api_key is None:
+        settings.api_key = os.environ.get("KIT_API_KEY") or None
+    serve(settings)
 
 
-def serve(settings: ServeSettings, host: str, port: int) -> None:
+def serve(settings: ServeSettings) -> None:
+    host, port = settings.host, settings.port
     import uvicorn
     app = create_app(settings)
     log.info(f"serve: {settings.onnx} on http://{host}:{port} (POST /predict, POST /predict/batch, GET /health, "

@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from kit.core.artifact import Metadata
 from kit.core.atomic import write_csv
 from kit.core.table import Layout, Table, label_cells, normalize_labels, read_csv, submission_table
-from kit.core.entry import Parser, nonempty, number
+from kit.core.entry import number, option, parse_request
 from kit.core.errors import KitError
 from kit.core.providers import PROVIDER_CHOICES
 from kit.core.paths import Outputs
@@ -136,15 +138,20 @@ def make_submission(onnx_path: str | Path, data_dir: str, out: str | Path, *, pr
             "outputs": outputs, "meta": meta}
 
 
+@dataclass
+class SubmissionRequest:
+    """A deployed graph's flags (kit.deploy.bundle's predict.py), as one value (kit.core.entry.add_flags)."""
+    data_dir: str = option(None, "the competition folder (may be read-only)", required=True)
+    out: str = option(None, "the submission CSV to write", required=True)
+    probs: Optional[str] = option(None, "also write per-class probabilities to this CSV")
+    onnx: Optional[str] = option(None, "the exported graph (default: the bundled one)")
+    provider: str = option("auto", "onnxruntime's execution provider", choices=PROVIDER_CHOICES)
+    batch_size: int = option(32, "images per onnxruntime call", parse=number(1, None, int))
+
+
 def main(onnx_path: str | Path, settings: dict) -> None:
     """The command line of a deployed graph (kit.deploy.bundle's predict.py): the competition folder in, the CSV out."""
-    p = Parser(description="Predict a competition folder's test images and write the submission.")
-    p.add_argument("--data-dir", type=nonempty, required=True, help="the competition folder (may be read-only)")
-    p.add_argument("--out", type=nonempty, required=True, help="the submission CSV to write")
-    p.add_argument("--probs", type=nonempty, help="also write per-class probabilities to this CSV")
-    p.add_argument("--onnx", type=nonempty, default=str(onnx_path), help="the exported graph (default: the bundled one)")
-    p.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
-    p.add_argument("--batch-size", type=number(1, None, int), default=32)
-    args = p.parse_args()
-    make_submission(args.onnx, args.data_dir, args.out, provider=args.provider, batch_size=args.batch_size,
-                    probs_out=args.probs, layout=Layout.of(settings))
+    r = parse_request(SubmissionRequest, description="Predict a competition folder's test images and write the "
+                                                     "submission.")
+    make_submission(r.onnx or str(onnx_path), r.data_dir, r.out, provider=r.provider, batch_size=r.batch_size,
+                    probs_out=r.probs, layout=Layout.of(settings))

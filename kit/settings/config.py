@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from kit.core.entry import option
 from kit.core.errors import KitError
 
 
 Paths = list        # a list of paths (a repeatable flag); `list` alone is 3 numbers (mean, std)
 
 
-def knob(default, help: str, choices: tuple | None = None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+def knob(default, help: str, choices: tuple | None = None, **flag):
+    """A setting, and its train.py flag (kit.core.entry.option: the one way every command's flags are made)."""
+    return option(default, help, choices=choices, **flag)
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Config:
     group_col: Optional[str] = knob(None, "keep rows sharing this column's value (patients, sessions) in one fold")
     missing_values: Optional[str] = knob(None, "label cells and group ids that mean a missing value, comma-separated "
                                                "(default: nan, NaN, None, null, NA, N/A, <NA>, #N/A, ...); '' for none "
-                                               "(a class really named NA)")
+                                               "(a class really named NA)", parse=str)
     # --- task: what a label is (kit/core/task/) ---
     task: str = knob("auto", "multiclass, multilabel (space-separated tags, or one 0/1 column per tag) or regression; "
                              "auto infers it from train.csv", ("auto", "multiclass", "multilabel", "regression"))
@@ -51,7 +53,7 @@ class Config:
     run_dir: str = knob("runs/default", "where checkpoints, OOF predictions and reports go")
     # --- distillation and pseudo-labels (kit/train/teacher.py) ---
     teacher: Optional[Paths] = knob(None, "a trained run whose fold models teach this one (repeat it for a blend of "
-                                          "runs); student fold k learns from teacher fold k only")
+                                          "runs); student fold k learns from teacher fold k only", metavar="PATH")
     distill_weight: float = knob(0.5, "share of the teacher's soft targets in the loss (the rest: the hard labels)")
     distill_temperature: float = knob(2.0, "softening of the teacher's and the student's outputs in the distillation "
                                            "loss (multiclass, multilabel)")
@@ -77,8 +79,10 @@ class Config:
                                   "a multiple of 8)")
     crop_scale: float = knob(0.0, "RandomResizedCrop from the source image, area in [crop_scale, 1] (natural "
                                   "photos); 0: resize the whole image first (tiny images such as digits)")
-    mean: Optional[list] = knob(None, "normalization mean (3 values); default: the model's pretrained config")
-    std: Optional[list] = knob(None, "normalization std (3 values); default: the model's pretrained config")
+    mean: Optional[list] = knob(None, "normalization mean (3 values); default: the model's pretrained config",
+                               parse=float, nargs=3, metavar="X")
+    std: Optional[list] = knob(None, "normalization std (3 values); default: the model's pretrained config",
+                              parse=float, nargs=3, metavar="X")
     # --- optimization ---
     epochs: int = knob(10, "training epochs per fold")
     time_budget: Optional[str] = knob(None, "wall time per fold, e.g. 20m or 2h: the epochs (and the schedule) are "

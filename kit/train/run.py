@@ -21,6 +21,7 @@ from kit.evaluate.oof import Oof, write_oof
 from kit.evaluate.report import imbalance_advice, write_reports
 from kit.evaluate.rundir import FULL, RunDir
 from kit.prepare import folds as folds_mod
+from kit.settings.cli import TrainRequest
 from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
 from kit.train import distributed, state, tracking
 from kit.train.budget import Pace, deadline
@@ -85,20 +86,21 @@ def load_settings(config_file: str | None, overrides: dict, demo: str | None = N
     return cfg
 
 
-def train(config_file: str | None, overrides: dict, fold: str = "0", resume: bool = False,
-          force_resume: bool = False, demo: str | None = None, seeds: str | None = None) -> dict:
+def train(request: TrainRequest, overrides: dict) -> dict:
     """What train.py does: settings, then the run (with --seeds, one run per seed in RUN_DIR/seed<k>/, all on the
     same folds file: the first seed's split, or the file that exists)."""
-    cfg = load_settings(config_file, overrides, demo)
-    if not seeds:
-        return run(cfg, fold, resume, force_resume, started=process_started())
-    values = parse_seeds(seeds)
+    r = request
+    cfg = load_settings(r.config, overrides, r.demo)
+    if not r.seeds:
+        return run(cfg, r.fold, r.resume, r.force_resume, started=process_started())
+    values = parse_seeds(r.seeds)
     summaries = {}
     for seed in values:
-        seeded = load_settings(config_file, {**overrides, "seed": seed, "run_dir": str(Path(cfg.run_dir) / f"seed{seed}"),
-                                             "folds_csv": cfg.folds_csv}, demo)
+        seeded = load_settings(r.config, {**overrides, "seed": seed, "run_dir": str(Path(cfg.run_dir) / f"seed{seed}"),
+                                          "folds_csv": cfg.folds_csv}, r.demo)
         log.info(f"seeds: seed {seed} -> {seeded.run_dir}")
-        summaries[seed] = run(seeded, fold, resume, force_resume, started=None if summaries else process_started())
+        summaries[seed] = run(seeded, r.fold, r.resume, r.force_resume,
+                              started=None if summaries else process_started())
     log.info(f"seeds: {len(values)} runs in {cfg.run_dir}/seed<k>/; blend them with python infer.py --run-dir "
              f"{cfg.run_dir}")
     return {"seeds": summaries}

@@ -308,7 +308,7 @@ def test_a_bundle_ships_the_twin_asked_for_and_refuses_a_missing_one(trained, tm
     r = run_module(capsys, "kit.bundle", "--onnx", shipped, "--out", tmp_path / "again", "--fp16")  # a twin itself
     assert r.returncode == 0 and (tmp_path / "again" / "model" / "ensemble.onnx").read_bytes() == shipped.read_bytes()
     r = run_module(capsys, "kit.bundle", "--onnx", fp32, "--out", tmp_path / "both", "--int8", "--fp16")
-    assert r.returncode == 2 and "not allowed with argument" in r.stderr and not (tmp_path / "both").exists()
+    assert r.returncode == 2 and "two different twins" in r.stderr and not (tmp_path / "both").exists()
 
 
 # --- the service's container (docker/Dockerfile; no Docker daemon runs here: what the image copies and installs) --
