@@ -1,23 +1,30 @@
-"""Mutation testing of the critical modules with cosmic-ray: does each module's own fast test file fail when a line
-of it is broken?
+"""Mutation testing of the critical modules with mutmut: does a module's own fast test fail when a line of it is
+broken?
 
-Each module in MODULES is mutated by cosmic-ray (operators: comparisons, arithmetic, boolean and unary operators,
-number and keyword replacement, break/continue, ...) in a throwaway git worktree of HEAD (cosmic-ray edits files
-in place), and the tests mapped to it run once per mutant. A mutant is killed when its tests fail (or time out),
-survives when they pass. The score is killed / (killed + survived); survivors are printed for review (some are
-equivalent mutants: a change no test can observe, e.g. `>=` for `>` where equality cannot happen).
+mutmut is configured in pyproject.toml ([tool.mutmut]: the modules, the fast tests). It mutates each function
+(comparisons, arithmetic and boolean operators, numbers, strings, arguments dropped or set to None, ...) and runs,
+for each mutant, the tests of the selection that call that function. A mutant is killed when they fail (or time
+out), survives when they pass, and has "no tests" when no selected test calls its function. The score is killed /
+(killed + survived); survivors are printed with their change for review (some are equivalent mutants: a change no
+test can observe, e.g. `>=` for `>` where equality cannot happen).
 
-    pip install cosmic-ray
-    python bench/mutation.py [--modules agc,blend] [--results bench/results/mutation.jsonl]
+This script runs mutmut in a throwaway git worktree of HEAD (mutmut writes a mutants/ copy beside the sources), on
+the modules asked for, and appends one row per module to the results:
 
-Results append to the JSON-lines file, one row per module: {"module", "tests", "mutants", "killed", "survived",
-"incompetent", "score", "survivors": [...], "seconds", "date"}.
+    pip install mutmut
+    python bench/mutation.py [--modules blend,metrics] [--results bench/results/mutation.jsonl] [--children 2]
+    mutmut run                      # or by hand, from the repository root: every module in pyproject's list
+
+Rows: {"tool": "mutmut", "module", "mutants", "killed", "survived", "no_tests", "score", "survivors": [...],
+"seconds", "date"}. Rows without "tool" were measured with cosmic-ray (the tool of the first passes; its mutants
+differ, so compare scores within one tool).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,19 +32,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# -n 0: one process; starting a pool of test workers would cost more than one mutant's tests
-PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -n 0"
-
-# module -> (file, the fast tests that guard it); the test expressions leave out the session fixtures that train
 MODULES = {
-    "agc": ("kit/train/agc.py", "tests/train/test_agc.py"),
-    "blend": ("kit/evaluate/blend.py", "tests/evaluate/test_blend.py -k 'views or weights or honest or nested or hill or "
-                                       "auto_keeps or rank_and_stack'"),
-    "folds": ("kit/prepare/folds.py", "tests/prepare/test_folds.py"),
-    "metrics": ("kit/core/metrics.py", "tests/core/test_metrics.py tests/e2e/test_tasks.py -k 'not multilabel_from_0_1 and "
-                                       "not no_tag_gets'"),
-    "paths": ("kit/core/paths.py", "tests/e2e/test_misuse.py -k 'training_outputs_stay_out'"),
-    "budget": ("kit/train/budget.py", "tests/train/test_fast_training.py -k 'budget or replan or timed_step'"),
+    "agc": "kit/train/agc.py",
+    "folds": "kit/prepare/folds.py",
+    "blend": "kit/evaluate/blend.py",
+    "metrics": "kit/core/metrics.py",
+    "teacher": "kit/train/teacher.py",
+    "budget": "kit/train/budget.py",
 }
 
 
@@ -48,55 +49,77 @@ def worktree() -> Path:
     return path
 
 
-def run_module(name: str, tree: Path, timeout: float) -> dict:
-    file, tests = MODULES[name]
-    config = tree / f"cr-{name}.toml"
-    config.write_text(f'[cosmic-ray]\nmodule-path = "{file}"\ntimeout = {timeout}\nexcluded-modules = []\n'
-                      f'test-command = "{PYTEST} {tests}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
-    session = tree / f"cr-{name}.sqlite"
-    t = time.time()
-    for step in (["init", str(config), str(session)], ["baseline", str(config)], ["exec", str(config), str(session)]):
-        subprocess.run([str(Path(sys.executable).with_name("cosmic-ray")), *step], cwd=tree, check=True,
-                       capture_output=True)
-    outcomes = read_session(session)
-    killed = sum(o["test_outcome"] == "killed" for o in outcomes)
-    survived = [o for o in outcomes if o["test_outcome"] == "survived"]
-    incompetent = sum(o["test_outcome"] == "incompetent" for o in outcomes)
-    return {"module": file, "tests": tests, "mutants": len(outcomes), "killed": killed, "survived": len(survived),
-            "incompetent": incompetent, "score": killed / max(killed + len(survived), 1),
-            "survivors": [f"line {o['line']}: {o['operator']}: {o['change']}" for o in survived],
-            "seconds": round(time.time() - t), "date": time.strftime("%Y-%m-%d")}
+def only(tree: Path, files: list[str]) -> None:
+    """Narrow the worktree's [tool.mutmut] only_mutate to `files`."""
+    config = tree / "pyproject.toml"
+    text = config.read_text()
+    text, n = re.subn(r"only_mutate = \[[^\]]*\]", "only_mutate = " + json.dumps(files), text)
+    assert n == 1, "pyproject.toml has no [tool.mutmut] only_mutate list"
+    config.write_text(text)
 
 
-def read_session(path: Path) -> list[dict]:
-    """Every mutation and its outcome, from cosmic-ray's SQLite session."""
-    con = sqlite3.connect(path)
-    rows = con.execute("SELECT m.operator_name, m.start_pos_row, r.test_outcome, r.diff FROM mutation_specs m "
-                       "JOIN work_results r ON r.job_id = m.job_id").fetchall()
-    return [{"operator": op, "line": line, "test_outcome": str(outcome).split(".")[-1].lower(),
-             "change": " / ".join(d.strip() for d in (diff or "").splitlines() if d[:1] in "+-" and d[:3] not in
-                                  ("+++", "---"))}
-            for op, line, outcome, diff in rows]
+def mutmut(tree: Path, *args: str) -> str:
+    out = subprocess.run([str(Path(sys.executable).with_name("mutmut")), *args], cwd=tree, text=True,
+                         capture_output=True)
+    if out.returncode not in (0, 1):         # 1: some mutants survived
+        raise SystemExit(f"mutmut {' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def outcomes(tree: Path) -> dict[str, str]:
+    """Every mutant's name -> its status (killed, survived, no tests, timeout, suspicious, ...)."""
+    rows = re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", mutmut(tree, "results", "--all", "true"), re.M)
+    return {name: status.strip() for name, status in rows}
+
+
+def module_of(mutant: str) -> str:
+    """kit.evaluate.blend.x_fit_hill__mutmut_3 (or ...xǁClassǁmethod__mutmut_3) -> kit/evaluate/blend.py."""
+    parts = mutant.split(".")
+    return "/".join(parts[:-1]) + ".py"
+
+
+def change(tree: Path, mutant: str) -> str:
+    diff = mutmut(tree, "show", mutant)
+    return " / ".join(line[1:].strip() for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in
+                      ("+++", "---"))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--modules", default=",".join(MODULES))
+    p.add_argument("--modules", default=",".join(MODULES), help=f"some of {', '.join(MODULES)}")
     p.add_argument("--results", default="bench/results/mutation.jsonl")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds a mutant's tests may take")
+    p.add_argument("--children", type=int, default=1, help="mutants tested at once (each a process)")
     args = p.parse_args()
+    names = args.modules.split(",")
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        p.error(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}")
     tree = worktree()
     try:
-        for name in args.modules.split(","):
-            row = run_module(name, tree, args.timeout)
+        only(tree, [MODULES[n] for n in names])
+        t = time.time()
+        mutmut(tree, "run", "--max-children", str(args.children))
+        seconds = round(time.time() - t)
+        status = outcomes(tree)
+        for name in names:
+            mine = {m: s for m, s in status.items() if module_of(m) == MODULES[name]}
+            killed = sum(s in ("killed", "timeout") for s in mine.values())
+            survived = sorted(m for m, s in mine.items() if s == "survived")
+            row = {"tool": "mutmut", "module": MODULES[name], "mutants": len(mine), "killed": killed,
+                   "survived": len(survived), "no_tests": sum(s == "no tests" for s in mine.values()),
+                   "score": killed / max(killed + len(survived), 1),
+                   "survivors": [f"{m}: {change(tree, m)}" for m in survived], "seconds": seconds,
+                   "date": time.strftime("%Y-%m-%d")}
             with open(ROOT / args.results, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{row['module']}: {row['killed']} of {row['killed'] + row['survived']} mutants killed "
-                  f"({100 * row['score']:.1f} %; {row['incompetent']} incompetent, {row['seconds']} s)", flush=True)
+            print(f"{row['module']}: {killed} of {killed + len(survived)} mutants killed ({100 * row['score']:.1f} %; "
+                  f"{row['no_tests']} with no test calling their function)", flush=True)
             for s in row["survivors"]:
                 print(f"  survived: {s}")
+        print(f"{seconds} s for {', '.join(names)}")
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        shutil.rmtree(tree.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
