@@ -57,16 +57,16 @@ class Blend:
         return np.tensordot(self.weights, stack, 1)
 
 
-def methods_for(task: Task, metric: str, runs: int) -> list[str]:
+def methods_for(metric: str, runs: int) -> list[str]:
     """The methods that apply: one run is its own blend; rank averaging only for rank metrics."""
     if runs == 1:
         return ["weights"]
     return [m for m in METHODS if m != "rank" or metric in RANK_METRICS]
 
 
-def candidates(task: Task, metric: str, runs: int) -> list[str]:
+def candidates(metric: str, runs: int) -> list[str]:
     """What `auto` chooses among: each run alone first (so a tie keeps the simpler answer), then the methods."""
-    return ([f"{ALONE}{i}" for i in range(runs)] if runs > 1 else []) + methods_for(task, metric, runs)
+    return ([f"{ALONE}{i}" for i in range(runs)] if runs > 1 else []) + methods_for(metric, runs)
 
 
 def alone(method: str) -> int | None:

@@ -168,11 +168,11 @@ def plan(runs: list[RunDir], folds: Optional[list[int]], tta: Optional[bool], da
     y = task.encode([oof.labels[i] for i in rows])
     view_names = VIEWS if tta is None else (("identity", "hflip") if tta else ("identity",))
     by_view = [view_outputs(ms, oof, rows, images, view_names) for ms in members]
-    methods = methods_for(task, metric, len(runs))
+    methods = methods_for(metric, len(runs))
     if method not in ("auto", *methods):
         raise KitError(f"--blend {method} does not apply here (here: {', '.join(methods)}; rank averaging applies to "
                        f"rank metrics only, and one run is its own blend)")
-    methods = candidates(task, metric, len(runs)) if method == "auto" else methods
+    methods = candidates(metric, len(runs)) if method == "auto" else methods
     honest = nested_cv(task, metric, y, oof.folds[rows], by_view, methods, choose=tta is None)     # every method's
     chosen = best_method(task, metric, honest) if method == "auto" else method
     blends = []

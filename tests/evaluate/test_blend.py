@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import csv_rows, run_cli, run_entry
-from kit.evaluate.blend import choose_views, fit, fit_hill, fit_weights, methods_for, nested_cv
+from kit.evaluate.blend import candidates, choose_views, fit, fit_hill, fit_weights, methods_for, nested_cv
 from kit.export.ensemble import view
 from kit.runtime.predictor import Predictor
 from kit.core.task import Multiclass
@@ -42,6 +42,18 @@ def test_a_view_is_kept_only_if_it_improves_the_oof_score():
                "vflip": np.array([[0.1, 0.9]] * 4)}                                          # only hurts
     assert choose_views(task, "accuracy", y, by_view) == ["identity", "hflip"]
     assert choose_views(task, "accuracy", y, {"identity": by_view["hflip"], "vflip": by_view["vflip"]}) == ["identity"]
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
+def test_the_view_that_helps_most_is_taken_first_in_the_metrics_direction(metric):
+    """Two views help: greedy selection takes the stronger (for log loss: the lower score), after which the weaker
+    no longer helps; taking the weaker first would end with both."""
+    task = Multiclass(["a", "b"])
+    y = np.array([0, 0, 1, 1])
+    by_view = {"identity": np.array([[0.6, 0.4], [0.4, 0.6], [0.4, 0.6], [0.6, 0.4]]),
+               "rot90": np.array([[0.6, 0.4], [0.8, 0.2], [0.4, 0.6], [0.55, 0.45]]),     # helps a little
+               "hflip": np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])}       # helps most
+    assert choose_views(task, metric, y, by_view) == ["identity", "hflip"]
 
 
 def test_weights_are_a_convex_combination_that_drops_useless_members():
@@ -144,14 +156,14 @@ def test_hill_climbing_beats_its_best_member_when_the_members_err_apart(metric):
 def test_auto_keeps_a_run_alone_unless_a_blend_beats_it():
     """One good run and two runs of noise: no blend's honest CV beats the good run alone, and `auto` keeps it alone;
     three runs that err apart: a blend wins."""
-    from kit.evaluate.blend import best_method, candidates
+    from kit.evaluate.blend import best_method
     rng = np.random.default_rng(4)
     task = Multiclass(list("abcd"))
     y = rng.integers(0, 4, 400)
     folds = np.arange(400) % 4
     good = _members(rng, y, 4, 0.85, 1)[0]
     noise = [rng.dirichlet(np.ones(4), 400) for _ in range(2)]
-    methods = candidates(task, "accuracy", 3)
+    methods = candidates("accuracy", 3)
     assert methods[:3] == ["alone:0", "alone:1", "alone:2"] and "hill" in methods
     honest = nested_cv(task, "accuracy", y, folds, [{"identity": o} for o in (noise[0], good, noise[1])], methods,
                        choose=False)
@@ -197,11 +209,17 @@ def test_rank_and_stack_methods_on_oof():
     out = stack.apply(task, [a, b])
     np.testing.assert_allclose(out.sum(1), 1, atol=1e-6)
     assert task.score("accuracy", y, out) >= task.score("accuracy", y, a) - 0.01
-    assert methods_for(task, "accuracy", 2) == ["weights", "hill", "stack"]          # rank: rank metrics only
-    assert methods_for(task, "roc_auc", 2) == ["weights", "hill", "rank", "stack"] and methods_for(task, "roc_auc", 1) == ["weights"]
+    assert methods_for("accuracy", 2) == ["weights", "hill", "stack"]          # rank: rank metrics only
+    assert methods_for("roc_auc", 2) == ["weights", "hill", "rank", "stack"] and methods_for("roc_auc", 1) == ["weights"]
+    assert candidates("accuracy", 1) == ["weights"]                              # one run: nothing to choose
+    assert candidates("roc_auc", 2) == ["alone:0", "alone:1", "weights", "hill", "rank", "stack"]
     rank = fit("rank", task, "roc_auc", y, [a, b])
     ranked = rank.apply(task, [a, b])
     assert ranked.min() >= 0 and ranked.max() <= 1
+    a32 = a.astype(np.float32)                           # exactly the values the stored quantiles are made of
+    same = fit("rank", task, "roc_auc", y, [a32, a32]).apply(task, [a32, a32])    # each output's place in its OOF
+    assert same.max() == 1.0 and same.min() == 1 / 256            # its largest: at or above all 256 points; least: one
+    assert (np.diff(same[np.argsort(a32[:, 0]), 0]) >= 0).all()   # a larger output never ranks lower
     assert task.score("roc_auc", y, ranked) >= task.score("roc_auc", y, b)
     tags = Multilabel(["x", "y"])
     yt = (rng.random((200, 2)) < 0.4).astype(np.float32)
