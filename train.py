@@ -18,8 +18,10 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    from kit.train.run import train
-    train(request_of(TrainRequest, args), config_overrides(args))
+    from kit.evaluate.report import rebuild_reports
+    from kit.train.run import Hooks, train
+    reports = Hooks(fold_end=lambda run: rebuild_reports(run, quiet=True), run_end=rebuild_reports)
+    train(request_of(TrainRequest, args), config_overrides(args), reports)
 
 
 if __name__ == "__main__":

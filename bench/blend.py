@@ -61,7 +61,7 @@ def main():
     from bench.datasets import build
     from bench.recipe import make_split
     from kit.evaluate.blend import fit
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.export.build import plan, sample_rows
     data = build(args.dataset, Path(args.data_root))
     work = Path(args.work) / args.dataset

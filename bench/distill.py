@@ -49,7 +49,7 @@ def step_epochs(step: str, epochs: float) -> float:
 def one(args) -> None:
     """Child process: one step of one fold (or the full model); prints its result as JSON on the last line."""
     import train
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.settings.cli import config_overrides
     from kit.settings.config import load_config
     from kit.train import run as training

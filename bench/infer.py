@@ -31,7 +31,7 @@ from kit.export.int8 import quantize_graph  # noqa: E402
 from kit.train.model import create_model, normalization  # noqa: E402
 from kit.export.onnx_export import export_onnx  # noqa: E402
 from kit.runtime.predictor import create_session  # noqa: E402
-from kit.evaluate.rundir import RunDir  # noqa: E402
+from kit.store.rundir import RunDir  # noqa: E402
 from kit.core.task import Multiclass  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def quantized(fp32: Path, members, size: int) -> tuple[Path, str]:
     from kit.core.images import load_rgb
     from kit.export import twin
     from kit.export.int8 import CALIBRATION_IMAGES, sample_images
-    from kit.evaluate.oof import read_oof
+    from kit.store.oof import read_oof
     cfg = members[0].config
     oof = read_oof([m.run.oof(m.fold) for m in members])
     rows = sample_rows(oof, twin.EVAL_IMAGES)

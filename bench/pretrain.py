@@ -50,7 +50,7 @@ def main():
     import torch
     from safetensors.torch import save_file
     checkpoint = torch.load(run_dir / "full" / "best.pt", map_location="cpu", weights_only=True)
-    state = {k: v.contiguous() for k, v in checkpoint["model"].items()}         # kit/train/state.py: best.pt
+    state = {k: v.contiguous() for k, v in checkpoint["model"].items()}         # kit/store/state.py: best.pt
     classes = checkpoint["classes"]
     out = Path(args.out) / args.model
     out.mkdir(parents=True, exist_ok=True)

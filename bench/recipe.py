@@ -89,7 +89,7 @@ def run_kit(args, flags: list[str]) -> dict:
     from kit.export.ensemble import Ensemble
     from kit.train.members import load_members
     from kit.core.images import load_rgb
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     if "!clip-head" in flags:                       # the mistake: AGC over every parameter, the head included
         import kit.train.model
         kit.train.model.split_head_params = lambda model: (list(model.parameters()), [])

@@ -44,9 +44,9 @@ def rows(path: Path) -> dict:
 
 def multilabel(work: Path, args) -> None:
     from sklearn.metrics import f1_score
-    from kit.evaluate.oof import read_oof
+    from kit.store.oof import read_oof
     from kit.evaluate.report import nested_thresholds
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.core.metrics import best_thresholds
     run_dir = run(work, "multilabel", "multilabel", args.folds, args.epochs)
     task = RunDir(run_dir).task()
@@ -73,7 +73,7 @@ def multilabel(work: Path, args) -> None:
 
 
 def regression(work: Path, args) -> None:
-    from kit.evaluate.oof import read_oof
+    from kit.store.oof import read_oof
     truth = rows(work / "data/digits-regression/solution.csv") if (work / "data/digits-regression").exists() else None
     print("regression demo (the digit's value), RMSE:")
     print("| loss | OOF RMSE | test RMSE | predicting the training mean (test) |")

@@ -34,8 +34,8 @@ from kit.train.device import activation_layout, resolve_device  # noqa: E402
 from kit.train.fold import FoldData, train_fold  # noqa: E402
 from kit.core.images import load_rgb  # noqa: E402
 from kit.train.model import create_model, normalization  # noqa: E402
-from kit.evaluate.oof import read_history  # noqa: E402
-from kit.evaluate.rundir import RunDir  # noqa: E402
+from kit.store.oof import read_history  # noqa: E402
+from kit.store.rundir import RunDir  # noqa: E402
 from kit.core.task import Multiclass  # noqa: E402
 
 

@@ -239,7 +239,7 @@ def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, keep=None, **s
     from kit.core.table import train_table
     from kit.train.fold import FoldData
     from kit.prepare.folds import load_or_create
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.train.run import resolve_task
     comp = make_competition(tmp_path / "comp", per_class=per_class)
     if keep is not None:

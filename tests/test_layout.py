@@ -21,9 +21,10 @@ from helpers import ROOT, run_cli
 KIT = ROOT / "kit"
 HEAVY = ("torch", "timm", "cv2", "albumentations")
 # the order of the data flow, as import floors: a package imports only from lower floors (and itself)
-FLOORS = [("core",), ("settings", "prepare", "runtime"), ("evaluate",), ("train",), ("export", "tuning"), ("deploy",)]
+FLOORS = [("core",), ("settings", "prepare", "runtime"), ("store",), ("train",), ("evaluate",), ("export", "tuning"),
+          ("deploy",)]
 FLOOR = {pkg: level for level, pkgs in enumerate(FLOORS) for pkg in pkgs}
-DATA_FLOW = ["core", "settings", "prepare", "train", "evaluate", "tuning", "export", "runtime", "deploy"]
+DATA_FLOW = ["core", "settings", "prepare", "store", "train", "evaluate", "tuning", "export", "runtime", "deploy"]
 MAX_FUNCTION_LINES = 80
 
 

@@ -95,6 +95,11 @@ def _check_values(values: dict, path) -> None:
         raise KitError(f"{path}: metadata kit.img_size must be at least 8 and kit.classes a list of names; re-export it")
 
 
+def model_metadata(model, path: str | Path = "") -> Metadata:
+    """Metadata of a loaded onnx ModelProto (its metadata_props), checked as read_metadata checks it."""
+    return read_metadata({p.key: p.value for p in model.metadata_props}, path)
+
+
 def read_metadata(props: dict, path: str | Path = "") -> Metadata:
     """Metadata from an onnxruntime session's custom_metadata_map (or onnx metadata_props as a dict), every value
     checked (a hand-edited or foreign file is one clear error)."""

@@ -36,7 +36,7 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-RUN_FILES = ("task.json", "classes.json")                 # beside config.yaml: a run dir (kit.evaluate.rundir)
+RUN_FILES = ("task.json", "classes.json")                 # beside config.yaml: a run dir (kit.store.rundir)
 TWINS = ("int8", "fp16")                                  # a graph's lower-precision twins (kit.export.twin)
 
 

@@ -46,7 +46,7 @@ from kit.core.errors import KitError
 from kit.core.paths import Outputs, chosen_twin, twin_path
 from kit.deploy.twins import twin_of
 from kit.core.table import Layout
-from kit.evaluate.rundir import RunDir
+from kit.store.rundir import RunDir
 from kit.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from typing import Optional
 
 from kit.core.atomic import atomic_dir, write_text
 from kit.core.entry import PORT, option, parse_request
-from kit.core.artifact import read_metadata
+from kit.core.artifact import model_metadata
 from kit.core.errors import KitError
 from kit.core.paths import Outputs
 from kit.deploy.twins import twin_of
@@ -89,8 +89,7 @@ def page_graphs(graph_path: Path, folder: Path) -> dict:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     model = onnx.load(str(graph_path))
-    props = {p.key: p.value for p in model.metadata_props}
-    meta = asdict(read_metadata(props, graph_path))
+    meta = asdict(model_metadata(model, graph_path))
     size, h = meta["img_size"], helper
     nodes = [
         h.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),

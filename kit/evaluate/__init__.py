@@ -1,5 +1,5 @@
-"""What a run dir holds and what it scores, torch-free: the run dir's layout and one same-setup rule (rundir),
-OOF predictions and epoch histories (oof), the reports (report), and blends on OOF predictions (blend).
+"""What a run dir scores, torch-free: the reports (report), one table of every run (runs), and blends on OOF
+predictions (blend). The run dir's files themselves are kit.store's.
 
-Reads: a run dir's files. Writes: oof.csv, metrics.csv, config.yaml/classes.json/task.json, cv.md and the plots.
+Reads: a run dir's files. Writes: cv.md, report.csv, the plots, blend.md.
 """

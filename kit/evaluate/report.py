@@ -29,9 +29,11 @@ from kit.core.entry import option, parse_request
 from kit.core.errors import KitError
 from kit.core.images import open_rgb
 from kit.core.table import training_images
-from kit.evaluate.oof import Epoch, Oof, read_history, read_kept, read_oof
-from kit.evaluate.rundir import FULL, RunDir
+from kit.store.oof import Epoch, Oof, read_history, read_kept, read_oof
+from kit.store.rundir import FULL, RunDir
+from kit.prepare.imbalance import imbalance_advice
 from kit.settings.config import test_size
+from kit.train.budget import epochs_text, partial_text
 
 WORST_IMAGES = 16
 MAX_CLASSES_SHOWN = 30        # a figure with more rows or curves is unreadable and unbounded in memory
@@ -247,7 +249,7 @@ def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
     if not plans:
         return ""
     rows = [f"| {k} | {p['model']} | {p['model_why']} | {p['batch_size']} | {p['lr']:.4g} | {p.get('agc', '')} | "
-            f"{p['precision']} | {p['epochs']}{_partial(p)}{_budget_cell(p)} |" for k, p in plans.items()]
+            f"{p['precision']} | {p['epochs']}{partial_text(p)}{_budget_cell(p)} |" for k, p in plans.items()]
     text = ("## Plan\n\n| fold | model | why this model | batch | lr | AGC | precision | epochs |\n"
             "|---|---|---|---:|---:|---|---|---|\n" + "\n".join(rows) + "\n\n")
     if cfg.time_budget:
@@ -256,17 +258,6 @@ def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:
         text = f"Time budget {cfg.time_budget} per fold, planned from a timed training step and made again after " \
             f"each fold's first epoch: {'; '.join(parts)}.\n\n" + text
     return text
-
-
-def epochs_text(p: dict) -> str:
-    """A plan.json's epochs (kit.train.budget): "4 epochs", or "4 epochs, the last 41 of 68 batches" when its last
-    epoch is partial."""
-    return f"{p['epochs']} epochs{_partial(p)}"
-
-
-def _partial(p: dict) -> str:
-    last, steps = p.get("last_epoch_steps"), p.get("steps_per_epoch")
-    return f", the last {last} of {steps} batches" if last and steps and last < steps else ""
 
 
 def _budget_cell(p: dict) -> str:
@@ -286,29 +277,6 @@ def imbalance_note(cfg) -> str:
              f"focal loss (gamma {cfg.focal_gamma:g})" if cfg.loss == "focal" else ""]
     parts = [p for p in parts if p]
     return f"Class imbalance: {', '.join(parts)}; per-class recall below.\n\n" if parts else ""
-
-
-SKEW = 10.0           # largest / smallest class count from which the run says what it could do about it
-
-
-def imbalance_advice(task, targets, cfg) -> str:
-    """When the classes are skewed (largest/smallest >= SKEW) and the run does nothing about it, what it could do and
-    what each option measured on a 1:20 long tail (bench/RESULTS.md "Class imbalance"); never a silent change of
-    defaults. Empty otherwise (and for a regression target, which has no classes)."""
-    if cfg.sampler != "none" or cfg.class_weights != "none" or cfg.loss != "ce":
-        return ""
-    try:
-        counts = np.bincount(task.sampling_classes(targets))
-    except (KitError, NotImplementedError):
-        return ""
-    counts = counts[counts > 0]
-    if len(counts) < 2 or counts.max() < SKEW * counts.min():
-        return ""
-    return (f"The classes are imbalanced (largest {counts.max()} images, smallest {counts.min()}: "
-            f"{counts.max() / counts.min():.0f}:1) and this run does nothing about it. Measured on a 1:20 long tail "
-            f"with a balanced test set: --sampler balanced +9.3 pt macro-F1, --sampler sqrt +5.6, --loss focal -1.2 "
-            f"(bench/RESULTS.md); which helps depends on the competition's metric and test set (--metric macro_f1 or "
-            f"balanced_accuracy scores the folds as a balanced test would).")
 
 
 def teacher_note(cfg) -> str:
@@ -363,6 +331,16 @@ def write_reports(run_dir: str | Path | RunDir, quiet: bool = False) -> dict:
 class ReportRequest:
     """kit.report's flags, as one value (kit.core.entry.add_flags)."""
     run_dir: str = option("runs/default", "the run dir", positional=True, nargs="?")
+
+
+def rebuild_reports(run: RunDir, quiet: bool = False) -> None:
+    """Rebuild the run's reports while it trains (train.py's hooks); a report that fails is said, never stops
+    training."""
+    try:
+        write_reports(run, quiet=quiet)
+    except Exception as e:  # noqa: BLE001 - a figure or table must never cost the folds still to train
+        log.warning(f"warning: the reports of {run} could not be rebuilt ({type(e).__name__}: {e}); training goes "
+                    f"on. Rebuild them later with python -m kit.report {run}")
 
 
 def main() -> None:

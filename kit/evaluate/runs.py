@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.core.errors import KitError
-from kit.evaluate.oof import read_history
+from kit.store.oof import read_history
 from kit.evaluate.report import load_folds
-from kit.evaluate.rundir import FULL, RUNTIME_KEYS, RunDir
+from kit.store.rundir import FULL, RUNTIME_KEYS, RunDir
 from kit.settings import config as config_mod
 
 _RUN_PART = re.compile(r"^(fold\d+|full)$")

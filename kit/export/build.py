@@ -34,9 +34,9 @@ from kit.core.images import load_rgb
 from kit.export import twin as twins
 from kit.export.int8 import CALIBRATION_IMAGES, sample_images
 from kit.export.onnx_export import export_onnx
-from kit.evaluate.oof import Oof, read_oof
+from kit.store.oof import Oof, read_oof
 from kit.export.parity import parity_check
-from kit.evaluate.rundir import FULL, RunDir, blend_dir
+from kit.store.rundir import FULL, RunDir, blend_dir
 
 PARITY_IMAGES = 64
 OOF_IMAGES = 2000            # OOF rows (a seeded sample of them) that choose views and weights

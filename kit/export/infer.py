@@ -11,7 +11,7 @@ from typing import Optional
 
 from kit import __version__
 from kit.core import atomic
-from kit.core.artifact import Metadata, read_metadata
+from kit.core.artifact import Metadata, model_metadata
 from kit.core.digest import file_digests
 from kit.core.entry import number, option
 from kit.core.errors import KitError
@@ -19,7 +19,7 @@ from kit.core.paths import RUN_OWN_NAMES, Outputs, chosen_twin, twin_path
 from kit.core.providers import PROVIDER_CHOICES
 from kit.core.table import Layout
 from kit.runtime.submission import output_paths
-from kit.evaluate.rundir import FULL, RunDir, blend_dir, expand
+from kit.store.rundir import FULL, RunDir, blend_dir, expand
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,7 @@ def current(path: Path, key: str, re_export: bool) -> Optional[Metadata]:
         return None
     import onnx
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        meta = read_metadata(props, path)
+        meta = model_metadata(onnx.load(str(path), load_external_data=False), path)
     except Exception:  # noqa: BLE001 - a damaged or foreign file is simply exported again
         return None
     if meta.export_key != key:

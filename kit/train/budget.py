@@ -226,3 +226,15 @@ def save(path, result: dict) -> None:
 
 def load(path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def epochs_text(p: dict) -> str:
+    """A plan.json's epochs (kit.train.budget): "4 epochs", or "4 epochs, the last 41 of 68 batches" when its last
+    epoch is partial."""
+    return f"{p['epochs']} epochs{partial_text(p)}"
+
+
+def partial_text(p: dict) -> str:
+    """', the last 41 of 68 batches' when a plan's last epoch is partial, else ''."""
+    last, steps = p.get("last_epoch_steps"), p.get("steps_per_epoch")
+    return f", the last {last} of {steps} batches" if last and steps and last < steps else ""

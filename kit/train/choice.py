@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kit.evaluate.rundir import RunDir
+from kit.store.rundir import RunDir
 from kit.train.budget import Pace, epochs_left
 from kit.train.model import hub_architecture
 from kit.settings.config import batch_for

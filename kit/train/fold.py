@@ -23,7 +23,8 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from kit.train import budget, checkpoint, distributed, state
+from kit.store import state
+from kit.train import budget, distributed
 from kit.train.agc import clip_factor, norm_layer
 from kit.train.augment import TrainAugment, policy_name
 from kit.train.batch import DeviceBatch, Mixer
@@ -39,9 +40,9 @@ from kit.train.objective import Objective
 from kit.train.step import Step
 from kit.train.teacher import Teaching
 from kit.train.tracking import Tracking
-from kit.evaluate.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
-from kit.evaluate.report import epochs_text
-from kit.evaluate.rundir import FULL, RunDir
+from kit.store.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
+from kit.train.budget import epochs_text
+from kit.store.rundir import FULL, RunDir
 from kit.core.task import Task
 
 log = logging.getLogger(__name__)
@@ -411,15 +412,15 @@ class Trainer:
         if not self.run.best(fold).is_file():
             raise KitError(f"fold {fold}: no epoch produced a finite {cfg.metric}; nothing to keep. Check the "
                            f"labels and the metric")
-        best = checkpoint.load(self.run.best(fold))
+        best = state.read_best(self.run.best(fold))
         steady = budget.steady_seconds(self.step_seconds)
         pace = budget.Pace(cfg.model, self.batch_size, steady, f"fold {fold}'s steps") if steady else None
         if not self.data.val_rows.size:
             log.info(f"fold {fold}: the last epoch's weights ({'EMA, ' if self.ema else ''}no validation images) -> "
                      f"{self.run.best(fold)}")
-            return FoldResult(fold, best["epoch"], math.nan, None, time.time() - t0, pace)
-        log.info(f"fold {fold}: best {cfg.metric} {best['score']:.4f} at epoch {best['epoch']} -> {self.run.best(fold)}")
-        return FoldResult(fold, best["epoch"], best["score"], read_oof([self.run.oof(fold)]), time.time() - t0, pace)
+            return FoldResult(fold, best.epoch, math.nan, None, time.time() - t0, pace)
+        log.info(f"fold {fold}: best {cfg.metric} {best.score:.4f} at epoch {best.epoch} -> {self.run.best(fold)}")
+        return FoldResult(fold, best.epoch, best.score, read_oof([self.run.oof(fold)]), time.time() - t0, pace)
 
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the training rows (from where a resumed epoch stopped). Returns (mean loss, images/s)."""

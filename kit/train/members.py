@@ -16,9 +16,9 @@ from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdCon
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
 from kit.core.task import Task, restore
-from kit.evaluate.rundir import FULL, RunDir, setup_changes
+from kit.store.rundir import FULL, RunDir, setup_changes
 from kit.settings.config import Config, from_dict, test_size
-from kit.train import checkpoint
+from kit.store import state
 from kit.train.model import ImageNormalizer, create_model
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,16 @@ class Member:
 
 def _load_member(run: RunDir, k: int) -> Member:
     path = run.best(k)
-    ckpt = checkpoint.load(path)
-    for key in ("config", "classes", "mean", "std", "score"):
-        if key not in ckpt:
-            raise KitError(f"{path} is not a fold checkpoint of this kit (no {key!r}); retrain the fold")
-    cfg = from_dict(ckpt["config"], str(path))
-    task = restore(ckpt.get("task", "multiclass"), ckpt["classes"])
+    saved = state.read_best(path)
+    cfg = from_dict(saved.config, str(path))
+    task = restore(saved.task, saved.classes)
     model = create_model(cfg.model, len(task.names))
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(saved.weights)
     except RuntimeError as e:
         raise KitError(f"{path} does not match model {cfg.model!r} with {len(task.names)} classes: "
                        f"{str(e).splitlines()[0]}") from None
-    return Member(run, k, model.eval(), cfg, task, ckpt["mean"], ckpt["std"], float(ckpt["score"]))
+    return Member(run, k, model.eval(), cfg, task, saved.mean, saved.std, saved.score)
 
 
 def load_members(run: RunDir, folds: Optional[list[int]] = None) -> list[Member]:

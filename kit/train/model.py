@@ -8,7 +8,8 @@ from pathlib import Path
 import timm
 import torch
 
-from kit.train import checkpoint, nf_resnet  # noqa: F401 - nf_resnet registers the kit's NF-ResNets with timm
+from kit.store import checkpoint
+from kit.train import nf_resnet  # noqa: F401 - nf_resnet registers the kit's NF-ResNets with timm
 from kit.core.errors import KitError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,6 +1,6 @@
 """A training run: read and check everything (the competition folder, the task, the split, the run dir, what
 a resume would continue), take the locks, only then write (the split, the run's setup), train the asked folds,
-score the CV. A refused run leaves every file as it was. The run dir's layout is kit.evaluate.rundir's."""
+score the CV. A refused run leaves every file as it was. The run dir's layout is kit.store.rundir's."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -17,13 +17,14 @@ from kit.core.errors import KitError
 from kit.core.paths import Outputs
 from kit.core.table import Table, check_images_readable, train_table
 from kit.core.task import Task, build, infer_kind, task_class
-from kit.evaluate.oof import Oof, write_oof
-from kit.evaluate.report import imbalance_advice, write_reports
-from kit.evaluate.rundir import FULL, RunDir
+from kit.store.oof import Oof, write_oof
+from kit.store.rundir import FULL, RunDir
+from kit.prepare.imbalance import imbalance_advice
 from kit.prepare import folds as folds_mod
 from kit.settings.cli import TrainRequest
 from kit.settings.config import Config, batch_for, load_config, scaled_lr, test_size
-from kit.train import distributed, state, tracking
+from kit.store import state
+from kit.train import distributed, tracking
 from kit.train.budget import Pace, deadline
 from kit.train.cache import ImageStore
 from kit.train.choice import AUTO, choose_model
@@ -31,7 +32,7 @@ from kit.train.device import resolve_device, resolve_precision
 from kit.train.fold import FoldData, train_fold
 from kit.train.objective import Objective
 from kit.train.teacher import Teacher, default_folds_file, load_teacher, teaching
-from kit.train.lock import fold_lock, held, setup_lock
+from kit.store.lock import fold_lock, held, setup_lock
 from kit.train.model import check_model_name
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,22 @@ def load_settings(config_file: str | None, overrides: dict, demo: str | None = N
     return cfg
 
 
-def train(request: TrainRequest, overrides: dict) -> dict:
+@dataclass
+class Hooks:
+    """What the stages above training do at its milestones, on the main process only: train.py rebuilds the reports
+    (kit.evaluate.report) after each fold (quietly) and after a --fold all run's CV. Training itself writes only the
+    run's own files (kit.store), so it imports nothing from the stages that read them."""
+    fold_end: Callable[[RunDir], None] = lambda run: None
+    run_end: Callable[[RunDir], None] = lambda run: None
+
+
+def train(request: TrainRequest, overrides: dict, hooks: Hooks = Hooks()) -> dict:
     """What train.py does: settings, then the run (with --seeds, one run per seed in RUN_DIR/seed<k>/, all on the
     same folds file: the first seed's split, or the file that exists)."""
     r = request
     cfg = load_settings(r.config, overrides, r.demo)
     if not r.seeds:
-        return run(cfg, r.fold, r.resume, r.force_resume, started=process_started())
+        return run(cfg, r.fold, r.resume, r.force_resume, started=process_started(), hooks=hooks)
     values = parse_seeds(r.seeds)
     summaries = {}
     for seed in values:
@@ -100,7 +110,7 @@ def train(request: TrainRequest, overrides: dict) -> dict:
                                           "folds_csv": cfg.folds_csv}, r.demo)
         log.info(f"seeds: seed {seed} -> {seeded.run_dir}")
         summaries[seed] = run(seeded, r.fold, r.resume, r.force_resume,
-                              started=None if summaries else process_started())
+                              started=None if summaries else process_started(), hooks=hooks)
     log.info(f"seeds: {len(values)} runs in {cfg.run_dir}/seed<k>/; blend them with python infer.py --run-dir "
              f"{cfg.run_dir}")
     return {"seeds": summaries}
@@ -117,7 +127,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool = False,
-        started: float | None = None) -> dict:
+        started: float | None = None, hooks: Hooks = Hooks()) -> dict:
     """Train the asked folds. Under torchrun every process runs this; the checks below are deterministic, so
     every rank stops on the same error, and only rank 0 writes. `started`: when the first fold's --time-budget
     began (train.py: the process's start; default now)."""
@@ -127,7 +137,7 @@ def run(cfg: Config, fold: str = "0", resume: bool = False, force_resume: bool =
         check_model_name(cfg.model)
     d = distributed.init(cfg.device)
     try:
-        return _run(cfg, fold, resume, force_resume, d, started)
+        return _run(cfg, fold, resume, force_resume, d, started, hooks)
     finally:
         distributed.shutdown()
 
@@ -258,7 +268,8 @@ def claim(p: Plan, stack: contextlib.ExitStack) -> None:
         raise
 
 
-def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist, started: float) -> dict:
+def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distributed.Dist, started: float,
+         hooks: Hooks) -> dict:
     p = plan(cfg, fold, resume, force_resume, started)
     with contextlib.ExitStack() as stack:
         error = None
@@ -276,12 +287,12 @@ def _run(cfg: Config, fold: str, resume: bool, force_resume: bool, d: distribute
             pace = results[-1].pace or pace     # the next fold plans from this one's steps instead of probing
             started = time.time()           # the next fold's budget counts the reports drawn between the two
             if d.main:
-                reports(p.run, quiet=True)
+                hooks.fold_end(p.run)
     summary = {"folds": {r.fold: {"score": r.best_score, "epoch": r.best_epoch, "seconds": r.seconds}
                          for r in results}}
     if fold == "all" and d.main:
         summary["cv"] = write_cv(p, results)
-        reports(p.run)
+        hooks.run_end(p.run)
     if track is not None:
         track.finish(summary.get("cv"))
     return summary
@@ -295,15 +306,6 @@ def fold_data(p: Plan, k: int | str) -> FoldData:
         rows = data.train_rows                           # train.csv rows only: no pseudo-labelled images yet
         data.teaching = teaching(p.teacher, Objective(p.task, p.cfg.label_smoothing), p.cfg, p.table, targets, rows, k)
     return data
-
-
-def reports(run: RunDir, quiet: bool = False) -> None:
-    """Rebuild the run's reports; a report that fails is said, never stops training."""
-    try:
-        write_reports(run, quiet=quiet)
-    except Exception as e:  # noqa: BLE001 - a figure or table must never cost the folds still to train
-        log.warning(f"warning: the reports of {run} could not be rebuilt ({type(e).__name__}: {e}); training goes "
-                    f"on. Rebuild them later with python -m kit.report {run}")
 
 
 def write_cv(p: Plan, results: list) -> float:

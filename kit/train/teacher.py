@@ -27,8 +27,8 @@ from kit.core.digest import file_digests
 from kit.core.errors import KitError
 from kit.core.table import Layout, Table, submission_table
 from kit.core.task import Task
-from kit.evaluate.oof import read_oof
-from kit.evaluate.rundir import FULL, RunDir, expand
+from kit.store.oof import read_oof
+from kit.store.rundir import FULL, RunDir, expand
 from kit.train.members import load_members, predict
 from kit.train.objective import Objective, pack
 

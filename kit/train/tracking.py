@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 from kit.core.errors import KitError
-from kit.evaluate.oof import Epoch
-from kit.evaluate.rundir import RunDir
+from kit.store.oof import Epoch
+from kit.store.rundir import RunDir
 
 RUN_TAG = "kit.run_dir"
 REPORT_SUFFIXES = (".md", ".csv", ".png", ".json", ".yaml")

@@ -29,21 +29,38 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
 from kit.core.atomic import write_text
+from kit.core.entry import number, option
 from kit.core.errors import KitError
-from kit.evaluate.oof import Oof, read_history
+from kit.store.oof import Oof, read_history
 from kit.evaluate.report import load_folds, pyplot
-from kit.evaluate.rundir import RunDir
+from kit.store.rundir import RunDir
 from kit.settings.config import load_config
 from kit.tuning.space import Param, read_space
 
 log = logging.getLogger(__name__)
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 POLL_S = 0.5
+
+
+@dataclass
+class TuneRequest:
+    """kit.tune's own flags, as one value (kit.core.entry.add_flags); train.py's flags follow them."""
+    space: str = option(None, "YAML file: settings to search (kit/tuning/space.py)", required=True)
+    trials: int = option(None, "trials in the study, all workers together (a re-run continues up to this count)",
+                         parse=number(1, 100_000, int), required=True)
+    folds: str = option("0", "which folds a trial trains", choices=("0", "all"))
+    study: str = option("study", "the study's name")
+    storage: Optional[str] = option(None, "an Optuna storage URL shared by several workers (default: sqlite in the "
+                                          "study's folder)")
+    pruner: str = option("median", "stop unpromising trials on their per-epoch validation score",
+                         choices=("median", "halving", "none"))
 
 
 def optuna_module():

@@ -77,7 +77,7 @@ def test_every_command_request_parses_to_its_own_defaults():
     from kit.runtime.serve import ServeSettings
     from kit.runtime.submission import SubmissionRequest
     from kit.settings.cli import TrainRequest
-    from kit.tune import TuneRequest
+    from kit.tuning.study import TuneRequest
     required = {"onnx": "m.onnx", "out": "o", "data_dir": "d", "space": "s.yaml", "trials": 3}
     for request in (BundleRequest, RepositoryRequest, PageRequest, ReportRequest, InferRequest, RunsRequest,
                     PredictRequest, ServeSettings, SubmissionRequest, TrainRequest, TuneRequest):

@@ -243,7 +243,7 @@ def test_onnx_from_another_run(onnx_file, tmp_path, capsys):
 
 
 def test_checkpoint_of_another_architecture(trained, tmp_path, capsys):
-    from kit.train import checkpoint
+    from kit.store import checkpoint
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     (run / "ensemble.onnx").unlink(missing_ok=True)     # an export of the shared run by a test that ran before
@@ -289,7 +289,7 @@ def test_out_pointing_at_a_directory(onnx_file, trained, tmp_path, capsys):
 
 
 def test_checkpoint_without_its_config(trained, tmp_path, capsys):
-    from kit.train import checkpoint
+    from kit.store import checkpoint
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
     ckpt = checkpoint.load(run / "fold0" / "best.pt")

@@ -14,7 +14,7 @@ import torch
 
 from helpers import TINY, csv_rows, make_competition, run_cli, run_entry, write_rows
 from kit.core import atomic
-from kit.train import checkpoint
+from kit.store import checkpoint
 from kit.core.errors import KitError
 from kit.core.images import load_rgb
 from kit.runtime.predictor import Predictor

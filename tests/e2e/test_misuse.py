@@ -192,7 +192,7 @@ def test_a_refused_resume_leaves_the_run_dir_byte_identical(tmp_path, capsys):
 
 @family("refusals_change_nothing")
 def test_a_second_trainer_of_a_busy_fold_writes_nothing(tmp_path, capsys):
-    from kit.train.lock import fold_lock
+    from kit.store.lock import fold_lock
     comp, args = small_run(tmp_path, capsys)
     run = tmp_path / "run"
     (run / "fold1").mkdir()
@@ -865,12 +865,12 @@ def test_predict_ends_on_symlink_loops_and_writes_non_utf8_names(copied, tmp_pat
 def test_read_only_run_dir_full_disk_and_one_shared_fold_are_one_line(copied, tmp_path, capsys, monkeypatch):
     import errno
     import kit.deploy.web
-    import kit.evaluate.rundir
+    import kit.store.rundir
     comp, run, graph = copied
 
     def read_only(*a, **k):                  # as a read-only mount answers (root can write a chmod-ed folder)
         raise OSError(errno.EROFS, "Read-only file system")
-    monkeypatch.setattr(kit.evaluate.rundir.RunDir, "save_setup", read_only)
+    monkeypatch.setattr(kit.store.rundir.RunDir, "save_setup", read_only)
     assert_user_error(run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "ro", "--folds-csv",
                                 tmp_path / "f.csv", *TINY),
                       r"cannot write the run's setup into .*ro: Read-only file system; choose a writable --run-dir")

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from helpers import ROOT, TINY, make_competition, run_cli, run_entry
-from kit.train import checkpoint
+from kit.store import checkpoint
 
 
 
@@ -118,7 +118,7 @@ def test_a_fold_trained_with_other_epochs_is_refused_and_never_silently_dropped(
     training'. Now the run dir refuses the mixed setup, and when forced, each fold counts as finished by its
     own epochs."""
     from kit.train.members import load_members
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     comp = make_competition(tmp_path / "comp", per_class=6)
     base = ["--data-dir", comp, "--num-folds", "2", "--run-dir", tmp_path / "run", "--folds-csv",
             tmp_path / "folds.csv", *TINY[:5], "--batch-size", "8", "--num-workers", "0"]
@@ -143,8 +143,8 @@ def documented_keys(doc: str, name: str) -> set[str]:
 
 
 def test_the_checkpoint_docstring_is_what_the_files_hold(trained):
-    """kit/train/state.py describes best.pt and last.pt once; the files hold exactly those keys."""
-    from kit.train import state
+    """kit/store/state.py describes best.pt and last.pt once; the files hold exactly those keys."""
+    from kit.store import state
     run_dir = trained[1]
     identity = documented_keys(state.__doc__, "identity")
     assert set(checkpoint.load(run_dir / "fold0" / "best.pt")) == identity | documented_keys(state.__doc__, "best")
@@ -155,7 +155,7 @@ def test_the_file_formats_are_described_once_beside_their_writers(trained):
     """The headers of oof.csv, metrics.csv and folds.csv and the ONNX metadata keys are the ones documented in the
     modules that write them; the README links there instead of copying them."""
     from kit.core import artifact
-    from kit.evaluate import oof
+    from kit.store import oof
     from kit.prepare import folds
     comp, run_dir, folds_csv, _ = trained
     header = lambda path: next(csv.reader(open(path, newline="")))      # noqa: E731

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from helpers import TINY, csv_records, make_competition, run_cli
-from kit.train import checkpoint
+from kit.store import checkpoint
 
 CLASSES = ["cat", "dog", "fox"]
 

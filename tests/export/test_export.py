@@ -8,7 +8,7 @@ import pytest
 import torch
 from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 
-from kit.train import checkpoint
+from kit.store import checkpoint
 from kit.export.ensemble import Ensemble, WeightedHead
 from kit.train.members import fold_weight_standardization, load_members
 from kit.core.errors import KitError
@@ -16,7 +16,7 @@ from kit.export.build import export
 from kit.train.model import create_model
 from kit.export.parity import parity_check
 from kit.runtime.predictor import Predictor
-from kit.evaluate.rundir import RunDir
+from kit.store.rundir import RunDir
 from kit.core.task import Multiclass
 
 
@@ -114,7 +114,7 @@ def test_int8_graph_and_its_agreement_report(exported, trained):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     # the reported agreement is what the two graphs do on the run's 30 OOF images
     from kit.core.images import load_rgb
-    from kit.evaluate.oof import read_oof
+    from kit.store.oof import read_oof
     oof = read_oof([trained[1] / "oof.csv"])
     images = np.stack([load_rgb(next((trained[0] / "train_images").glob(i + ".*")), 32) for i in oof.ids])
     fp32_out = Predictor(out, "cpu").predict_images(images)
@@ -130,7 +130,7 @@ def test_fp16_twin_keeps_the_contract_and_agrees_with_fp32(exported, trained, tm
     pytest.importorskip("onnxconverter_common")
     from kit.core.artifact import Metadata, write_metadata
     from kit.core.images import load_rgb
-    from kit.evaluate.oof import read_oof
+    from kit.store.oof import read_oof
     from kit.export import twin
     _, out, _ = exported
     oof = read_oof([trained[1] / "oof.csv"])

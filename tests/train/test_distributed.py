@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import ROOT, csv_records, make_competition, run_cli
-from kit.train import checkpoint
+from kit.store import checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

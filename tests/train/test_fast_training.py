@@ -13,7 +13,7 @@ import torch
 
 from helpers import TINY, assert_user_error, fold_setup, make_competition, run_entry
 from kit.core.errors import KitError
-from kit.train import checkpoint
+from kit.store import checkpoint
 from kit.train.distributed import Dist
 from kit.train.fold import Trainer
 
@@ -149,7 +149,7 @@ def test_validation_every_n_epochs_scores_those_and_the_last(tmp_path):
     t.evaluate = lambda: scored.append(t.progress.epoch + 1) or real()
     t.fit()
     assert scored == [2, 4, 5]
-    from kit.evaluate.oof import read_history
+    from kit.store.oof import read_history
     history = read_history(t.run.history(0))
     assert [math.isnan(e.score) for e in history] == [True, False, True, False, False]
     assert checkpoint.load(t.run.best(0))["epoch"] in (2, 4, 5)
@@ -219,7 +219,7 @@ def test_the_replan_counts_what_the_first_epoch_took_beyond_its_steps(monkeypatc
 
 def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_path, monkeypatch):
     from kit.core.task import Multiclass
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.settings.config import load_config
     from kit.train import choice
     task, targets = Multiclass(["a", "b"]), np.zeros(100, np.int64)

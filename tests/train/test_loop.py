@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from helpers import fold_setup
-from kit.train import checkpoint
+from kit.store import checkpoint
 from kit.train.fold import Trainer
 from kit.core.errors import KitError
 from kit.train.distributed import Dist
-from kit.evaluate.oof import read_history
+from kit.store.oof import read_history
 
 
 def trainer(tmp_path, **settings) -> Trainer:

@@ -60,7 +60,7 @@ def test_pretrained_weights_load_in_every_published_form(tmp_path, form):
     which wins), DataParallel's module. prefixes, a kit run's best.pt, a folder as timm publishes on the hub."""
     import json
     from safetensors.torch import save_file
-    from kit.train import checkpoint
+    from kit.store import checkpoint
     torch.manual_seed(0)
     source = create_model("test_nfnet", 5)
     weights = source.state_dict()
@@ -94,7 +94,7 @@ def test_pretrained_weights_load_in_every_published_form(tmp_path, form):
 def test_a_hub_folder_is_checked_against_the_model_and_sets_it_for_auto(tmp_path):
     import json
     from kit.core.task import Multiclass
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.settings.config import load_config
     from kit.train.choice import choose_model
     folder = tmp_path / "hub"

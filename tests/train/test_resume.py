@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import ROOT, make_competition, run_cli, save_crafted_checkpoint
-from kit.train import checkpoint
+from kit.store import checkpoint
 from kit.core.errors import KitError
 
 
@@ -107,7 +107,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_second_trainer_on_the_same_fold_is_refused(tmp_path):
-    from kit.train.lock import fold_lock
+    from kit.store.lock import fold_lock
     comp = make_competition(tmp_path / "comp", per_class=6)
     (tmp_path / "run" / "fold0").mkdir(parents=True)
     with fold_lock(tmp_path / "run" / "fold0") as lock:

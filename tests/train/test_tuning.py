@@ -101,7 +101,7 @@ def test_an_imbalanced_run_reports_per_class_recall(tmp_path, capsys):
 
 
 def test_the_average_of_the_best_epochs_is_kept_only_when_it_scores_better(tmp_path, capsys):
-    from kit.train import checkpoint
+    from kit.store import checkpoint
     comp = make_competition(tmp_path / "comp", per_class=8)
     r = run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
                   "--num-folds", "2", *TINY[:-4], "--num-workers", "0", "--epochs", "4", "--fold", "all",
@@ -167,8 +167,9 @@ def test_a_time_budget_plans_the_epochs_and_changes_nothing_else(tmp_path, capsy
     """The epochs come from the fold's measured first steps; the probe puts back weights, optimizer state and RNGs,
     so the fold then trains bit for bit as a run told that many epochs (the last one cut where the plan cuts it);
     cv.md says the budget and the plan."""
-    from kit.evaluate.report import epochs_text
-    from kit.train import budget, checkpoint
+    from kit.train.budget import epochs_text
+    from kit.store import checkpoint
+    from kit.train import budget
     comp = make_competition(tmp_path / "comp", per_class=6)
     base = ["train.py", "--data-dir", comp, "--folds-csv", tmp_path / "f.csv", "--num-folds", "2", *TINY[:-4],
             "--num-workers", "0", "--warmup-epochs", "0.2", "--fold", "0"]

@@ -122,7 +122,7 @@ def test_workers_that_start_together_open_a_new_study_one_at_a_time(tmp_path):
 
 
 def test_epochs_are_reported_per_fold_as_they_finish(tmp_path):
-    from kit.evaluate.rundir import RunDir
+    from kit.store.rundir import RunDir
     from kit.tuning.study import epoch_scores
     fold = tmp_path / "run" / "fold1"
     fold.mkdir(parents=True)

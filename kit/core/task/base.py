@@ -8,7 +8,7 @@ for one image. Nothing outside kit/core/task asks which kind of task it holds.
 Torch-free and scikit-learn-free at import (the deployed predictor decodes with it): the loss and activation
 methods import torch when they are called (training and export only), the metrics import scikit-learn lazily.
 
-task.json (written by kit.evaluate.rundir, and the same dict in checkpoints and the ONNX metadata `kit.task` +
+task.json (written by kit.store.rundir, and the same dict in checkpoints and the ONNX metadata `kit.task` +
 `kit.task_params`) is `to_dict()`: {"kind", "names"} plus a multilabel task's "thresholds" and "min_labels", or a
 regression task's "scale" and "loss".
 """

@@ -4,9 +4,9 @@
   classes.json           JSON list of the model's output names (classes, tags or the target), in output order
   task.json              the task (kit.core.task.Task.to_dict: kind, names, and a regression's target scaling)
   fold<k>/config.yaml    the config fold k was trained with
-  fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.train.state)
+  fold<k>/best.pt        best weights of fold k; fold<k>/last.pt  its resumable state (kit.store.state)
   fold<k>/oof.csv        fold k's OOF predictions; fold<k>/metrics.csv  its per-epoch history; fold<k>/kept.json
-                         which epochs' weights it kept (--avg-top-k) (kit.evaluate.oof)
+                         which epochs' weights it kept (--avg-top-k) (kit.store.oof)
   fold<k>/plan.json      the epochs fold k's --time-budget gave (kit.train.budget)
   fold<k>/.lock, fold<k>/tb/   the trainer's lock; TensorBoard logs (--tensorboard)
   full/                  the model trained on every image (--fold full): config.yaml, best.pt (its last epoch's
@@ -29,7 +29,7 @@ from kit.settings import config as config_mod
 from kit.settings.config import Config
 from kit.core.errors import KitError
 from kit.core.paths import RUN_OWN_NAMES
-from kit.evaluate.oof import read_history, read_oof
+from kit.store.oof import read_history, read_oof
 from kit.core.task import Task, restore
 
 # Settings that only decide where or how fast a run happens, or where its starting weights are read from (the

@@ -1,5 +1,5 @@
 """Checkpoint files: written atomically, read with torch.load(weights_only=True) only. What they hold is
-kit/train/state.py's business (its docstring describes best.pt and last.pt)."""
+kit/store/state.py's business (its docstring describes best.pt and last.pt)."""
 from __future__ import annotations
 
 import pickle

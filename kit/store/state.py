@@ -1,4 +1,4 @@
-"""What a fold checkpoint holds, built and read in this module only (kit.train.checkpoint does the safe file I/O).
+"""What a fold checkpoint holds, built and read in this module only (kit.store.checkpoint does the safe file I/O).
 This docstring is the one description of both files (tests/e2e/test_train_e2e.py checks it against real ones).
 
 RUN/fold<k>/best.pt   the weights that scored best on the fold's validation images:
@@ -27,10 +27,10 @@ import numpy as np
 
 from kit import __version__
 
-from kit.train import checkpoint
+from kit.store import checkpoint
 from kit.core.errors import KitError
-from kit.evaluate.oof import Epoch, as_dicts
-from kit.evaluate.rundir import setup_changes
+from kit.store.oof import Epoch, as_dicts
+from kit.store.rundir import setup_changes
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,29 @@ class Progress:
 
 def save_best(path: Path, ident: dict, weights: dict, epoch: int, score: float, averaged: list | None = None) -> None:
     checkpoint.save({**ident, "model": weights, "epoch": epoch, "score": score, "averaged": averaged or []}, path)
+
+
+@dataclass
+class BestModel:
+    """best.pt read back: what predicting with a fold model needs, and where it came from."""
+    config: dict                    # the resolved Config as a dict
+    task: dict | str                # the task dict (task.json's); "multiclass" in checkpoints older than tasks
+    classes: list
+    weights: dict                   # the model's state dict
+    mean: list
+    std: list
+    epoch: int
+    score: float                    # NaN for the full model (no validation images)
+
+
+def read_best(path: Path) -> BestModel:
+    """A fold's best.pt, refused in one line when it is not one of this kit's."""
+    saved = checkpoint.load(path)
+    for key in ("config", "classes", "model", "mean", "std", "epoch", "score"):
+        if key not in saved:
+            raise KitError(f"{path} is not a fold checkpoint of this kit (no {key!r}); retrain the fold")
+    return BestModel(saved["config"], saved.get("task", "multiclass"), saved["classes"], saved["model"], saved["mean"],
+                     saved["std"], int(saved["epoch"]), float(saved["score"]))
 
 
 def save_last(path: Path, ident: dict, model, optimizer, scaler, ema, progress: Progress, rng: list,
