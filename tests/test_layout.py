@@ -127,6 +127,16 @@ def test_no_import_cycles_and_no_import_runs_up_a_floor():
     assert cycles({**GRAPH, "kit.core.errors": {"kit.core.task"}, "kit.core.task": {"kit.core.errors"}})
 
 
+def test_the_floors_follow_the_data_flow():
+    """A stage never sits below one whose files it reads: training (which writes the run dir through kit.store) is
+    below the evaluation that reads it, and so on. The runtime is the exception by design: the shipped predictor
+    sits just above core so that it can carry nothing else."""
+    staged = [p for p in DATA_FLOW if p != "runtime"]
+    for a, b in zip(staged, staged[1:]):
+        assert FLOOR[a] <= FLOOR[b], f"{a} (floor {FLOOR[a]}) comes before {b} (floor {FLOOR[b]}) in the data flow"
+    assert FLOOR["store"] < FLOOR["train"] < FLOOR["evaluate"]      # the run dir's files below both their users
+
+
 def test_runtime_folders_never_import_heavy_packages_at_import_time():
     for m in runtime_modules():
         for t in {m} | {x for x in reach(m)}:
