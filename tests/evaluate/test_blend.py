@@ -101,6 +101,8 @@ def test_the_view_choice_is_nested_too():
     honest = nested_cv(task, "accuracy", y, folds, [views], ["weights"], choose=True)
     np.testing.assert_allclose(honest["weights"].blended[folds == 0], identity[folds == 0])    # chosen without fold 0
     np.testing.assert_allclose(honest["weights"].blended[folds == 1], np.mean([identity, flipped], 0)[folds == 1])
+    given = nested_cv(task, "accuracy", y, folds, [views], ["weights"], choose=False)     # --tta: the views as given
+    np.testing.assert_allclose(given["weights"].blended, np.mean([identity, flipped], 0))
 
 
 def test_hill_climbing_optimizes_the_metric_itself():
@@ -206,6 +208,10 @@ def test_rank_and_stack_methods_on_oof():
     a = rng.dirichlet(np.ones(3), 300) * 0.5 + np.eye(3)[y] * 0.5
     b = rng.dirichlet(np.ones(3), 300)
     stack = fit("stack", task, "accuracy", y, [a, b])
+    assert stack.method == "stack" and stack.weights.tolist() == [0.5, 0.5]      # 1/R each, for the metadata
+    assert stack.coef.dtype == stack.bias.dtype == np.float32                    # the graph's constants are float32
+    for method in ("weights", "hill", "alone:1"):
+        assert fit(method, task, "accuracy", y, [a, b]).method == method
     out = stack.apply(task, [a, b])
     np.testing.assert_allclose(out.sum(1), 1, atol=1e-6)
     assert task.score("accuracy", y, out) >= task.score("accuracy", y, a) - 0.01
@@ -214,6 +220,7 @@ def test_rank_and_stack_methods_on_oof():
     assert candidates("accuracy", 1) == ["weights"]                              # one run: nothing to choose
     assert candidates("roc_auc", 2) == ["alone:0", "alone:1", "weights", "hill", "rank", "stack"]
     rank = fit("rank", task, "roc_auc", y, [a, b])
+    assert rank.method == "rank" and rank.quantiles.dtype == np.float32
     ranked = rank.apply(task, [a, b])
     assert ranked.min() >= 0 and ranked.max() <= 1
     a32 = a.astype(np.float32)                           # exactly the values the stored quantiles are made of
