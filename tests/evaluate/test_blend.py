@@ -155,6 +155,42 @@ def test_hill_climbing_beats_its_best_member_when_the_members_err_apart(metric):
     assert (weights > 0).sum() >= 2
 
 
+@pytest.mark.parametrize("metric, expected", [("accuracy", [0.2, 0.6, 0.2]), ("log_loss", [0.0, 0.625, 0.375])])
+def test_hill_climbing_starts_from_the_best_member_and_keeps_the_best_ensemble_met(metric, expected):
+    """Caruana's selection: no step leaves the best member alone (index 1 here, not the first), and the weights are
+    those of the best ensemble met along the way (counted once per pick), whatever the steps after it did. The
+    expected weights are this fixture's greedy path, worked out once; a start from another member, a pick counted
+    twice or the last ensemble instead of the best one all end elsewhere."""
+    rng = np.random.default_rng(0)
+    task = Multiclass(["a", "b", "c"])
+    y = rng.integers(0, 3, 60)
+
+    def member(share):
+        right = rng.random(60) < share
+        label = np.where(right, y, (y + rng.integers(1, 3, 60)) % 3)
+        out = rng.dirichlet(np.ones(3), 60) * 0.4
+        out[np.arange(60), label] += 0.6
+        return out
+    members = [member(0.55), member(0.75), member(0.7)]
+    singles = [task.score(metric, y, m) for m in members]
+    assert int(np.argmax(singles) if metric == "accuracy" else np.argmin(singles)) == 1
+    np.testing.assert_array_equal(fit_hill(task, metric, y, members, steps=0), [0, 1, 0])
+    np.testing.assert_allclose(fit_hill(task, metric, y, members, steps=8), expected)
+
+
+def test_blend_weights_follow_a_regression_metric_in_its_direction():
+    """r2 is smooth and higher-is-better: the weights maximize it on the raw values (no probability clipping)."""
+    from kit.core.task import Regression
+    rng = np.random.default_rng(3)
+    reg = Regression(["v"], {"kind": "standard", "shift": 10.0, "factor": 2.0})
+    y = rng.normal(10, 2, (200, 1))                          # values a probability clip would flatten to 1
+    good, bad = y + rng.normal(0, 0.3, (200, 1)), y + rng.normal(0, 3.0, (200, 1))
+    weights = fit_weights(reg, "r2", y, [bad, good])
+    assert weights[1] > 0.9, weights
+    with pytest.raises(ValueError, match="bogus"):
+        fit("bogus", reg, "r2", y, [bad, good])
+
+
 def test_auto_keeps_a_run_alone_unless_a_blend_beats_it():
     """One good run and two runs of noise: no blend's honest CV beats the good run alone, and `auto` keeps it alone;
     three runs that err apart: a blend wins."""
