@@ -227,6 +227,13 @@ def summary_table(folds: list[FoldSummary], metric: str, cv: float) -> str:
     return "\n".join(lines)
 
 
+# Why the full model trains a fold's epochs (issue 29), said in every full model's cv.md
+FULL_EPOCHS_WHY = ("Its epochs are a fold's (`--epochs`, or what `--time-budget` plans): distilled from a 5-fold "
+                   "teacher with pseudo-labels, the full model at a fold's epochs scored at or above the teacher's "
+                   "5-fold ensemble on held-out images on digits-hard and photo-patches, and 1.5x or 2x a fold's "
+                   "epochs did not do better (bench/RESULTS.md \"The full model's epochs\").")
+
+
 def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
     """What cv.md says of RUN/full: it has no CV of its own; the folds' CV is its estimate."""
     if not run.history(FULL).is_file():
@@ -235,10 +242,11 @@ def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
     estimate = (f"The per-fold models' CV above ({metric}) is its estimate: they trained the same way on 4/5 of the "
                 f"images." if folds else "No fold models trained the same way yet: train them (--fold all) for an "
                                              "estimate.")
-    pseudo = " and the pseudo-labelled test images" if run.config().pseudo_label else ""
+    cfg = run.config()
+    pseudo = " and the pseudo-labelled test images" if cfg.pseudo_label else ""
     return (f"## The full model\n\n`full/` trained on every training image{pseudo} for {len(history)} epochs (its "
             f"last epoch's weights are kept; final train loss {history[-1].train_loss:.4f}). It has **no CV of its "
-            f"own**: no image was held out from it. {estimate}\n\n")
+            f"own**: no image was held out from it. {estimate}\n\n{FULL_EPOCHS_WHY}\n\n")
 
 
 def plan_note(run: RunDir, cfg, folds: list[FoldSummary]) -> str:

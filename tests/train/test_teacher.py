@@ -168,6 +168,7 @@ def test_the_full_model_trains_on_everything_and_exports_alone(student, capsys):
     assert (run / "full" / "best.pt").is_file() and not (run / "full" / "oof.csv").exists()
     cv = (run / "cv.md").read_text()
     assert "It has **no CV of its own**" in cv and "is its estimate" in cv
+    assert "and the pseudo-labelled test images for 2 epochs" in cv and "Its epochs are a fold's" in cv   # and why
     r = run_entry(capsys, "infer.py", "--run-dir", run, "--folds", "full", "--out", tmp / "full.csv", "--onnx-out",
                   tmp / "full.onnx")
     assert r.returncode == 0, r.stderr
