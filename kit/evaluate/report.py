@@ -230,8 +230,8 @@ def summary_table(folds: list[FoldSummary], metric: str, cv: float) -> str:
 # Why the full model trains a fold's epochs (issue 29), said in every full model's cv.md
 FULL_EPOCHS_WHY = ("Its epochs are a fold's (`--epochs`, or what `--time-budget` plans): distilled from a 5-fold "
                    "teacher with pseudo-labels, the full model at a fold's epochs scored at or above the teacher's "
-                   "5-fold ensemble on held-out images on digits-hard and photo-patches, and 1.5x or 2x a fold's "
-                   "epochs did not do better (bench/RESULTS.md \"The full model's epochs\").")
+                   "5-fold ensemble on held-out images on digits-hard and photo-patches (one seed each), and 1.5x or "
+                   "2x a fold's epochs did not do better (bench/RESULTS.md \"The full model's epochs\").")
 
 
 def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
