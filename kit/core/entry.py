@@ -130,7 +130,8 @@ def add_flags(parser, request: type, both_ways: bool = False) -> None:
         m, kind = f.metadata, _base(f.type)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         text = " ".join(map(str, default)) if isinstance(default, list) else default
-        shown = "" if default in (None, False, []) or m["required"] else f" (default {text})"
+        unset = default is None or default is False or default == []          # (0 is a default worth showing)
+        shown = "" if unset or m["required"] else f" (default {text})"
         name = m["flag"] or f.name
         kwargs: dict = {"help": m["help"] + shown, "default": None}
         if kind == "bool":           # a switch that is off unless given; one that may be on also gets --no-NAME
