@@ -242,8 +242,7 @@ def full_model_note(run: RunDir, folds: list[FoldSummary], metric: str) -> str:
     estimate = (f"The per-fold models' CV above ({metric}) is its estimate: they trained the same way on 4/5 of the "
                 f"images." if folds else "No fold models trained the same way yet: train them (--fold all) for an "
                                              "estimate.")
-    cfg = run.config()
-    pseudo = " and the pseudo-labelled test images" if cfg.pseudo_label else ""
+    pseudo = " and the pseudo-labelled test images" if run.config().pseudo_label else ""
     return (f"## The full model\n\n`full/` trained on every training image{pseudo} for {len(history)} epochs (its "
             f"last epoch's weights are kept; final train loss {history[-1].train_loss:.4f}). It has **no CV of its "
             f"own**: no image was held out from it. {estimate}\n\n{FULL_EPOCHS_WHY}\n\n")

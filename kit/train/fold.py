@@ -41,7 +41,6 @@ from kit.train.step import Step
 from kit.train.teacher import Teaching
 from kit.train.tracking import Tracking
 from kit.store.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
-from kit.train.budget import epochs_text
 from kit.store.rundir import FULL, RunDir
 from kit.core.task import Task
 
@@ -247,7 +246,7 @@ class Trainer:
                 else ""
             log.info(f"fold {self.fold}: time budget {self.cfg.time_budget}: {result['seconds_per_epoch']:.1f}s an "
                      f"epoch measured ({result['seconds_per_step'] * 1000:.0f} ms a step from {result['pace_from']}, "
-                     f"start-up {result['startup_s']:.1f}s) -> {epochs_text(result)}{every}")
+                     f"start-up {result['startup_s']:.1f}s) -> {budget.epochs_text(result)}{every}")
         return result
 
     def _replan(self, train_seconds: float, val_seconds: float | None, epoch_seconds: float) -> None:
@@ -258,7 +257,7 @@ class Trainer:
         new = budget.replan(self, train_seconds, val_seconds, epoch_seconds)
         if (new["epochs"], new["last_epoch_steps"]) != (self.epochs, self.last_epoch_steps):
             log.info(f"fold {self.fold}: the first epoch ran at {new['seconds_per_epoch']:.1f}s an epoch: "
-                     f"{epochs_text(new)} fit the budget instead of {epochs_text(self.plan)}")
+                     f"{budget.epochs_text(new)} fit the budget instead of {budget.epochs_text(self.plan)}")
             self.epochs, self.last_epoch_steps = new["epochs"], new["last_epoch_steps"]
             if self.batch.mixer is not None:
                 self.batch.mixer = Mixer(self.cfg, self.batch_size, self.epochs)
