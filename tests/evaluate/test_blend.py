@@ -45,15 +45,17 @@ def test_a_view_is_kept_only_if_it_improves_the_oof_score():
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "log_loss"])
-def test_the_view_that_helps_most_is_taken_first_in_the_metrics_direction(metric):
+@pytest.mark.parametrize("strong, weak", [("hflip", "rot90"), ("rot90", "hflip")])
+def test_the_view_that_helps_most_is_taken_first_in_the_metrics_direction(metric, strong, weak):
     """Two views help: greedy selection takes the stronger (for log loss: the lower score), after which the weaker
-    no longer helps; taking the weaker first would end with both."""
+    no longer helps; taking the weaker first would end with both. Both namings, so the view's name (first or last
+    in order) never decides."""
     task = Multiclass(["a", "b"])
     y = np.array([0, 0, 1, 1])
     by_view = {"identity": np.array([[0.6, 0.4], [0.4, 0.6], [0.4, 0.6], [0.6, 0.4]]),
-               "rot90": np.array([[0.6, 0.4], [0.8, 0.2], [0.4, 0.6], [0.55, 0.45]]),     # helps a little
-               "hflip": np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])}       # helps most
-    assert choose_views(task, metric, y, by_view) == ["identity", "hflip"]
+               weak: np.array([[0.6, 0.4], [0.8, 0.2], [0.4, 0.6], [0.55, 0.45]]),       # helps a little
+               strong: np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])}       # helps most
+    assert choose_views(task, metric, y, by_view) == ["identity", strong]
 
 
 def test_weights_are_a_convex_combination_that_drops_useless_members():
@@ -66,6 +68,57 @@ def test_weights_are_a_convex_combination_that_drops_useless_members():
     weights = fit_weights(task, "accuracy", y, [noise, good])
     assert weights.sum() == pytest.approx(1) and (weights >= 0).all()
     assert weights[0] == 0 and weights[1] == 1
+
+
+def _least_squares_on_the_simplex(y, members):
+    """The exact minimum of the squared error over non-negative weights summing to 1: the best equality-constrained
+    solution over every support whose weights all come out non-negative (KKT, enumerated; fine for 3 members)."""
+    from itertools import combinations
+    best, best_w = np.inf, None
+    for k in range(1, len(members) + 1):
+        for support in combinations(range(len(members)), k):
+            a = np.stack([members[i][:, 0] for i in support], 1)
+            kkt = np.block([[2 * a.T @ a, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
+            w = np.linalg.solve(kkt, np.concatenate([2 * a.T @ y[:, 0], [1.0]]))[:k]
+            if (w >= 0).all() and (sse := np.sum((a @ w - y[:, 0]) ** 2)) < best:
+                best, best_w = sse, np.zeros(len(members))
+                best_w[list(support)] = w
+    return best_w
+
+
+def test_weights_are_the_exact_optimum_on_the_simplex():
+    """rmse is smooth: its weights are the constrained least-squares solution, to 1e-4. Here the unconstrained
+    optimum gives one member a negative weight (two members err the same way, one twice as much), so weights found
+    without the bounds and clipped afterwards land elsewhere, as do loose tolerances."""
+    from kit.core.task import Regression
+    rng = np.random.default_rng(5)
+    reg = Regression(["v"], {"kind": "standard", "shift": 0.0, "factor": 1.0})
+    y = rng.normal(0, 1, (300, 1))
+    shared = rng.normal(0, 1, (300, 1))
+    members = [y + 0.5 * shared + rng.normal(0, 0.3, (300, 1)), y + shared + rng.normal(0, 0.3, (300, 1)),
+               y + rng.normal(0, 0.8, (300, 1))]
+    exact = _least_squares_on_the_simplex(y, members)
+    assert (exact > 0).sum() == 2, exact                  # the bounds bind: one member is left out exactly
+    np.testing.assert_allclose(fit_weights(reg, "rmse", y, members), exact, atol=1e-4)
+
+
+def test_members_below_the_minimum_share_are_dropped_and_the_rest_renormalized(monkeypatch):
+    """A member under MIN_WEIGHT leaves the graph and the others are scaled back to a sum of 1; if every member is
+    under it (more than 1/MIN_WEIGHT runs), the blend falls back to equal weights. MIN_WEIGHT raised so that three
+    members reach both cases."""
+    import kit.evaluate.blend as blend
+    from kit.core.task import Regression
+    rng = np.random.default_rng(6)
+    reg = Regression(["v"], {"kind": "standard", "shift": 0.0, "factor": 1.0})
+    y = rng.normal(0, 1, (300, 1))
+    members = [y + rng.normal(0, s, (300, 1)) for s in (0.5, 0.7, 1.2)]
+    free = fit_weights(reg, "rmse", y, members)
+    assert 0.1 < free[2] < 0.3 and free[0] > free[1] > free[2], free
+    monkeypatch.setattr(blend, "MIN_WEIGHT", 0.3)
+    dropped = fit_weights(reg, "rmse", y, members)
+    np.testing.assert_allclose(dropped, [free[0] / (free[0] + free[1]), free[1] / (free[0] + free[1]), 0])
+    monkeypatch.setattr(blend, "MIN_WEIGHT", 0.9)
+    np.testing.assert_array_equal(fit_weights(reg, "rmse", y, members), np.full(3, 1 / 3))
 
 
 def test_honest_cv_refits_without_each_scored_fold():
