@@ -59,6 +59,109 @@ def test_the_student_loss_mixes_labels_teacher_and_weights():
 
 # --- the honest-CV rule ------------------------------------------------------------------------------------------------
 
+# --- what a student fold is taught, without training --------------------------------------------------------------
+
+def _teacher_runs(root, ids, classes=3, folds=3, runs=2):
+    """`runs` teacher run dirs with folds 0..folds-1, each with a best.pt (bytes of its own) and an oof.csv whose
+    outputs say which run wrote them: run r's OOF row i is (i, r, 1) normalized."""
+    from kit.store.oof import Oof, write_oof
+    from kit.store.rundir import RunDir
+    out = []
+    for r in range(runs):
+        run = RunDir(root / f"teacher{r}")
+        for k in range(folds):
+            run.fold_dir(k).mkdir(parents=True)
+            run.best(k).write_bytes(f"run {r} fold {k}".encode())
+            rows = [i for i in range(len(ids)) if i % folds == k]
+            outputs = np.array([[i + 1, r + 1, 1] for i in rows], float)
+            write_oof(run.oof(k), Oof([ids[i] for i in rows], ["a"] * len(rows), np.full(len(rows), k),
+                                      outputs / outputs.sum(1, keepdims=True), list("abc")))
+        out.append(run)
+    return out
+
+
+def _fold_prediction(run, k, paths):
+    """A stand-in teacher fold model: image j's prediction tells the run, the fold and the image apart."""
+    r = int(run.path.name[-1])
+    rows = np.array([[1 + k, 1 + r, 1 + int(p.stem[3:])] for p in paths], float)
+    return rows / rows.sum(1, keepdims=True)
+
+
+def test_a_student_fold_is_taught_by_its_own_teacher_fold_and_the_full_model_by_all(tmp_path, monkeypatch):
+    """Fold k's training rows and pseudo-labels come from teacher fold k (the mean over teacher runs); the full model's
+    training rows from each run's OOF, its pseudo-labels from every fold of every run. Labels, teacher targets and
+    weights packed per row; only test images at or above the threshold kept, with their own paths and weights."""
+    from pathlib import Path
+    from types import SimpleNamespace
+    import kit.train.teacher as teacher_mod
+    from kit.store.rundir import FULL
+    from kit.train.teacher import Teacher, fingerprint, teaching
+    task = Multiclass(list("abc"))
+    ids = [f"img{i}" for i in range(9)]
+    table = SimpleNamespace(ids=ids, paths=[Path(f"train/{i}.png") for i in ids])
+    runs = _teacher_runs(tmp_path, ids)
+    tests = [Path(f"test/img{j}.png") for j in (20, 0, 7)]
+    monkeypatch.setattr(teacher_mod, "pseudo_paths", lambda cfg: tests)
+    teacher = Teacher(runs, task, _fold_prediction, {(run.path, k): fingerprint(run, k) for run in runs
+                                                       for k in range(3)})
+    targets = np.array([i % 3 for i in range(9)])
+    objective = Objective(task, label_smoothing=0.0, distill_weight=0.5)
+    rows = np.array([0, 2, 3, 5, 6, 8])                   # fold 1's training rows
+
+    def mean_of(k, paths):
+        return np.mean([_fold_prediction(run, k, paths) for run in runs], 0)
+    threshold = float(mean_of(1, tests)[2].max())        # the third test image exactly at the threshold: kept
+    cfg = SimpleNamespace(pseudo_label=True, pseudo_threshold=threshold, pseudo_weight=0.3)
+    taught = teaching(teacher, objective, cfg, table, targets, rows, 1)
+    label, teach, weight = taught.targets[:, :3], taught.targets[:, 3:6], taught.targets[:, 6]
+    np.testing.assert_array_equal(label[:9][rows], np.eye(3)[targets[rows]])
+    np.testing.assert_array_equal(label[[1, 4, 7]], 0)                       # validation rows never read
+    np.testing.assert_allclose(teach[:9][rows], mean_of(1, [table.paths[r] for r in rows]), rtol=1e-6)
+    test_out = mean_of(1, tests)
+    keep = [j for j in range(3) if test_out[j].max() >= threshold]
+    assert keep == [0, 2], test_out.max(1)
+    np.testing.assert_allclose(teach[9:], test_out[keep], rtol=1e-6)
+    np.testing.assert_allclose(label[9:], test_out[keep], rtol=1e-6)          # a pseudo-label is its soft target
+    np.testing.assert_allclose(weight, [1] * 9 + [0.3] * len(keep))
+    assert taught.extra_paths == [tests[j] for j in keep]
+
+    full = teaching(teacher, objective, cfg, table, targets, np.arange(9), FULL)
+    oof = np.array([[[i + 1, r + 1, 1] for i in range(9)] for r in range(2)], float)
+    np.testing.assert_allclose(full.targets[:9, 3:6], (oof / oof.sum(2, keepdims=True)).mean(0), rtol=1e-5)
+    every = np.mean([_fold_prediction(run, k, tests) for run in runs for k in range(3)], 0)
+    kept = [j for j in range(3) if every[j].max() >= threshold]
+    assert 0 < len(kept) < 3, every.max(1)
+    np.testing.assert_allclose(full.targets[9:, 3:6], every[kept], rtol=1e-6)
+    assert full.extra_paths == [tests[j] for j in kept]
+
+    without = teaching(teacher, objective, SimpleNamespace(**cfg.__dict__ | {"pseudo_label": False}), table, targets,
+                       rows, 1)
+    assert len(without.targets) == 9 and without.extra_paths == []
+
+    runs[1].best(2).write_bytes(b"retrained")              # teacher fold 2 of run 1 changed since the student started
+    teaching(teacher, objective, cfg, table, targets, rows, 1)                 # fold 1 does not read it
+    with pytest.raises(Exception, match=r"teacher1: fold 2 changed since this student started"):
+        teaching(teacher, objective, cfg, table, targets, rows, 2)
+    with pytest.raises(Exception, match="fold 2 changed"):
+        teaching(teacher, objective, cfg, table, targets, np.arange(9), FULL)     # the full model reads every fold
+
+
+def test_a_teacher_loads_each_fold_model_once_and_predicts_the_paths_asked(tmp_path, monkeypatch):
+    import kit.train.teacher as teacher_mod
+    from kit.train.teacher import Teacher
+    runs = _teacher_runs(tmp_path, [f"img{i}" for i in range(6)])
+    loaded = []
+    monkeypatch.setattr(teacher_mod, "load_members", lambda run, folds: loaded.append((run.path.name, folds)) or
+                        [f"model {run.path.name} {folds[0]}"])
+    monkeypatch.setattr(teacher_mod, "predict", lambda member, paths: np.array([[len(member), len(paths), 0.0]])
+                        if isinstance(paths, list) and member.startswith("model") else None)
+    teacher = Teacher(runs, Multiclass(list("abc")))
+    assert teacher.predict_fold(runs[1], 2, ("x", "y")).tolist() == [[len("model teacher1 2"), 2, 0]]
+    teacher.predict_fold(runs[1], 2, ("x",))
+    teacher.ensemble(("x",))
+    assert sorted(loaded) == sorted([(f"teacher{r}", [k]) for r in range(2) for k in range(3)])   # once each
+
+
 def key(path) -> str:
     return hashlib.sha1(open(path, "rb").read()).hexdigest()
 
