@@ -8,7 +8,6 @@ one does.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
@@ -36,11 +35,12 @@ from kit.train.device import (activation_layout, keep_freed_memory, make_determi
 from kit.core.errors import KitError
 from kit.train.loader import EpochSampler, ImageDataset, class_balance, make_loader, start_workers, worker_errors
 from kit.train.model import ImageNormalizer, create_model, normalization, split_head_params
+from kit.train.keep import keeper_for
 from kit.train.objective import Objective
 from kit.train.step import Step
 from kit.train.teacher import Teaching
 from kit.train.tracking import Tracking
-from kit.store.oof import Epoch, Oof, read_oof, write_history, write_kept, write_oof
+from kit.store.oof import Epoch, Oof, write_history
 from kit.store.rundir import FULL, RunDir
 from kit.core.task import Task
 
@@ -97,12 +97,6 @@ class FoldResult:
     oof: Optional[Oof]             # predictions of the best checkpoint for the fold's validation rows (full: None)
     seconds: float
     pace: Optional[budget.Pace] = None      # its last epoch's steady step: the next fold's plan starts from it
-
-
-def average_weights(states: list[dict]) -> dict:
-    """The element-wise mean of state dicts (integer buffers, counters, from the first)."""
-    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
-            for k, v in states[0].items()}
 
 
 def sampling_weights(task: Task, data: FoldData, rule: str) -> np.ndarray | None:
@@ -209,7 +203,7 @@ class Trainer:
         if mixing(cfg):
             self.batch.mixer = Mixer(cfg, self.batch_size, self.epochs)
         self._schedule()
-
+        self.keeper = keeper_for(self)      # its best scored epoch, or the full model's last (kit.train.keep)
         self.identity.update(mean=self.mean, std=self.std)
         self.progress = state.Progress()
         self.saved_at: str | None = None         # where last.pt stands, for messages
@@ -299,20 +293,16 @@ class Trainer:
             e0, whole = time.time(), p.step_in_epoch == 0
             train_loss, train_rate = self.train_epoch()
             trained, val_seconds = time.time() - e0, None
-            if self.data.val_rows.size and self._validates(p.epoch + 1):
+            if self.keeper.scores(p.epoch + 1):
                 probs, val_loss = self.evaluate()
                 val_score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
                 val_seconds = time.time() - e0 - trained
-            else:                                   # the full model (no validation images), or an epoch not scored
+            else:                                   # an epoch not scored (every epoch of the full model)
                 probs, val_loss, val_score = None, math.nan, math.nan
             self._check_finite(train_loss, val_loss)
-            improved = probs is not None and self.task.is_better(cfg.metric, val_score, p.best_score)
             p.epoch += 1
             p.step_in_epoch = 0
-            self._remember(val_score)
-            if improved:
-                p.best_score, p.best_epoch = val_score, p.epoch
-                self._save_best(probs, val_score)
+            improved = self.keeper.epoch_end(probs, val_score)
             p.history.append(Epoch(p.epoch, self.optimizer.param_groups[0]["lr"], train_loss, val_loss, cfg.metric,
                                    val_score, improved, time.time() - e0, train_rate))
             if self.dist.main:
@@ -329,10 +319,6 @@ class Trainer:
     def batches_in(self, epoch: int) -> int:
         """The batches epoch `epoch` (0-based) trains: every one, or a budget's partial last epoch's first ones."""
         return self.last_epoch_steps if epoch == self.epochs - 1 else self.batches_per_epoch
-
-    def _validates(self, epoch: int) -> bool:
-        """Whether epoch `epoch` (1-based) is scored: every val_every-th, and always the last."""
-        return epoch % self.val_every == 0 or epoch >= self.epochs
 
     def _log_start(self) -> None:
         cfg, d = self.cfg, self.dist
@@ -353,60 +339,15 @@ class Trainer:
         return f"{'off' if self.agc_clip == 0 else self.agc_clip}{why}"
 
     def _check_finite(self, train_loss: float, val_loss: float) -> None:
-        if self.data.val_rows.size and self._validates(self.progress.epoch + 1) and not math.isfinite(val_loss):
+        if self.keeper.scores(self.progress.epoch + 1) and not math.isfinite(val_loss):
             self._diverged(f"the validation loss is {val_loss}", epoch=self.progress.epoch + 1)
         if not math.isfinite(train_loss) or not _all_finite(self.eval_model):
             self._diverged("the weights are no longer finite", epoch=self.progress.epoch + 1)
 
-    def _save_best(self, probs: np.ndarray, score: float) -> None:
-        if self.dist.main:
-            state.save_best(self.run.best(self.fold), self.identity, self.eval_model.state_dict(),
-                            self.progress.epoch, score)
-            write_oof(self.run.oof(self.fold), self._oof(probs))
-
-    def _remember(self, score: float) -> None:
-        """--avg-top-k: keep the K best epochs' evaluated (EMA) weights, best first."""
-        if self.cfg.avg_top_k < 2 or not math.isfinite(score):
-            return
-        p = self.progress
-        p.top.append({"epoch": p.epoch, "score": score,
-                      "model": {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}})
-        p.top.sort(key=lambda t: t["score"], reverse=self.task.higher_is_better(self.cfg.metric))
-        del p.top[self.cfg.avg_top_k:]
-
-    def _average(self) -> None:
-        """The mean of the K best epochs' weights, scored on the validation images like an epoch and kept only if it
-        scores better than the best epoch. NFNets have no BatchNorm, so the averaged weights need no statistics
-        refreshed (SWA's update_bn pass); a model with BatchNorm would (its running stats are averaged here)."""
-        p, cfg = self.progress, self.cfg
-        if len(p.top) < 2 or p.best_score is None:
-            return
-        saved = copy.deepcopy(self.eval_model.state_dict())
-        self.eval_model.load_state_dict(average_weights([t["model"] for t in p.top]))
-        probs, loss = self.evaluate()
-        score = self.task.score(cfg.metric, self.data.targets[self.data.val_rows], probs)
-        epochs = sorted(t["epoch"] for t in p.top)
-        # strictly better, or the plain best epoch stays: on digits-hard 2 of 5 folds tied (bench/RESULTS.md
-        # "--avg-top-k 3 against the best epoch"), and a choice between equals goes to the one that does less
-        kept = math.isfinite(loss) and self.task.is_better(cfg.metric, score, p.best_score)
-        log.info(f"fold {self.fold}: the average of epochs {epochs} scores {cfg.metric} {score:.4f} against the best "
-                 f"epoch's {p.best_score:.4f}: {'kept' if kept else 'the best epoch is kept'}")
-        if self.dist.main:
-            if kept:
-                state.save_best(self.run.best(self.fold), self.identity, self.eval_model.state_dict(), p.best_epoch,
-                                score, epochs)
-                write_oof(self.run.oof(self.fold), self._oof(probs))
-            write_kept(self.run.kept(self.fold), epochs if kept else [p.best_epoch], p.best_score, score)
-        self.eval_model.load_state_dict(saved)
-
     def _finish(self, t0: float) -> FoldResult:
-        """The kept model: the best epoch's (its OOF predictions beside it), or the average of the K best epochs'
-        (--avg-top-k) when it scores better; without validation images, the last epoch's (EMA) weights."""
-        cfg, p, fold = self.cfg, self.progress, self.fold
-        if self.data.val_rows.size:
-            self._average()
-        if not self.data.val_rows.size and self.dist.main:
-            state.save_best(self.run.best(fold), self.identity, self.eval_model.state_dict(), p.epoch, math.nan)
+        """The kept model (kit.train.keep), read back from best.pt."""
+        cfg, fold = self.cfg, self.fold
+        self.keeper.finish()
         distributed.barrier()                           # rank 0's files are complete before anyone reads them
         if not self.run.best(fold).is_file():
             raise KitError(f"fold {fold}: no epoch produced a finite {cfg.metric}; nothing to keep. Check the "
@@ -414,12 +355,9 @@ class Trainer:
         best = state.read_best(self.run.best(fold))
         steady = budget.steady_seconds(self.step_seconds)
         pace = budget.Pace(cfg.model, self.batch_size, steady, f"fold {fold}'s steps") if steady else None
-        if not self.data.val_rows.size:
-            log.info(f"fold {fold}: the last epoch's weights ({'EMA, ' if self.ema else ''}no validation images) -> "
-                     f"{self.run.best(fold)}")
-            return FoldResult(fold, best.epoch, math.nan, None, time.time() - t0, pace)
-        log.info(f"fold {fold}: best {cfg.metric} {best.score:.4f} at epoch {best.epoch} -> {self.run.best(fold)}")
-        return FoldResult(fold, best.epoch, best.score, read_oof([self.run.oof(fold)]), time.time() - t0, pace)
+        kept, score, oof = self.keeper.described(best)
+        log.info(f"fold {fold}: {kept} -> {self.run.best(fold)}")
+        return FoldResult(fold, best.epoch, score, oof, time.time() - t0, pace)
 
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the training rows (from where a resumed epoch stopped). Returns (mean loss, images/s)."""
@@ -516,10 +454,6 @@ class Trainer:
         raise KitError(f"fold {self.fold}: {what} at {where}; training stopped, {kept}. Lower --lr or --agc-clip, "
                        f"or check the images")
 
-    def _oof(self, probs: np.ndarray) -> Oof:
-        rows, table = self.data.val_rows, self.data.table
-        return Oof([table.ids[r] for r in rows], [table.labels[r] for r in rows], self.data.fold_of_row[rows],
-                   probs, self.task.output_columns())
 
 def train_fold(cfg: Config, task: Task, data: FoldData, run: RunDir, resume: bool = False,
                force_resume: bool = False, images: ImageStore | None = None, started: float | None = None,

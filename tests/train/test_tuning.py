@@ -128,8 +128,8 @@ def test_the_average_of_the_best_epochs_is_kept_only_when_it_scores_better(tmp_p
 def test_an_average_that_only_ties_the_best_epoch_is_not_kept(tmp_path, capsys, monkeypatch):
     """A tie goes to the plain best epoch: the "average" here is the best epoch's own weights (so it scores exactly
     the same), and the fold keeps the best epoch, not an average of several."""
-    from kit.train import fold as fold_module
-    monkeypatch.setattr(fold_module, "average_weights", lambda states: states[0])       # top[0]: the best epoch
+    from kit.train import keep as keep_module
+    monkeypatch.setattr(keep_module, "average_weights", lambda states: states[0])       # top[0]: the best epoch
     comp = make_competition(tmp_path / "comp", per_class=8)
     r = run_entry(capsys, "train.py", "--data-dir", comp, "--run-dir", tmp_path / "run", "--folds-csv", tmp_path / "f.csv",
                   "--num-folds", "2", *TINY[:-4], "--num-workers", "0", "--epochs", "3", "--fold", "0",
