@@ -39,6 +39,7 @@ MODULES = {
     "metrics": "kit/core/metrics.py",
     "teacher": "kit/train/teacher.py",
     "budget": "kit/train/budget.py",
+    "paths": "kit/core/paths.py",
 }
 
 
