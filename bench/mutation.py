@@ -40,6 +40,7 @@ MODULES = {
     "teacher": "kit/train/teacher.py",
     "budget": "kit/train/budget.py",
     "paths": "kit/core/paths.py",
+    "submission": "kit/runtime/submission.py",
 }
 
 
