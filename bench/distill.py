@@ -5,6 +5,8 @@ Per dataset and seed, every step in a fresh process, all on the seed's own folds
 --img-size 32 --epochs 8, eca_nfnet_l0):
   teacher   the kit's run, fold by fold (the 5-fold ensemble is the teacher)
   student   per fold: --teacher TEACHER --pseudo-label (one pseudo-label round; fold k learns from teacher fold k)
+  studentN  round N (2, 3): per fold, --teacher (the round before's student run) --pseudo-label; a student run is a
+            normal run, so it teaches the next round under the same honest-CV rule (issue 29's rounds)
   full      --fold full --teacher TEACHER --pseudo-label: one model of the teacher's architecture on every image
   full-xM   the same at M times a fold's epochs (--full-epochs 1,1.5,2: the full model sees 25 % more images an
             epoch than a fold and has no validation to pick an epoch by; issue 29 measures how long it should train)
@@ -13,6 +15,7 @@ teacher ensemble and the full student and measures their onnxruntime images/s si
 
     python bench/distill.py run --datasets digits-hard,photo-patches --seeds 0,1
     python bench/distill.py run --steps teacher,full --full-epochs 1,1.5,2 --results bench/results/distill_full.jsonl
+    python bench/distill.py run --steps teacher,student,student2,student3 --results bench/results/distill_rounds.jsonl
     python bench/distill.py speed --datasets digits-hard --seeds 0
     python bench/distill.py report
 """
@@ -33,7 +36,15 @@ sys.path.insert(0, str(ROOT))
 from bench.recipe import _accuracy, load_results, make_split, split_file, test_set  # noqa: E402
 
 STEPS = ("teacher", "student", "full")
-FLAGS = {"teacher": [], "student": ["--pseudo-label"], "full": ["--pseudo-label"]}
+ROUNDS = ("student", "student2", "student3")          # pseudo-label rounds: each taught by the one before
+FLAGS = {"teacher": [], "full": ["--pseudo-label"], **{r: ["--pseudo-label"] for r in ROUNDS}}
+
+
+def teacher_of(step: str) -> str | None:
+    """The run that teaches `step`: none for the teacher, the round before for a student, the teacher for full."""
+    if step == "teacher":
+        return None
+    return dict(zip(ROUNDS, ("teacher",) + ROUNDS[:-1])).get(step, "teacher")
 
 
 def full_steps(multiples: str) -> list[str]:
@@ -55,7 +66,7 @@ def one(args) -> None:
     from kit.train import run as training
     from kit.train.members import load_members, predict
     run_dir = Path(args.work) / args.step
-    teacher = ["--teacher", str(Path(args.work) / "teacher")] if args.step != "teacher" else []
+    teacher = ["--teacher", str(Path(args.work) / teacher_of(args.step))] if teacher_of(args.step) else []
     full = args.step.startswith("full")
     fold = "full" if full else str(args.fold)
     epochs = step_epochs(args.step, args.epochs)
@@ -198,11 +209,38 @@ def report(args) -> None:
                 mean = f"{100 * np.mean(gaps):+.2f} pt" if gaps else "-"
                 multiple = step.split("-x")[1] if "-x" in step else "1"
                 print(f"| {step} ({multiple}x a fold's epochs) | " + " | ".join(cells) + f" | {mean} |")
+        rounds_table(by, acc, seeds)
         for r in rows:
             if r["dataset"] == dataset and r["step"] == "speed":
                 print(f"Speed (seed {r['seed']}): teacher ensemble {r['teacher_images_per_s']:.0f} images/s, "
                       f"{r['teacher_mb']:.1f} MB; full student {r['full_images_per_s']:.0f} images/s, "
                       f"{r['full_mb']:.1f} MB: {r['speedup']:.2f}x.")
+
+
+def rounds_table(by: dict, acc: dict, seeds: list) -> None:
+    """Pseudo-label rounds (teacher, student, student2, ...), where a second round ran: per round and seed the CV
+    (validation accuracy, mean over folds), the held-out test accuracy (fold mean, 5-fold ensemble) and the paired
+    per-fold change against the teacher's folds."""
+    from scipy.stats import ttest_rel
+    steps = [s for s in ("teacher",) + ROUNDS if any(k[0] == s for k in by)]
+    if len(steps) < 3:
+        return
+    print("\n| round | seed | CV (val, fold mean) | test (fold mean) | test, 5-fold ensemble | Δ test vs teacher folds "
+          "(paired) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for step in steps:
+        for seed in seeds:
+            runs = [by.get((step, seed, k)) for k in range(5)]
+            teach = [acc.get(("teacher", seed, k)) for k in range(5)]
+            if None in runs or None in teach:
+                continue
+            tests = np.array([acc[(step, seed, k)] for k in range(5)])
+            ens = _accuracy(np.mean([r["probs"] for r in runs], 0), runs[0]["classes"], runs[0]["labels"])
+            d = tests - np.array(teach)
+            delta = "–" if step == "teacher" else \
+                f"{100 * d.mean():+.2f} ± {100 * d.std():.2f} pt (t p {ttest_rel(tests, teach).pvalue:.2g})"
+            print(f"| {step} | {seed} | {np.mean([r['val'] for r in runs]):.4f} | {tests.mean():.4f} | {ens:.4f} | "
+                  f"{delta} |")
 
 
 def main():
@@ -213,7 +251,7 @@ def main():
         r.add_argument("--datasets", default="digits-hard,photo-patches")
         r.add_argument("--seeds", default="0,1")
         r.add_argument("--epochs", type=int, default=8)
-        r.add_argument("--steps", default=",".join(STEPS), help="which of teacher, student, full to run")
+        r.add_argument("--steps", default=",".join(STEPS), help="which of teacher, student, student2, student3, full to run")
         r.add_argument("--full-epochs", default="1", help="the full model at these multiples of a fold's epochs")
         r.add_argument("--data-root", default="data")
         r.add_argument("--work", default="runs/bench_distill")
