@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 
 import numpy as np
 import pytest
@@ -176,6 +178,80 @@ def test_the_budget_is_planned_again_after_the_first_epoch(tmp_path, monkeypatch
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(t.cfg.min_lr, rel=1e-3)
 
 
+def _planned(monkeypatch, *, time_budget=None, left=None, val_rows=4, val_every=None, pace=None, probe=0.1,
+             per_image=0.01, steps=10, epochs=8, warmup=1.0):
+    """budget.plan over a stand-in trainer: `left` seconds to the deadline, `probe` the probe's seconds a step (or
+    a `pace` from before), `per_image` validation's."""
+    from types import SimpleNamespace
+    from kit.train import budget
+    started = time.time() - 2.0
+    monkeypatch.setattr(budget, "_deadline", lambda t: time.time() + left)
+    monkeypatch.setattr(budget, "_train_seconds_per_step", lambda t: probe)
+    monkeypatch.setattr(budget, "_val_seconds_per_image", lambda t: per_image)
+    restored = []
+    trainer = SimpleNamespace(
+        cfg=SimpleNamespace(epochs=epochs, val_every=val_every, warmup_epochs=warmup, model="nf_resnet26",
+                            time_budget=time_budget),
+        batches_per_epoch=steps, data=SimpleNamespace(val_rows=np.arange(val_rows)), started=started,
+        precision=SimpleNamespace(name="fp32"), batch_size=32, lr=0.05, agc_note=lambda: "0.1131 (auto)",
+        model_why="set by --model", pace=pace,
+        step=SimpleNamespace(snapshot=lambda: "weights", restore=restored.append))
+    record = budget.plan(trainer)
+    return record, restored
+
+
+def test_a_plan_without_a_budget_is_the_settings_in_the_documented_schema(monkeypatch):
+    """plan.json's keys are those the budget module documents, each with its value: nothing probed, nothing timed."""
+    from kit.train import budget
+    record, restored = _planned(monkeypatch, val_rows=288, steps=35)
+    startup = record.pop("startup_s")
+    assert 1.9 < startup < 10 and restored == []
+    assert record == {"budget_s": None, "epochs": 8, "first_plan_epochs": 8, "replanned": None,
+                      "seconds_per_step": None, "seconds_per_val_image": None, "steps_per_epoch": 35,
+                      "last_epoch_steps": 35, "val_images": 288, "val_every": 1, "seconds_per_epoch": None,
+                      "epoch_overhead_s": None, "warmup_epochs": 1.0, "precision": "fp32", "batch_size": 32,
+                      "lr": 0.05, "agc": "0.1131 (auto)", "model": "nf_resnet26", "model_why": "set by --model",
+                      "pace_from": None}
+    documented = budget.__doc__.split("fold<k>/plan.json  (every fold")[1].split("}")[0]
+    assert sorted(re.findall(r'"(\w+)"', documented)) == sorted([*record, "startup_s"])
+    assert _planned(monkeypatch, val_every=3)[0]["val_every"] == 3
+
+
+@pytest.mark.parametrize("left, epochs, last", [
+    (3.71, 4, 5),         # 3 whole epochs (1 s + 0.04 s of validation each), then 5 batches of a fourth
+    (3.21, 3, 10),        # 3 whole epochs, and less than a batch after them: no partial one
+    (0.59, 1, 10),        # only 5 batches fit: one whole epoch instead
+    (0.02, 1, 10),        # nothing fits: one whole epoch
+])
+def test_a_budgeted_plan_counts_whole_epochs_then_a_partial_one(monkeypatch, left, epochs, last):
+    """10 batches of 0.1 s an epoch, 4 validation images at 0.01 s: the epochs and the partial last one that fit
+    `left` seconds, the seconds an epoch costs, the warmup capped at a fifth of the epochs, and the probe's changes
+    undone."""
+    record, restored = _planned(monkeypatch, time_budget="40s", left=left)
+    assert (record["epochs"], record["first_plan_epochs"], record["last_epoch_steps"]) == (epochs, epochs, last)
+    assert record["budget_s"] == 40 and record["seconds_per_step"] == 0.1 and record["seconds_per_val_image"] == 0.01
+    assert record["seconds_per_epoch"] == pytest.approx(1.04) and record["val_every"] == 1
+    assert record["warmup_epochs"] == pytest.approx(min(1.0, (epochs - 1 + last / 10) / 5))
+    assert 1.9 < record["startup_s"] < 10 and record["pace_from"] == "this fold's probe" and restored == ["weights"]
+
+
+def test_a_known_pace_is_planned_from_without_probing_and_validation_is_spaced_when_it_costs(monkeypatch):
+    """A pace timed before (same model and batch) replaces the probe, which then changes no weight to restore. With
+    validation at 0.9 s against 2 s of training, it runs every 5th epoch (under a tenth of the time) and an epoch
+    costs 2 + 0.9/5 s; a fold without validation images times none."""
+    from kit.train.budget import Pace
+    pace = Pace("nf_resnet26", 32, 0.2, "fold 0's steps")
+    record, restored = _planned(monkeypatch, time_budget="1m", left=100, pace=pace, probe=99.0, per_image=0.003,
+                                val_rows=300)
+    assert record["seconds_per_step"] == 0.2 and record["pace_from"] == "fold 0's steps" and restored == []
+    assert record["val_every"] == 5 and record["seconds_per_epoch"] == pytest.approx(2 + 0.9 / 5)
+    assert record["budget_s"] == 60
+    bare, _ = _planned(monkeypatch, time_budget="1m", left=100, val_rows=0, per_image=5.0)
+    assert bare["seconds_per_val_image"] == 0.0 and bare["seconds_per_epoch"] == pytest.approx(1.0)
+    other = Pace("nf_resnet26", 64, 0.2, "fold 0's steps")                  # another batch: probed again
+    assert _planned(monkeypatch, time_budget="1m", left=100, pace=other)[0]["pace_from"] == "this fold's probe"
+
+
 def test_budget_arithmetic():
     from kit.train.budget import epochs_left, epochs_that_fit, val_every
     assert epochs_left(100, 9, 1, 1) == 10                       # 10 x (9 + 1)
@@ -197,6 +273,54 @@ def test_budget_arithmetic():
     assert val_every(3, train_s=10, val_s=5) == 3                # as set
 
 
+def test_budget_edges_deadlines_and_the_words_a_plan_is_told_in():
+    """The arithmetic's edges (no time, nothing to validate, a per-epoch overhead, every 3rd epoch), the deadline's
+    reserve, a bare number as minutes, the steady step, whether a pace fits, and a plan's epochs in words."""
+    from types import SimpleNamespace
+    from kit.train.budget import (Pace, budget_seconds, deadline, epochs_left, epochs_text, epochs_that_fit,
+                                  partial_text, steady_seconds, val_every)
+    assert epochs_left(5, 9, 1, 1) == 0 and epochs_left(-3, 9, 1, 1) == 0         # never below 0, never a free one
+    assert epochs_left(21, 9, 3, 3) == 1                    # its estimate for 2: 2 x 9 + (2/3 + 2/3) x 3 = 22 s
+    assert epochs_that_fit(46, 1.0, 10, 2, 1, overhead_s=1.0) == (3, 4)     # 3 x 11, 4 validations, its 1 s: 4 steps
+    assert epochs_that_fit(46, 1.0, 10, 2, 1)[1] <= 9       # a partial epoch is one batch short of whole, at most
+    assert val_every(None, train_s=0.5, val_s=5) == 90 and val_every(None, 0, 5) == 1 and val_every(None, 10, 0) == 1
+    assert val_every(None, train_s=10, val_s=1e-9) == 1 and val_every(None, train_s=0.5, val_s=0.5) == 9
+    assert deadline("100s", 1000.0) == 1000 + 100 - 5                      # 5 % of the budget kept
+    assert deadline("20s", 1000.0) == 1000 + 20 - 3                        # at least RESERVE_S
+    assert budget_seconds("2") == 120 and budget_seconds("90s") == 90
+    assert steady_seconds([9.0, 9.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]) == 1.5 and steady_seconds([]) is None  # 1st quarter out
+    trainer = SimpleNamespace(cfg=SimpleNamespace(model="m"), batch_size=8)
+    assert Pace("m", 8, 0.1, "x").fits(trainer) and not Pace("m", 8, 0.0, "x").fits(trainer)
+    assert not Pace("n", 8, 0.1, "x").fits(trainer) and not Pace("m", 4, 0.1, "x").fits(trainer)
+    assert epochs_text({"epochs": 4, "last_epoch_steps": 41, "steps_per_epoch": 68}) == \
+        "4 epochs, the last 41 of 68 batches"
+    for whole in ({"epochs": 4, "last_epoch_steps": 68, "steps_per_epoch": 68}, {"epochs": 4},
+                  {"epochs": 4, "last_epoch_steps": 0, "steps_per_epoch": 68},
+                  {"epochs": 4, "last_epoch_steps": 41, "steps_per_epoch": None}):
+        assert epochs_text(whole) == "4 epochs" and partial_text(whole) == ""
+
+
+def test_the_probe_times_the_trainers_own_steps_after_a_warm_up_one(monkeypatch):
+    """PROBE_STEPS + 1 steps through the Trainer's batch and Step (epoch 0, the step's index, its mix, updates
+    counted from 1), cycling the loader epoch after epoch; the median of all but the first step's time."""
+    from types import SimpleNamespace
+    from kit.train import budget
+    calls, epochs = [], []
+    sampler = SimpleNamespace(set_epoch=epochs.append)
+    step = SimpleNamespace(loss=lambda x, y, mix: ("loss", x, mix), backward=lambda loss: calls.append(("back", loss)),
+                           update=lambda n: calls.append(("update", n)))
+    batch = SimpleNamespace(train=lambda x, y, epoch, i: (f"{x}@{epoch}/{i}", y, f"mix{i}"))
+    trainer = SimpleNamespace(step=step, batch=batch, net=SimpleNamespace(train=lambda: None), train_sampler=sampler,
+                              train_loader=[("a", 0), ("b", 1)])
+    ticks = iter([0, 5, 5, 6, 6, 8, 8, 9, 9, 12, 12, 13])       # step times 5, 1, 2, 1, 3, 1: median of 1,2,1,3 = 1.5
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(ticks))
+    assert budget._train_seconds_per_step(trainer) == 1.5
+    assert epochs == [0, 1, 2] and budget.PROBE_STEPS == 4
+    assert [c for c in calls if c[0] == "update"] == [("update", n) for n in range(1, 6)]
+    assert [c[1] for c in calls if c[0] == "back"] == [("loss", x, f"mix{i}") for i, x in
+                                                        enumerate(["a@0/0", "b@0/1", "a@0/2", "b@0/3", "a@0/4"])]
+
+
 def test_the_replan_counts_what_the_first_epoch_took_beyond_its_steps(monkeypatch):
     """10 steps of 1 s, 2 s of validation, 1 s more for the checkpoints (13 s an epoch), 40.5 s left: 3 more whole
     epochs and no partial one fit; counted without the 1 s, a partial 4th would have been planned past the deadline."""
@@ -215,6 +339,12 @@ def test_the_replan_counts_what_the_first_epoch_took_beyond_its_steps(monkeypatc
     assert (no_overhead["epochs"], no_overhead["last_epoch_steps"]) == (5, 2)
     unscored = budget.replan(trainer, 14.0, None, 15.0)        # not validated: the planned 3 s, and 1 s overhead
     assert unscored["epoch_overhead_s"] == pytest.approx(1.0) and unscored["seconds_per_epoch"] == pytest.approx(14.0)
+    # no step times kept (the epoch's seconds over its steps), validated every 2nd epoch, 39.5 s left: 3 whole epochs
+    # of 11 s, 2 validations, and one batch of a partial 5th in the 1.5 s after its own overhead
+    sparse = SimpleNamespace(plan={**plan, "val_every": 2}, step_seconds=[])
+    monkeypatch.setattr(budget, "_deadline", lambda t: time.time() + 39.5)
+    new = budget.replan(sparse, 10.0, 2.0, 13.0)
+    assert (new["epochs"], new["last_epoch_steps"]) == (5, 1) and new["seconds_per_epoch"] == pytest.approx(12.0)
 
 
 def test_model_auto_keeps_the_plain_choice_unless_too_few_of_its_epochs_fit(tmp_path, monkeypatch):
