@@ -35,7 +35,8 @@ def test_paths_are_compared_resolved(tmp_path, monkeypatch):
 def test_a_twin_is_one_of_int8_fp16_or_none_and_lies_beside_its_graph():
     assert chosen_twin(False, False) is None
     assert chosen_twin(True, False) == "int8" and chosen_twin(False, True) == "fp16"
-    with pytest.raises(KitError, match=r"^--int8 and --fp16 ask for two different twins of the graph; pass one"):
+    with pytest.raises(KitError, match=r"^--int8 and --fp16 ask for two different twins of the graph; pass one \(int8 "
+                                       r"for CPUs, fp16 for GPUs\)$"):
         chosen_twin(True, True)
     assert twin_path(Path("runs/a/ensemble.onnx"), "int8") == Path("runs/a/ensemble.int8.onnx")
     assert RUN_OWN_NAMES == ("ensemble.onnx", "ensemble.int8.onnx", "ensemble.fp16.onnx")
@@ -83,8 +84,17 @@ def test_an_output_is_never_an_input_by_path_link_or_hard_link(tmp_path):
             Outputs().reads(source).check("--out", same)
     assert guard.check("--out", tmp_path / "other.csv") == tmp_path / "other.csv"
     assert guard.check("--probs", None) is None
-    with pytest.raises(KitError, match="is a folder"):
+    with pytest.raises(KitError, match=r"^--dir-out .* is a folder"):
         guard.check("--dir-out", tmp_path)
+    with pytest.raises(KitError, match=r"^--empty is empty; give a folder path$"):
+        guard.check("--empty", "", "folder")
+    with pytest.raises(KitError, match=r"^--folder .*in\.csv is a file; give a folder path$"):
+        Outputs().check("--folder", source, "folder")
+    second = tmp_path / "second.csv"
+    two = Outputs().reads(source).reads(second)                # reads() adds to what was read before
+    for same in (source, second):
+        with pytest.raises(KitError, match="is one of this command's inputs"):
+            two.check("--out", same)
 
 
 def test_a_protected_folder_takes_only_its_allowed_names(tmp_path):

@@ -91,6 +91,25 @@ def test_a_graph_of_another_competition_is_refused(comp, tmp_path):
         check_classes(regression, SimpleNamespace(**vars(META) | {"task": "regression"}), comp / "train.csv", "m.onnx")
 
 
+def test_train_csv_is_read_as_training_read_it_quietly(tmp_path, caplog):
+    """Labels with surrounding spaces and "3.0" beside "3" name the classes training named (the graph's), without
+    the log lines training wrote about them; twelve classes are named ten at most in the refusal."""
+    import logging
+    caplog.set_level(logging.INFO)
+    write_rows(tmp_path / "train.csv", ["image_id", "label"],
+               [["a", " 3"], ["b", "3.0"], ["c", "7 "], ["d", "12"]])
+    check_classes(Multiclass(["3", "7", "12"]), META, tmp_path / "train.csv", "m.onnx")
+    assert caplog.text == ""
+    three = tmp_path / "three.csv"
+    write_rows(three, ["image_id", "label"], [["a", "cat"], ["b", "dog"], ["c", "fox"]])
+    write_rows(tmp_path / "train.csv", ["image_id", "label"], [[f"i{k}", f"c{k:02d}"] for k in range(12)])
+    with pytest.raises(KitError, match=r"was exported for 3 classes \['cat', 'dog', 'fox'\] but .* has 12 classes "
+                                       r"\['c00', 'c01', 'c02', 'c03', 'c04', 'c05', 'c06', 'c07', 'c08', 'c09'\]: "):
+        check_classes(TASK, META, tmp_path / "train.csv", "m.onnx")
+    with pytest.raises(KitError, match=r"was exported for 12 classes \['c00', .*'c09'\] but .* has 3 classes"):
+        check_classes(Multiclass([f"c{k:02d}" for k in range(12)]), META, three, "m.onnx")
+
+
 def test_probabilities_are_written_to_read_back_as_the_same_float32(comp, tmp_path):
     sample = submission_table(str(comp))
     outputs = np.random.default_rng(0).dirichlet(np.ones(3), 4).astype(np.float32)
