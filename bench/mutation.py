@@ -41,6 +41,7 @@ MODULES = {
     "budget": "kit/train/budget.py",
     "paths": "kit/core/paths.py",
     "submission": "kit/runtime/submission.py",
+    "predictor": "kit/runtime/predictor.py",
 }
 
 

@@ -1,0 +1,107 @@
+"""The Predictor in-process on a graph built here with onnx.helper (no training, no torch): the session's provider
+checks, the graph's names and outputs checked against its metadata, and files predicted in order, each row its own
+image's. The same Predictor over exported ensembles is tested in test_predict.py; these tests are what mutation
+testing (pyproject's [tool.mutmut]) can see."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from kit.core.artifact import INPUT, OUTPUT, Metadata, write_metadata
+from kit.core.errors import KitError
+from kit.core.task import Multiclass
+from kit.runtime.predictor import Predictor, create_session, image_batches
+
+SIZE, CLASSES = 8, ["red", "green", "blue"]
+
+
+def colour_graph(path: Path, activation: str = "Softmax", input_name: str = INPUT, task: str = "multiclass",
+                 classes=CLASSES, blend: str = "weights") -> Path:
+    """uint8 [N, 8, 8, 3] -> the softmax (or sigmoid) of each channel's mean over the image, scaled: a red image is
+    "red". Saved with the kit's metadata."""
+    nodes = [helper.make_node("Cast", [input_name], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "scale"], ["z"]),
+             helper.make_node(activation, ["z"], [OUTPUT], **({"axis": 1} if activation == "Softmax" else {}))]
+    graph = helper.make_graph(
+        nodes, "colours", [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+         helper.make_tensor("scale", TensorProto.FLOAT, [], [0.05])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    task_obj = Multiclass(list(classes))
+    write_metadata(path, Metadata(task=task, classes=list(classes), task_params={}, img_size=SIZE,
+                                  train_img_size=SIZE, mean=[0, 0, 0], std=[1, 1, 1], model="colours", folds=[0],
+                                  fold_scores=[1.0], cv_score=1.0, metric="accuracy", tta=False, int8=False,
+                                  int8_agreement=None, fp16=False, fp16_agreement=None, id_col="image_id",
+                                  label_col="label", kit_version="test", members=[], answer=task_obj.answer_spec(),
+                                  blend={"method": blend, "honest_cv": {}}, export_key=""))
+    return path
+
+
+def image(path: Path, rgb, size: int = 12) -> Path:
+    Image.new("RGB", (size, size), rgb).save(path)
+    return path
+
+
+def test_files_are_predicted_in_order_each_row_its_own_image(tmp_path):
+    predictor = Predictor(colour_graph(tmp_path / "g.onnx"), provider="cpu")
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (0, 240, 10), (230, 0, 20)]
+    paths = [image(tmp_path / f"{i}.png", c, size=12 + i) for i, c in enumerate(colours)]   # resized to 8 px each
+    for batch_size in (1, 2, 32):
+        out = predictor.predict_files(paths, batch_size=batch_size, workers=2)
+        assert out.shape == (5, 3) and out.argmax(1).tolist() == [0, 1, 2, 1, 0]
+        np.testing.assert_allclose(out.sum(1), 1, rtol=1e-5)
+    one = predictor.predict_files(paths[3:4], batch_size=1)
+    np.testing.assert_allclose(out[3], one[0], rtol=1e-6)                 # a row is its image's, batched or alone
+    assert predictor.predict_files([], batch_size=4).shape == (0, 3)
+    assert predictor.answer(out[2])["label"] == "blue" and predictor.providers == ["CPUExecutionProvider"]
+    with pytest.raises(KitError, match=r"^--batch-size must be at least 1, got 0$"):
+        predictor.predict_files(paths, batch_size=0)
+
+
+def test_image_batches_keep_the_order_and_the_size(tmp_path):
+    paths = [image(tmp_path / f"{i}.png", (i * 20, 0, 0)) for i in range(7)]
+    batches = list(image_batches(paths, SIZE, 3, workers=3))
+    assert [b.shape for b in batches] == [(3, SIZE, SIZE, 3), (3, SIZE, SIZE, 3), (1, SIZE, SIZE, 3)]
+    assert [int(img[0, 0, 0]) for b in batches for img in b] == [i * 20 for i in range(7)]
+    assert all(b.dtype == np.uint8 for b in batches)
+
+
+def test_a_session_is_the_provider_asked_for_or_one_clear_error(tmp_path):
+    graph = colour_graph(tmp_path / "g.onnx")
+    assert create_session(graph, "cpu").get_providers() == ["CPUExecutionProvider"]
+    assert create_session(graph, "auto").get_providers()[0] in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert create_session(tmp_path / "elsewhere.onnx", "cpu", graph=graph.read_bytes()).get_providers() == \
+        ["CPUExecutionProvider"]                                    # the bytes given are the graph, not the path
+    with pytest.raises(KitError, match=r"^ONNX file .*missing\.onnx does not exist; export it first with `python "
+                                       r"infer\.py --export-only`$"):
+        create_session(tmp_path / "missing.onnx")
+    with pytest.raises(KitError, match=r"^--provider must be one of .*, got 'tpu'$"):
+        create_session(graph, "tpu")
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(KitError, match=r"^--provider cuda: onnxruntime here has no CUDAExecutionProvider \("
+                                           r"available: .*CPUExecutionProvider\)\. .*, or use --provider cpu$"):
+            create_session(graph, "cuda")
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    with pytest.raises(KitError, match=r"^onnxruntime cannot load .*bad\.onnx: "):
+        create_session(tmp_path / "bad.onnx", "cpu")
+
+
+def test_a_graph_whose_names_or_outputs_disagree_with_its_metadata_is_refused(tmp_path):
+    with pytest.raises(KitError, match=r"the graph's input/outputs are \(\['pixels'\], \['probabilities'\]\), not "
+                                       r"'images' -> 'probabilities'; it was not exported by this kit"):
+        Predictor(colour_graph(tmp_path / "names.onnx", input_name="pixels"), provider="cpu")
+    # sigmoid outputs do not sum to 1: a multiclass graph's metadata on them is refused
+    with pytest.raises(KitError, match=r"its metadata says multiclass but .*Re-export it with this kit$"):
+        Predictor(colour_graph(tmp_path / "sigmoid.onnx", activation="Sigmoid"), provider="cpu")
+    # a rank blend's outputs are ranks in [0, 1], not probabilities: checked as such
+    Predictor(colour_graph(tmp_path / "rank.onnx", activation="Sigmoid", blend="rank"), provider="cpu")
+    with pytest.raises(KitError, match=r"its metadata says multiclass but its rank outputs lie outside \[0, 1\]"):
+        Predictor(colour_graph(tmp_path / "raw.onnx", activation="Identity", blend="rank"), provider="cpu")
