@@ -42,6 +42,7 @@ MODULES = {
     "paths": "kit/core/paths.py",
     "submission": "kit/runtime/submission.py",
     "predictor": "kit/runtime/predictor.py",
+    "predict": "kit/runtime/predict.py",
 }
 
 

@@ -257,3 +257,44 @@ def fold_setup(tmp_path: Path, per_class: int = 6, fold: int = 0, keep=None, **s
     run.save_setup(cfg, task)
     return cfg, task, FoldData(table, task.encode(table.labels), fold_of_row, fold), run
 
+
+# --- a graph built by hand (no training, no torch): uint8 images -> a colour's class ------------------------------
+
+SIZE, CLASSES = 8, ["red", "green", "blue"]
+
+
+def colour_graph(path: Path, activation: str = "Softmax", input_name: str | None = None, task: str = "multiclass",
+                 classes=CLASSES, blend: str = "weights") -> Path:
+    """uint8 [N, 8, 8, 3] -> the softmax (or sigmoid) of each channel's mean over the image, scaled: a red image is
+    "red". Saved with the kit's metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+    from kit.core.artifact import INPUT as _INPUT, OUTPUT
+    input_name = input_name or _INPUT
+    nodes = [helper.make_node("Cast", [input_name], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "scale"], ["z"]),
+             helper.make_node(activation, ["z", "zero", "one"] if activation == "Clip" else ["z"], [OUTPUT],
+                              **({"axis": 1} if activation == "Softmax" else {}))]
+    graph = helper.make_graph(
+        nodes, "colours", [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+         helper.make_tensor("scale", TensorProto.FLOAT, [], [0.05]),
+         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    from kit.core.artifact import Metadata, write_metadata
+    from kit.core.task import Multiclass
+    task_obj = Multiclass(list(classes))
+    write_metadata(path, Metadata(task=task, classes=list(classes), task_params={}, img_size=SIZE,
+                                  train_img_size=SIZE, mean=[0, 0, 0], std=[1, 1, 1], model="colours", folds=[0],
+                                  fold_scores=[1.0], cv_score=1.0, metric="accuracy", tta=False, int8=False,
+                                  int8_agreement=None, fp16=False, fp16_agreement=None, id_col="image_id",
+                                  label_col="label", kit_version="test", members=[], answer=task_obj.answer_spec(),
+                                  blend={"method": blend, "honest_cv": {}}, export_key=""))
+    return path
+
+
+def solid_image(path: Path, rgb, size: int = 12) -> Path:
+    Image.new("RGB", (size, size), rgb).save(path)
+    return path

@@ -1,56 +1,20 @@
-"""The Predictor in-process on a graph built here with onnx.helper (no training, no torch): the session's provider
-checks, the graph's names and outputs checked against its metadata, and files predicted in order, each row its own
-image's. The same Predictor over exported ensembles is tested in test_predict.py; these tests are what mutation
-testing (pyproject's [tool.mutmut]) can see."""
+"""The Predictor in-process on a graph built with onnx.helper (helpers.colour_graph; no training, no torch): the
+session's provider checks, the graph's names and outputs checked against its metadata, and files predicted in order,
+each row its own image's. The same Predictor over exported ensembles is tested in test_predict.py; these tests are
+what mutation testing (pyproject's [tool.mutmut]) can see."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from PIL import Image
 
-from kit.core.artifact import INPUT, OUTPUT, Metadata, write_metadata
+from helpers import SIZE, colour_graph, solid_image as image
+from kit.core.artifact import INPUT
 from kit.core.errors import KitError
-from kit.core.task import Multiclass
 from kit.runtime.predictor import Predictor, create_session, image_batches
-
-SIZE, CLASSES = 8, ["red", "green", "blue"]
-
-
-def colour_graph(path: Path, activation: str = "Softmax", input_name: str = INPUT, task: str = "multiclass",
-                 classes=CLASSES, blend: str = "weights") -> Path:
-    """uint8 [N, 8, 8, 3] -> the softmax (or sigmoid) of each channel's mean over the image, scaled: a red image is
-    "red". Saved with the kit's metadata."""
-    nodes = [helper.make_node("Cast", [input_name], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
-             helper.make_node("Mul", ["m", "scale"], ["z"]),
-             helper.make_node(activation, ["z", "zero", "one"] if activation == "Clip" else ["z"], [OUTPUT],
-                              **({"axis": 1} if activation == "Softmax" else {}))]
-    graph = helper.make_graph(
-        nodes, "colours", [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["N", SIZE, SIZE, 3])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", 3])],
-        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
-         helper.make_tensor("scale", TensorProto.FLOAT, [], [0.05]),
-         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-    task_obj = Multiclass(list(classes))
-    write_metadata(path, Metadata(task=task, classes=list(classes), task_params={}, img_size=SIZE,
-                                  train_img_size=SIZE, mean=[0, 0, 0], std=[1, 1, 1], model="colours", folds=[0],
-                                  fold_scores=[1.0], cv_score=1.0, metric="accuracy", tta=False, int8=False,
-                                  int8_agreement=None, fp16=False, fp16_agreement=None, id_col="image_id",
-                                  label_col="label", kit_version="test", members=[], answer=task_obj.answer_spec(),
-                                  blend={"method": blend, "honest_cv": {}}, export_key=""))
-    return path
-
-
-def image(path: Path, rgb, size: int = 12) -> Path:
-    Image.new("RGB", (size, size), rgb).save(path)
-    return path
-
 
 def test_files_are_predicted_in_order_each_row_its_own_image(tmp_path):
     predictor = Predictor(colour_graph(tmp_path / "g.onnx"), provider="cpu")
