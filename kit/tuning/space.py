@@ -35,6 +35,18 @@ class Param:
     step: Any = None
     choices: tuple = ()
 
+    def point(self, value: Any) -> Any:
+        """The space's own value equal to this value of the setting (a choice, or a number within the range and on
+        its step), or None when the space does not hold it."""
+        if self.domain == "choice":
+            return next((c for c in self.choices if c == value and isinstance(c, bool) == isinstance(value, bool)),
+                        None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return None
+        if self.step is not None and abs((value - self.low) / self.step - round((value - self.low) / self.step)) > 1e-9:
+            return None
+        return value
+
     def suggest(self, trial) -> Any:
         """This setting's value for an Optuna trial."""
         if self.domain == "choice":

@@ -12,10 +12,13 @@ STUDY = --run-dir (default runs/tune/NAME):
                          folds file (--folds-csv)
   trial_<n>.yaml         the settings trial n trained with (train.py --config takes it); trial_<n>.log its output
   best.yaml              the best completed trial's settings, without its run dir: python train.py --config best.yaml
-  trials.md              every trial: state, value, settings, seconds; the best first
+  trials.md              every trial: state, settings, seconds; the CV of each completed one (the best first), the
+                         error of a failed one, the epoch that pruned a pruned one
   importance.png         Optuna's parameter importances (from two completed trials on)
 
-A trial is `python train.py --config trial_<n>.yaml --fold F` in its own process; its value is the run's CV (the OOF
+The first trial trains the defaults (the fixed flags alone) when the space holds each default, so the best trial is
+never below the run the user had without a study; trials.md marks it. A trial is `python train.py --config
+trial_<n>.yaml --fold F` in its own process; its value is the run's CV (the OOF
 score of the folds it trained, the task's metric and direction). While it trains, its metrics.csv is read after every
 epoch and reported to Optuna (step = fold x epochs + epoch); when the pruner says so the process is stopped and the
 trial recorded as pruned. A trial whose training fails is recorded as failed with its error line, never as a score.
@@ -41,7 +44,7 @@ from kit.core.errors import KitError
 from kit.store.oof import Oof, read_history
 from kit.evaluate.report import load_folds, pyplot
 from kit.store.rundir import RunDir
-from kit.settings.config import load_config
+from kit.settings.config import LR_BASE, batch_for, load_config
 from kit.tuning.space import Param, read_space
 
 log = logging.getLogger(__name__)
@@ -85,11 +88,15 @@ def direction(fixed: dict) -> str:
 def run_trial(trial, study_dir: Path, fixed: dict, params: list[Param], fold: str) -> float:
     """Train one trial in its own process, report its epochs, and return its CV."""
     optuna = optuna_module()
-    settings = {**fixed, **{p.name: p.suggest(trial) for p in params},
+    searched = {p.name: p.suggest(trial) for p in params}
+    # the defaults trial trains with the fixed flags alone: a setting it leaves to train.py (the model's batch) is
+    # resolved there exactly as in the user's own run
+    settings = {**fixed, **({} if trial.user_attrs.get(DEFAULTS) else searched),
                 "run_dir": str(study_dir / f"trial_{trial.number}")}
     trial_file = study_dir / f"trial_{trial.number}.yaml"
     write_text(trial_file, yaml.safe_dump(settings, sort_keys=False))
-    log.info(f"tune: trial {trial.number}: {', '.join(f'{p.name}={settings[p.name]}' for p in params)}")
+    log.info(f"tune: trial {trial.number}{' (the defaults)' if trial.user_attrs.get(DEFAULTS) else ''}: "
+             f"{', '.join(f'{name}={value}' for name, value in searched.items())}")
     log_file = trial_file.with_suffix(".log")           # train.py's output (a file: a pipe left unread would block it)
     with open(log_file, "w") as out:
         proc = subprocess.Popen([sys.executable, str(TRAIN_PY), "--config", str(trial_file), "--fold", fold],
@@ -104,6 +111,7 @@ def run_trial(trial, study_dir: Path, fixed: dict, params: list[Param], fold: st
                 proc.terminate()
                 proc.wait()
                 trial.set_user_attr("seconds", round(time.time() - t0, 1))
+                trial.set_user_attr("pruned", f"fold {step // 1000} epoch {step % 1000}: {score:.4f}")
                 raise optuna.TrialPruned(f"pruned at step {step} ({score:.4f})")
     trial.set_user_attr("seconds", round(time.time() - t0, 1))
     if proc.returncode:
@@ -148,8 +156,9 @@ def tune(space: str, trials: int, fold: str, fixed: dict, study_name: str, stora
     fixed = {k: v for k, v in fixed.items() if k != "run_dir"}
     goal = direction(fixed)
     study_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(optuna, study_dir, storage, study_name, goal, make_pruner(optuna, pruner))
-    existing = len(study.get_trials(deepcopy=False))
+    study = open_study(optuna, study_dir, storage, study_name, goal, make_pruner(optuna, pruner),
+                       defaults_trial(params, fixed))
+    existing = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
     # seeded by the trials already run, so a resumed study does not draw its first values again (workers started
     # together may draw the same values: each still runs its own trial)
     study.sampler = optuna.samplers.TPESampler(seed=load_config(None, fixed).seed + existing)
@@ -161,16 +170,43 @@ def tune(space: str, trials: int, fold: str, fixed: dict, study_name: str, stora
     return summarize(optuna, study, study_dir, fixed, params)
 
 
-def open_study(optuna, study_dir: Path, storage: str | None, name: str, goal: str, pruner):
-    """The study `name` in `storage` (default: study_dir/study.db), created if new. Workers of one machine open it one
-    at a time: two creating a new database's schema at once collide on its version row (sqlalchemy IntegrityError,
-    seen in CI with two workers on one SQLite file)."""
+DEFAULTS = "defaults"            # the user attribute that marks the trial of the defaults
+
+
+def defaults_trial(params: list[Param], fixed: dict) -> dict | None:
+    """The searched settings as a run with only the fixed flags trains them, when the space holds every one (else
+    None, and a log line names those it does not). A study starts with this trial, so its best is never below what the
+    user would have run without it (the rule for every `auto` of the kit). A default left to the run is resolved as
+    train.py resolves it: lr_base by the optimizer, batch_size by the model (32 while the model is `auto`)."""
+    cfg = load_config(None, fixed)
+    resolved = {"lr_base": LR_BASE[cfg.optimizer], "batch_size": batch_for(cfg)}
+    values, outside = {}, []
+    for p in params:
+        default = getattr(cfg, p.name)
+        point = p.point(resolved.get(p.name) if default is None else default)
+        if point is None:
+            outside.append(f"{p.name}={default}")
+        values[p.name] = point
+    if outside:
+        log.info(f"tune: the space does not hold the default of {', '.join(outside)}: no trial of the defaults")
+        return None
+    return values
+
+
+def open_study(optuna, study_dir: Path, storage: str | None, name: str, goal: str, pruner, defaults: dict | None = None):
+    """The study `name` in `storage` (default: study_dir/study.db), created if new, with the trial of `defaults` queued
+    first. Workers of one machine open it one at a time: two creating a new database's schema at once collide on its
+    version row (sqlalchemy IntegrityError, seen in CI with two workers on one SQLite file), and two queueing the
+    defaults would train them twice."""
     url = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     with open(study_dir / ".study.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)            # dropped when the file closes (or the process dies)
         # heartbeats: a killed worker's trial is recorded as failed
         rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
-        return optuna.create_study(study_name=name, storage=rdb, direction=goal, load_if_exists=True, pruner=pruner)
+        study = optuna.create_study(study_name=name, storage=rdb, direction=goal, load_if_exists=True, pruner=pruner)
+        if defaults is not None and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(defaults, user_attrs={DEFAULTS: True})
+        return study
 
 
 def make_pruner(optuna, name: str):
@@ -195,16 +231,24 @@ def summarize(optuna, study, study_dir: Path, fixed: dict, params: list[Param]) 
                                         f"{study.study_name}\n" + yaml.safe_dump(settings, sort_keys=False))
     names = [p.name for p in params]
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0) if reverse else (t.value or 0)))
-    rows = [f"| {t.number} | {t.state.name.lower()} | {'' if t.value is None else f'{t.value:.6f}'} | "
+    # completed trials by their CV, then the rest by number: Optuna gives a pruned trial the value of its last
+    # reported epoch, which is no CV and must not rank beside one
+    ranked = sorted(complete, key=lambda t: -t.value if reverse else t.value) + \
+        [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    rows = [f"| {t.number}{' (the defaults)' if t.user_attrs.get(DEFAULTS) else ''} | {t.state.name.lower()} | "
+            f"{f'{t.value:.6f}' if t.state == optuna.trial.TrialState.COMPLETE else ''} | "
             + " | ".join(str(t.params.get(n, '')) for n in names)
-            + f" | {t.user_attrs.get('seconds', '')} | {t.user_attrs.get('error', '')} |" for t in ranked]
+            + f" | {t.user_attrs.get('seconds', '')} | {t.user_attrs.get('error', t.user_attrs.get('pruned', ''))} |"
+            for t in ranked]
     write_text(study_dir / "trials.md", f"# Study {study.study_name}\n\n{len(study.trials)} trials ("
                f"{', '.join(f'{v} {k.lower()}' for k, v in states.items() if v)}); the best: trial {best.number}, "
-               f"CV {best.value:.6f} -> best.yaml\n\n| trial | state | CV | {' | '.join(names)} | seconds | error |\n"
+               f"CV {best.value:.6f} -> best.yaml\n\n| trial | state | CV | {' | '.join(names)} | seconds | "
+               f"error, or the epoch that pruned it |\n"
                f"|{'---|' * (len(names) + 5)}\n" + "\n".join(rows) + "\n")
     importance(optuna, study, study_dir / "importance.png", len(complete))
+    default = next((t for t in complete if t.user_attrs.get(DEFAULTS)), None)
     log.info(f"tune: best trial {best.number}: CV {best.value:.6f} ({', '.join(f'{k}={v}' for k, v in best.params.items())})"
+             f"{f'; the defaults (trial {default.number}): CV {default.value:.6f}' if default else ''}"
              f" -> {study_dir / 'best.yaml'}; every trial: {study_dir / 'trials.md'}")
     return {"best": best.number, "value": best.value, "params": best.params, "states": states}
 
