@@ -120,8 +120,8 @@ def report(args) -> None:
     for t in sorted(study["trials"], key=lambda t: t["number"]):
         u = unpruned.get(t["number"], {})
         cv = f"{t['value']:.4f}" if t["state"] == "COMPLETE" else ""      # a pruned trial's value is an epoch's
-        print(f"| {t['number']} | {t['state'].lower()} | {cv} | {u.get('value', float('nan')):.4f} | "
-              f"{t['seconds']} | {u.get('seconds', float('nan')):.0f} | "
+        unpruned_cv, unpruned_s = (f"{u['value']:.4f}", f"{u['seconds']:.0f}") if u else ("", "")
+        print(f"| {t['number']} | {t['state'].lower()} | {cv} | {unpruned_cv} | {t['seconds']} | {unpruned_s} | "
               f"{', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in t['params'].items())} |")
     beaten = [n for n, u in unpruned.items() if u["value"] > best["value"]]
     print(f"\npruned trials whose full run beat the best completed trial: {beaten or 'none'}")
@@ -147,8 +147,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--data-root", default="data")
     p.add_argument("--work", default="runs/bench_tune")
-    p.add_argument("--results", default="bench/results/tune.jsonl")
-    p.add_argument("--eval-results", default="bench/results/tune_eval.jsonl")
+    p.add_argument("--results", default="bench/results/kit_tune_study.jsonl")
+    p.add_argument("--eval-results", default="bench/results/kit_tune_eval.jsonl")
     args = p.parse_args()
     {"study": run_study, "unpruned": run_unpruned, "evaluate": run_evaluate, "report": report}[args.command](args)
 

@@ -134,3 +134,75 @@ def test_epochs_are_reported_per_fold_as_they_finish(tmp_path):
                                                "2,0.1,1.8,1.7,accuracy,0.55,1,1.0,10\n")
     assert epoch_scores(RunDir(tmp_path / "run"), reported) == [(1002, 0.55)]        # only the new epoch
     assert epoch_scores(RunDir(tmp_path / "run"), reported) == []
+
+
+def test_the_first_trial_trains_the_defaults_as_the_user_would(tmp_path, capsys):
+    comp = make_competition(tmp_path / "comp", per_class=6)
+    (tmp_path / "space.yaml").write_text("label_smoothing: {low: 0.0, high: 0.3}\n"
+                                         "ema_decay: {choices: [0.99, 0.999]}\nbatch_size: {choices: [4, 32]}\n")
+    args = ["kit.tune", "--data-dir", comp, "--space", tmp_path / "space.yaml", "--run-dir", tmp_path / "study",
+            "--folds-csv", tmp_path / "folds.csv", "--pruner", "none", "--study", "s", *FIXED[:7], "--num-workers", "0"]
+    r = run_entry(capsys, *args, "--trials", "2")
+    assert r.returncode == 0, r.stderr
+    first, second = study(tmp_path).trials
+    # the defaults: label_smoothing 0.1, ema_decay 0.999, and the model's batch (32) where the user set none
+    assert first.user_attrs["defaults"] and first.params == {"label_smoothing": 0.1, "ema_decay": 0.999,
+                                                             "batch_size": 32}
+    assert "defaults" not in second.user_attrs
+    import yaml
+    trial_file = yaml.safe_load((tmp_path / "study" / "trial_0.yaml").read_text())
+    assert not {"label_smoothing", "ema_decay", "batch_size"} & set(trial_file)     # left to train.py, as the user's run
+    assert set(yaml.safe_load((tmp_path / "study" / "trial_1.yaml").read_text())) >= {"label_smoothing", "ema_decay"}
+    assert re.search(r"\| 0 \(the defaults\) \| complete \|", (tmp_path / "study" / "trials.md").read_text())
+    r = run_entry(capsys, *args, "--trials", "3")                 # a continued study does not queue them again
+    assert r.returncode == 0 and [bool(t.user_attrs.get("defaults")) for t in study(tmp_path).trials] == \
+        [True, False, False]
+
+
+def test_no_defaults_trial_when_the_space_leaves_a_default_out(caplog):
+    import logging
+    from kit.tuning.space import Param
+    from kit.tuning.study import defaults_trial
+    inside = [Param("lr_base", "float", 0.1, 1.0, log=True), Param("weight_decay", "float", 1e-5, 1e-4)]
+    assert defaults_trial(inside, {}) == {"lr_base": 0.4, "weight_decay": 2e-5}       # lr_base: SGD's 0.4
+    assert defaults_trial([Param("lr_base", "float", 1e-4, 1e-2)], {"optimizer": "adamw"}) == {"lr_base": 0.002}
+    assert defaults_trial([Param("batch_size", "choice", choices=(32, 64))], {"model": "nf_resnet18"}) == \
+        {"batch_size": 64}                                                              # the model's own batch
+    with caplog.at_level(logging.INFO, logger="kit.tuning.study"):
+        assert defaults_trial([*inside, Param("label_smoothing", "float", 0.15, 0.3)], {}) is None
+    assert "label_smoothing=0.1" in caplog.text and "weight_decay" not in caplog.text
+
+
+@pytest.mark.parametrize("param, value, point", [
+    (("aug_hflip", "choice", None, None, False, None, (0, 0.5)), 0.0, 0),           # 0 and 0.0 are one value
+    (("ema", "choice", None, None, False, None, (0, 1)), True, None),               # True is not the number 1
+    (("agc_clip", "choice", None, None, False, None, ("auto", "0.01")), "auto", "auto"),
+    (("epochs", "int", 2, 10, False, 2), 6, 6),                                      # on the step from low
+    (("epochs", "int", 2, 10, False, 2), 5, None),                                   # between two steps
+    (("drop_rate", "float", 0.0, 0.5), 0.5, 0.5),                                   # the bounds are inside
+    (("drop_rate", "float", 0.0, 0.5), 0.6, None),
+    (("drop_rate", "float", 0.0, 0.5), None, None),
+])
+def test_a_space_holds_a_value_only_as_the_sampler_could_draw_it(param, value, point):
+    from kit.tuning.space import Param
+    got = Param(*param).point(value)
+    assert got == point and type(got) is type(point)
+
+
+def test_trials_md_ranks_completed_trials_only_and_says_where_a_trial_was_pruned(tmp_path):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+    from kit.tuning.space import Param
+    from kit.tuning.study import summarize
+    s = optuna.create_study(direction="maximize")
+    dist = {"drop_rate": FloatDistribution(0.0, 0.5)}
+    s.add_trial(create_trial(params={"drop_rate": 0.1}, distributions=dist, value=0.5,
+                             user_attrs={"seconds": 9.0, "defaults": True}))
+    # Optuna keeps a pruned trial's last epoch as its value: above the completed trial's CV here
+    s.add_trial(create_trial(params={"drop_rate": 0.3}, distributions=dist, value=0.9, state=TrialState.PRUNED,
+                             intermediate_values={2: 0.9}, user_attrs={"seconds": 3.0, "pruned": "fold 0 epoch 2: 0.9000"}))
+    out = summarize(optuna, s, tmp_path, {}, [Param("drop_rate", "float", 0.0, 0.5)])
+    assert out["best"] == 0
+    rows = [line for line in (tmp_path / "trials.md").read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[0].startswith("| 0 (the defaults) | complete | 0.500000 | 0.1 |")
+    assert rows[1] == "| 1 | pruned |  | 0.3 | 3.0 | fold 0 epoch 2: 0.9000 |"
