@@ -90,8 +90,7 @@ def flags_of(params: dict) -> list[str]:
 
 
 def run_evaluate(args) -> None:
-    best = next(r for r in reversed(load(args.results)) if r["kind"] == "study")
-    complete = [t for t in best["trials"] if t["state"] == "COMPLETE"]
+    complete = [t for t in last_study(load(args.results), args.results)["trials"] if t["state"] == "COMPLETE"]
     top = max(complete, key=lambda t: t["value"])
     budget = ["--time-budget", args.budget]
     subprocess.run([sys.executable, "bench/recipe.py", "run", "--datasets", args.dataset, "--arms", "hand",
@@ -101,9 +100,18 @@ def run_evaluate(args) -> None:
                     "--results", args.eval_results], cwd=ROOT, check=True)
 
 
+def last_study(rows: list[dict], path) -> dict:
+    found = [r for r in rows if r["kind"] == "study"]
+    if not found:
+        print(f"error: {path} holds no study: run `python bench/tune.py study` first (or name --results)",
+              file=sys.stderr)
+        sys.exit(2)
+    return found[-1]
+
+
 def report(args) -> None:
     rows = load(args.results)
-    study = next(r for r in reversed(rows) if r["kind"] == "study")
+    study = last_study(rows, args.results)
     unpruned = {r["number"]: r for r in rows if r["kind"] == "unpruned"}
     spent = sum(t["seconds"] or 0 for t in study["trials"])
     full = sum(unpruned[t["number"]]["seconds"] if t["state"] == "PRUNED" else (t["seconds"] or 0)
