@@ -93,7 +93,7 @@ def run_evaluate(args) -> None:
     complete = [t for t in last_study(load(args.results), args.results)["trials"] if t["state"] == "COMPLETE"]
     top = max(complete, key=lambda t: t["value"])
     budget = ["--time-budget", args.budget]
-    subprocess.run([sys.executable, "bench/recipe.py", "run", "--datasets", args.dataset, "--arms", "hand",
+    subprocess.run([sys.executable, "bench/recipe.py", "run", "--datasets", args.dataset, "--arms", args.arms,
                     "--extra-arm", f"kit-budget={json.dumps(budget)}",
                     "--extra-arm", f"tuned={json.dumps(budget + flags_of(top['params']))}",
                     "--seeds", args.seeds, "--work", str(Path(args.work) / "eval"), "--data-root", args.data_root,
@@ -153,6 +153,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--pruner", default="median", choices=("median", "halving", "none"))
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--arms", default="hand", help="evaluate: bench/recipe.py arms run beside the two ('' for none)")
     p.add_argument("--data-root", default="data")
     p.add_argument("--work", default="runs/bench_tune")
     p.add_argument("--results", default="bench/results/kit_tune_study.jsonl")
