@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.recipe import load_results  # noqa: E402  (after the path that makes bench importable)
+
 SPACE = ROOT / "bench" / "tune_space.yaml"
 
 
@@ -67,7 +69,7 @@ def run_study(args) -> None:
 def run_unpruned(args) -> None:
     from kit.store.rundir import RunDir
     from kit.tuning.study import oof_score
-    done = {r["number"] for r in load(args.results) if r["kind"] == "unpruned"}
+    done = {r["number"] for r in load_results(Path(args.results)) if r["kind"] == "unpruned"}
     for tr in trials(args):
         if tr.state.name != "PRUNED" or tr.number in done:
             continue
@@ -90,7 +92,8 @@ def flags_of(params: dict) -> list[str]:
 
 
 def run_evaluate(args) -> None:
-    complete = [t for t in last_study(load(args.results), args.results)["trials"] if t["state"] == "COMPLETE"]
+    study = last_study(load_results(Path(args.results)), args.results)
+    complete = [t for t in study["trials"] if t["state"] == "COMPLETE"]
     top = max(complete, key=lambda t: t["value"])
     budget = ["--time-budget", args.budget]
     subprocess.run([sys.executable, "bench/recipe.py", "run", "--datasets", args.dataset, "--arms", args.arms,
@@ -110,7 +113,7 @@ def last_study(rows: list[dict], path) -> dict:
 
 
 def report(args) -> None:
-    rows = load(args.results)
+    rows = load_results(Path(args.results))
     study = last_study(rows, args.results)
     unpruned = {r["number"]: r for r in rows if r["kind"] == "unpruned"}
     spent = sum(t["seconds"] or 0 for t in study["trials"])
@@ -133,11 +136,6 @@ def report(args) -> None:
               f"{', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in t['params'].items())} |")
     beaten = [n for n, u in unpruned.items() if u["value"] > best["value"]]
     print(f"\npruned trials whose full run beat the best completed trial: {beaten or 'none'}")
-
-
-def load(path) -> list[dict]:
-    p = Path(path)
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
 
 
 def append(path, row: dict) -> None:
