@@ -69,7 +69,7 @@ def run_study(args) -> None:
 def run_unpruned(args) -> None:
     from kit.store.rundir import RunDir
     from kit.tuning.study import oof_score
-    done = {r["number"] for r in load_results(Path(args.results)) if r["kind"] == "unpruned"}
+    done = {r["number"] for r in unpruned_rows(load_results(Path(args.results)), args.dataset)}
     for tr in trials(args):
         if tr.state.name != "PRUNED" or tr.number in done:
             continue
@@ -80,7 +80,7 @@ def run_unpruned(args) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.time() - t
         value = oof_score(RunDir(run_dir))
-        append(args.results, {"kind": "unpruned", "number": tr.number, "value": value, "seconds": seconds,
+        append(args.results, {"kind": "unpruned", "dataset": args.dataset, "number": tr.number, "value": value, "seconds": seconds,
                               "pruned_after": tr.user_attrs.get("seconds")})
         print(f"trial {tr.number}: CV {value:.4f} unpruned in {seconds:.0f} s (pruned after "
               f"{tr.user_attrs.get('seconds')} s)", flush=True)
@@ -92,7 +92,7 @@ def flags_of(params: dict) -> list[str]:
 
 
 def run_evaluate(args) -> None:
-    study = last_study(load_results(Path(args.results)), args.results)
+    study = last_study(load_results(Path(args.results)), args.results, args.dataset)
     complete = [t for t in study["trials"] if t["state"] == "COMPLETE"]
     top = max(complete, key=lambda t: t["value"])
     budget = ["--time-budget", args.budget]
@@ -103,19 +103,25 @@ def run_evaluate(args) -> None:
                     "--results", args.eval_results], cwd=ROOT, check=True)
 
 
-def last_study(rows: list[dict], path) -> dict:
-    found = [r for r in rows if r["kind"] == "study"]
+def last_study(rows: list[dict], path, dataset: str) -> dict:
+    """The last study on `dataset` in the results (a file may hold studies of several datasets)."""
+    found = [r for r in rows if r["kind"] == "study" and r["dataset"] == dataset]
     if not found:
-        print(f"error: {path} holds no study: run `python bench/tune.py study` first (or name --results)",
-              file=sys.stderr)
+        print(f"error: {path} holds no study of {dataset}: run `python bench/tune.py study --dataset {dataset}` "
+              f"first (or name --results)", file=sys.stderr)
         sys.exit(2)
     return found[-1]
 
 
+def unpruned_rows(rows: list[dict], dataset: str) -> list[dict]:
+    """The unpruned re-runs of `dataset`'s study (trial numbers repeat from one study to the next)."""
+    return [r for r in rows if r["kind"] == "unpruned" and r["dataset"] == dataset]
+
+
 def report(args) -> None:
     rows = load_results(Path(args.results))
-    study = last_study(rows, args.results)
-    unpruned = {r["number"]: r for r in rows if r["kind"] == "unpruned"}
+    study = last_study(rows, args.results, args.dataset)
+    unpruned = {r["number"]: r for r in unpruned_rows(rows, args.dataset)}
     spent = sum(t["seconds"] or 0 for t in study["trials"])
     full = sum(unpruned[t["number"]]["seconds"] if t["state"] == "PRUNED" else (t["seconds"] or 0)
                for t in study["trials"] if t["state"] != "PRUNED" or t["number"] in unpruned)
@@ -125,8 +131,12 @@ def report(args) -> None:
     print(f"study ({study['dataset']}, --time-budget {study['budget']} per fold, pruner {study['pruner']}): "
           f"{len(study['trials'])} trials, {len(complete)} complete, the best trial {best['number']} CV "
           f"{best['value']:.4f}; {study['study_seconds']:.0f} s in all")
-    print(f"trials' seconds: {spent:.0f} with pruning, {full:.0f} without (the same trials"
-          f"{', MISSING unpruned runs of ' + str(missing) if missing else ''}): saved {100 * (1 - spent / full):.1f} %")
+    if missing:                 # a saving over part of the trials would compare unlike totals
+        print(f"trials' seconds: {spent:.0f} with pruning; no saving without the unpruned runs of trials {missing} "
+              f"(python bench/tune.py unpruned --dataset {args.dataset})")
+    else:
+        print(f"trials' seconds: {spent:.0f} with pruning, {full:.0f} without (the same trials): saved "
+              f"{100 * (1 - spent / full):.1f} %")
     print("\n| trial | state | CV (2 folds) | CV unpruned | s | s unpruned | settings |\n|---:|---|---:|---:|---:|---:|---|")
     for t in sorted(study["trials"], key=lambda t: t["number"]):
         u = unpruned.get(t["number"], {})
@@ -135,7 +145,8 @@ def report(args) -> None:
         print(f"| {t['number']} | {t['state'].lower()} | {cv} | {unpruned_cv} | {t['seconds']} | {unpruned_s} | "
               f"{', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in t['params'].items())} |")
     beaten = [n for n, u in unpruned.items() if u["value"] > best["value"]]
-    print(f"\npruned trials whose full run beat the best completed trial: {beaten or 'none'}")
+    print(f"\npruned trials whose full run beat the best completed trial: {beaten or 'none'} (of the {len(unpruned)} "
+          f"run unpruned)")
 
 
 def append(path, row: dict) -> None:
