@@ -14,6 +14,12 @@
                 throughput decides what fits a time budget (issue 28).
   pretrain-photos  12 other bundled images (PRETRAIN_PHOTOS: scikit-image's and scikit-learn's, none of the
                 photo-patches photos), 1000 windows each at 32 px: the pretraining set of bench/pretrain.py (issue 34).
+  glyphs        52 classes, the letters A-Z and a-z (no digit), each drawn in one of matplotlib's bundled fonts
+                (DejaVu, STIX), scaled, rotated up to ±30°, stroked 1-3 px, and scanned as the digits
+                are: 8x8 px, 17 grey levels, ink bright on black; then blurred and noised as digits-hard. 250 per class.
+  pretrain-mix  pretrain-photos (500 windows per photo) and glyphs in one set of 64 classes (19,000 images): the
+                pretraining set of bench/pretrain.py since the second fine-tuning round (issue 34), one checkpoint
+                for photo-patches and digits-hard alike, as ImageNet weights are one checkpoint for every task.
 
 Each folder also has solution.csv (the test labels) for scoring.
 """
@@ -167,8 +173,81 @@ def pretrain_photos(root: Path) -> Path:
                          suffix=".png")
 
 
+def _glyph(char: str, font_file: str, rng: np.random.Generator) -> Image.Image:
+    """`char` scanned the way scikit-learn's digits were (8x8, 17 grey levels, bright ink), then degraded as
+    digits-hard is (blurred through 5x5 on half of them, noised)."""
+    from PIL import ImageDraw, ImageFont
+    font = ImageFont.truetype(font_file, int(rng.integers(34, 54)))
+    canvas = Image.new("L", (64, 64), 0)
+    stroke = int(rng.integers(1, 4))
+    offset = rng.integers(-5, 6, 2)
+    ImageDraw.Draw(canvas).text((32 + int(offset[0]), 32 + int(offset[1])), char, fill=255, font=font, anchor="mm",
+                                stroke_width=stroke, stroke_fill=255)
+    canvas = canvas.rotate(float(rng.uniform(-30, 30)), resample=Image.BILINEAR)
+    box = canvas.getbbox() or (0, 0, 64, 64)                   # the scan's frame: the ink's box, squared, padded
+    side = max(box[2] - box[0], box[3] - box[1]) * rng.uniform(1.0, 1.15)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    img = canvas.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
+    arr = np.asarray(img.resize((8, 8), Image.BOX), np.float32)
+    arr = np.round(arr * 16 / max(arr.max(), 1.0)) * 255 / 16             # the darkest ink is 16, as in the digits
+    if rng.random() < 0.5:
+        arr = np.asarray(Image.fromarray(arr.astype(np.uint8)).resize((5, 5), Image.BILINEAR)
+                         .resize((8, 8), Image.BILINEAR), np.float32)
+    arr = arr + rng.normal(0, 40, (8, 8))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def glyphs(root: Path, per_class: int = 250, test_per_class: int = 20, seed: int = 12) -> Path:
+    if (root / "train.csv").exists():
+        return root
+    import string
+    import matplotlib
+    fonts = sorted(str(f) for f in (Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf")
+                   if f.name.startswith(("DejaVuSans", "DejaVuSerif", "STIX")) and "Display" not in f.name
+                   and "Size" not in f.name and "NonUni" not in f.name)
+    rng = np.random.default_rng(seed)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "train_images").mkdir(parents=True)
+    (tmp / "test_images").mkdir()
+    train, test = [], []
+    for char in string.ascii_uppercase + string.ascii_lowercase:
+        label = f"upper_{char}" if char.isupper() else f"lower_{char}"
+        for split, rows, n in (("train_images", train, per_class), ("test_images", test, test_per_class)):
+            for _ in range(n):
+                image_id = f"g{len(train) + len(test):05d}"
+                _glyph(char, fonts[rng.integers(len(fonts))], rng).save(tmp / split / f"{image_id}.png")
+                rows.append((image_id, label))
+    order = rng.permutation(len(train))
+    _write_csvs(tmp, [train[i] for i in order], sorted(test))
+    tmp.rename(root)
+    return root
+
+
+def pretrain_mix(root: Path) -> Path:
+    """pretrain-photos' photos at 500 windows each beside the glyphs, in one Kaggle folder."""
+    if (root / "train.csv").exists():
+        return root
+    parts = [photo_patches(root.with_name("pretrain-photos-500"), train_per_class=500, test_per_class=20, seed=13,
+                           photos=PRETRAIN_PHOTOS, out=32, suffix=".png"), glyphs(root.with_name("glyphs"))]
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rows = {"train.csv": [], "solution.csv": []}
+    for part in parts:
+        for folder in ("train_images", "test_images"):
+            shutil.copytree(part / folder, tmp / folder, dirs_exist_ok=True)     # ids differ: p..... and g.....
+        for name in rows:
+            with open(part / name, newline="", encoding="utf-8") as f:
+                rows[name] += [tuple(r) for r in list(csv.reader(f))[1:]]
+    order = np.random.default_rng(14).permutation(len(rows["train.csv"]))
+    _write_csvs(tmp, [rows["train.csv"][i] for i in order], sorted(rows["solution.csv"]))
+    tmp.rename(root)
+    return root
+
+
 DATASETS = {"digits": digits, "digits-hard": digits_hard, "photo-patches": photo_patches,
-            "digits-hard-longtail": long_tail, "photo-patches-6k": photo_patches_6k, "pretrain-photos": pretrain_photos}
+            "digits-hard-longtail": long_tail, "photo-patches-6k": photo_patches_6k, "pretrain-photos": pretrain_photos,
+            "glyphs": glyphs, "pretrain-mix": pretrain_mix}
 
 
 def build(name: str, data_root: Path = Path("data")) -> Path:
