@@ -97,6 +97,9 @@ class Config:
     lr_base: Optional[float] = knob(None, "peak learning rate per 256 images of global batch, scaled linearly (SGD; "
                                           "Goyal et al. 2017) or by the square root (AdamW) to the batch; default 0.4 "
                                           "for SGD (0.05 at batch 32), 0.002 for AdamW (0.001 at batch 64)")
+    layer_decay: Optional[float] = knob(None, "layer-wise learning-rate decay (timm's, for fine-tuning): the head "
+                                              "trains at the peak lr and each block group below it at this factor "
+                                              "times the one above; default: one lr for every layer")
     momentum: float = knob(0.9, "SGD momentum")
     weight_decay: float = knob(2e-5, "weight decay")
     warmup_epochs: float = knob(1.0, "linear warmup before the cosine decay, in epochs")
@@ -356,6 +359,8 @@ def validate(cfg: Config) -> None:
                                                      "batch_size"),
         (cfg.lr is None or cfg.lr > 0, "lr must be positive"),
         (cfg.lr_base is None or cfg.lr_base > 0, "lr_base must be positive"),
+        (cfg.layer_decay is None or 0 < cfg.layer_decay <= 1, "layer_decay must be in (0, 1] (1: one lr for every "
+                                                              "layer)"),
         (cfg.val_every is None or cfg.val_every >= 1, "val_every must be at least 1"),
         (cfg.cache_memory_mb >= 0, "cache_memory_mb must be >= 0"),
         (cfg.agc_clip == "auto" or _nonnegative(cfg.agc_clip), f"agc_clip must be auto or a number >= 0 (0 "

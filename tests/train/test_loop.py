@@ -131,6 +131,25 @@ def test_learning_rate_follows_warmup_then_cosine(tmp_path):
     assert got[-1] == pytest.approx(min_lr, rel=1e-4)               # the last update ends the cosine at min_lr
 
 
+def test_layer_decay_gives_the_head_the_scheduled_lr_and_each_group_below_a_decayed_one(tmp_path):
+    """--layer-decay d: after the schedule has run, the head trains at the logged lr and the stem at d^depth of it
+    (timm's groups carry an lr_scale that its scheduler applies; an optimizer built without them, or a scheduler
+    that set one lr for all, fails here)."""
+    decay = 0.5
+    t = trainer(tmp_path, epochs=2, layer_decay=decay, warmup_epochs=0.0)
+    t.fit()
+    logged = read_history(t.run.history(0))[-1].lr
+    group_of = {id(p): g for g in t.optimizer.param_groups for p in g["params"]}
+    head = group_of[id(t.model.get_classifier().weight)]
+    stem = group_of[id(next(p for name, p in t.model.named_parameters() if name.startswith("stem")))]
+    depth = round(math.log(stem["lr_scale"]) / math.log(decay))
+    assert depth >= 2 and head["lr_scale"] == 1.0
+    assert head["lr"] == pytest.approx(logged, rel=1e-6)
+    assert stem["lr"] == pytest.approx(logged * decay ** depth, rel=1e-6)
+    saved = checkpoint.load(t.run.last(0))["optimizer"]["param_groups"]        # a resume restores the groups
+    assert sorted({g["lr_scale"] for g in saved}) == sorted({g["lr_scale"] for g in t.optimizer.param_groups})
+
+
 def test_same_weights_with_and_without_loader_workers(tmp_path):
     states = []
     for workers in (0, 2):
