@@ -61,7 +61,9 @@ def test_auto_recipe_follows_the_starting_weights():
     assert load_config(None, {"pretrained": False, "model": "eca_nfnet_l0"}).model == "eca_nfnet_l0"
     for overrides in ({}, {"pretrained": False, "pretrained_file": "w.pth"}):
         tuned = load_config(None, overrides)
-        assert tuned.recipe == "finetune" and tuned.mixup == RECIPES["finetune"]["mixup"] > 0
+        assert tuned.recipe == "finetune" and tuned.model == Config().model       # finetune keeps the model
+        assert all(getattr(tuned, k) == v for k, v in RECIPES["finetune"].items())
+        assert tuned.drop_path_rate != Config().drop_path_rate
     explicit = load_config(None, {"pretrained": False, "drop_path_rate": 0.3, "recipe": "paper"})
     assert (explicit.recipe, explicit.drop_path_rate, explicit.agc_clip) == ("paper", 0.3, "0.01")
 
