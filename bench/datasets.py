@@ -36,6 +36,15 @@ PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass",
           "immunohistochemistry", "moon", "rocket")
 
 
+def _empty_competition(root: Path) -> Path:
+    """ROOT.tmp with empty train_images/ and test_images/: a set is written there and renamed to ROOT when whole."""
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "train_images").mkdir(parents=True)
+    (tmp / "test_images").mkdir()
+    return tmp
+
+
 def _write_csvs(root: Path, train: list, test: list) -> None:
     for name, rows in (("train.csv", train), ("sample_submission.csv", [(i, train[0][1]) for i, _ in test]),
                        ("solution.csv", test)):
@@ -109,10 +118,7 @@ def photo_patches(root: Path, train_per_class: int = 120, test_per_class: int = 
     if (root / "train.csv").exists():
         return root
     rng = np.random.default_rng(seed)
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "train_images").mkdir(parents=True)
-    (tmp / "test_images").mkdir()
+    tmp = _empty_competition(root)
     train, test = [], []
     for label in photos:
         photo = _photo(label)
@@ -206,10 +212,7 @@ def glyphs(root: Path, per_class: int = 250, test_per_class: int = 20, seed: int
                    if f.name.startswith(("DejaVuSans", "DejaVuSerif", "STIX")) and "Display" not in f.name
                    and "Size" not in f.name and "NonUni" not in f.name)
     rng = np.random.default_rng(seed)
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "train_images").mkdir(parents=True)
-    (tmp / "test_images").mkdir()
+    tmp = _empty_competition(root)
     train, test = [], []
     for char in string.ascii_uppercase + string.ascii_lowercase:
         label = f"upper_{char}" if char.isupper() else f"lower_{char}"
